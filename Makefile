@@ -1,0 +1,24 @@
+# userrouter. `make help` lists the targets.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: help build test lint run
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/userrouter and bin/bench
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/userrouter .
+	$(GO) build -o bin/bench ./bench
+
+test: ## run every test, integration included, against real memcached and MariaDB (installed and started when missing)
+	bash .ci/with-services $(GO) test -race -count=1 ./...
+
+lint: ## check gofmt and run go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+run: build ## run userrouter on conf/userrouter.example.toml
+	./bin/userrouter -config conf/userrouter.example.toml

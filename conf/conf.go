@@ -1,0 +1,221 @@
+// Package conf loads, defaults and validates userrouter's TOML config file.
+//
+// The lifecycle is load → defaults → validate → use: Load starts from
+// Default, lays the file over it (strictly: an unknown key is an error),
+// expands ${ENV_VAR} references in strings, and validates the result,
+// reporting every problem at once with the file and line it comes from.
+// The doc comment of each field below is its user documentation; the same
+// text, with the default, is in userrouter.example.toml.
+package conf
+
+// Config is userrouter's whole configuration.
+type Config struct {
+	Listen  Listen  `toml:"listen"`
+	Backend Backend `toml:"backend"`
+	Session Session `toml:"session"`
+	Cache   Cache   `toml:"cache"`
+	Purge   Purge   `toml:"purge"`
+	Log     Log     `toml:"log"`
+
+	// File is the path the config was loaded from; it is not a key.
+	File string `toml:"-"`
+}
+
+// Listen configures the sockets userrouter accepts requests on.
+type Listen struct {
+	// Addr is the main listener nginx proxies to: "host:port" or
+	// "unix:/path/to.sock". Default "127.0.0.1:8090".
+	Addr string `toml:"addr"`
+	// SocketMode is the permission of a unix socket Addr, in octal.
+	// Default "0660" (nginx's user must share userrouter's group).
+	SocketMode string `toml:"socket_mode"`
+	// AdminAddr serves /healthz and the other admin endpoints. Keep it on
+	// loopback: it is not authenticated. "" disables it.
+	// Default "127.0.0.1:8091".
+	AdminAddr string `toml:"admin_addr"`
+	// TrustedProxies lists the peers (IPs or CIDRs) whose X-Forwarded-For,
+	// X-Real-IP and X-Forwarded-Proto pass to the backend untouched. For any
+	// other peer userrouter appends the peer address to X-Forwarded-For and
+	// sets X-Real-IP to it. Unix socket peers are always trusted.
+	// Default ["127.0.0.0/8", "::1/128"].
+	TrustedProxies []string `toml:"trusted_proxies"`
+	// ReadTimeout bounds reading one whole request (headers and body) from
+	// the client. nginx buffers request bodies, so this can stay short.
+	// Default "60s".
+	ReadTimeout Duration `toml:"read_timeout"`
+	// WriteTimeout bounds writing one whole response to the client; "0s"
+	// means no limit, which lets a large download stream as long as it takes.
+	// Default "0s".
+	WriteTimeout Duration `toml:"write_timeout"`
+	// IdleTimeout closes a keep-alive connection with no request for this
+	// long. Keep it above nginx's upstream keepalive_timeout (60s), so nginx
+	// is the side that closes. Default "90s".
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxHeaderSize bounds the request line and headers of one request, and
+	// the status line and headers of one backend response. Default "16KiB".
+	MaxHeaderSize Size `toml:"max_header_size"`
+	// MaxRequestBodySize bounds a request body (an upload); larger ones get
+	// 413. Keep it at least nginx's client_max_body_size. Default "64MiB".
+	MaxRequestBodySize Size `toml:"max_request_body_size"`
+	// ShutdownTimeout is how long SIGTERM or SIGINT waits for in-flight
+	// requests before closing what is left. Default "30s".
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// Backend configures the application servers requests are forwarded to.
+type Backend struct {
+	// Addrs lists the backends: "host:port" or "unix:/path/to.sock".
+	// Requests are spread round robin. Required.
+	Addrs []string `toml:"addrs"`
+	// ConnectTimeout bounds connecting to one backend, and waiting for a
+	// free connection when MaxConns are busy. Default "1s".
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	// ReadTimeout bounds the wait between two reads from a backend, the
+	// first byte of the response included (nginx's proxy_read_timeout); a
+	// slow download keeps flowing as long as bytes keep coming. Exceeding it
+	// answers 504. Default "60s".
+	ReadTimeout Duration `toml:"read_timeout"`
+	// WriteTimeout bounds the wait between two writes to a backend (nginx's
+	// proxy_send_timeout). Default "60s".
+	WriteTimeout Duration `toml:"write_timeout"`
+	// MaxConns bounds the connections to each backend. Default 512.
+	MaxConns int `toml:"max_conns"`
+	// IdleTimeout closes a pooled keep-alive connection to a backend after
+	// this long unused. Keep it below the backend's own keep-alive timeout
+	// (gunicorn: 2s, uvicorn: 5s), or requests race the backend's close.
+	// Default "1s".
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// FailTimeout is how long a backend that refused a connection is skipped
+	// (nginx's fail_timeout). When every backend is marked failed, all are
+	// tried anyway. Default "10s".
+	FailTimeout Duration `toml:"fail_timeout"`
+}
+
+// Session configures how visitors are told apart: anonymous visitors may be
+// served from the cache, identified ones always reach the backend.
+type Session struct {
+	// Cookie is the name of the application's session cookie.
+	// Default "sessionid" (Django's SESSION_COOKIE_NAME).
+	Cookie string `toml:"cookie"`
+	// KeyPattern is a regexp a session key must match in full before it is
+	// looked up; a key failing it is ignored, as the application would
+	// ignore it. Default "^[a-z0-9]{32}$" (Django's keys).
+	KeyPattern string `toml:"key_pattern"`
+	// Driver is the session store: "mysql", or "" for none. With no store,
+	// every visitor carrying a session cookie is forwarded. Default "".
+	Driver string `toml:"driver"`
+	// DSN is the driver's data source name, e.g.
+	// "django:${DB_PASSWORD}@tcp(127.0.0.1:3306)/app". Default "".
+	DSN string `toml:"dsn"`
+	// Query reads one session. It must use the named parameter :key (the
+	// session key) and may use :now (the current UTC time from userrouter).
+	// Both are bound parameters, never spliced into the SQL.
+	// Default "SELECT session_data FROM django_session WHERE session_key = :key AND expire_date > :now".
+	Query string `toml:"query"`
+	// Rule says what a row means: "django" (decode session_data and look
+	// for _auth_user_id), "exists" (a row means identified), or "nonempty"
+	// (the first column not NULL, empty or 0 means identified).
+	// Default "django".
+	Rule string `toml:"rule"`
+	// Timeout bounds one session lookup; when it passes the visitor is
+	// forwarded to the backend. Default "100ms".
+	Timeout Duration `toml:"timeout"`
+}
+
+// Cache configures the page store.
+type Cache struct {
+	// Store is where pages are kept: "memcached" or "none". Default "memcached".
+	Store string `toml:"store"`
+	// Servers lists the memcached servers ("host:port" or "unix:/path").
+	// Default ["127.0.0.1:11211"].
+	Servers []string `toml:"servers"`
+	// Key is the template of a page's key. Default "page:{host}{uri}".
+	Key string `toml:"key"`
+	// Format is how a page is stored: "envelope" or "raw". Default "envelope".
+	Format string `toml:"format"`
+	// DefaultTTL is how long a page is fresh when the backend says nothing.
+	// Default "60s".
+	DefaultTTL Duration `toml:"default_ttl"`
+	// Hosts lists the Host names whose pages may be cached; requests for
+	// any other host are forwarded, never cached. Empty means every host.
+	// Default [].
+	Hosts []string `toml:"hosts"`
+}
+
+// Purge configures who may purge the cache.
+type Purge struct {
+	// Allow lists the client IPs or CIDRs allowed to purge.
+	// Default ["127.0.0.0/8", "::1/128"].
+	Allow []string `toml:"allow"`
+	// Token, when set, must also be sent as "Authorization: Bearer <token>".
+	// Default "".
+	Token string `toml:"token"`
+}
+
+// Log configures userrouter's own log (not an access log).
+type Log struct {
+	// Level is the least severe level written: "debug", "info", "warn" or
+	// "error". Default "info".
+	Level string `toml:"level"`
+	// Format is "text" or "json". Default "text".
+	Format string `toml:"format"`
+}
+
+// Default returns the configuration used for every key a file leaves out.
+func Default() *Config {
+	loopback := []string{"127.0.0.0/8", "::1/128"}
+	return &Config{
+		Listen: Listen{
+			Addr:               "127.0.0.1:8090",
+			SocketMode:         "0660",
+			AdminAddr:          "127.0.0.1:8091",
+			TrustedProxies:     append([]string(nil), loopback...),
+			ReadTimeout:        Duration(60e9),
+			WriteTimeout:       0,
+			IdleTimeout:        Duration(90e9),
+			MaxHeaderSize:      16 << 10,
+			MaxRequestBodySize: 64 << 20,
+			ShutdownTimeout:    Duration(30e9),
+		},
+		Backend: Backend{
+			ConnectTimeout: Duration(1e9),
+			ReadTimeout:    Duration(60e9),
+			WriteTimeout:   Duration(60e9),
+			MaxConns:       512,
+			IdleTimeout:    Duration(1e9),
+			FailTimeout:    Duration(10e9),
+		},
+		Session: Session{
+			Cookie:     "sessionid",
+			KeyPattern: "^[a-z0-9]{32}$",
+			Query:      "SELECT session_data FROM django_session WHERE session_key = :key AND expire_date > :now",
+			Rule:       "django",
+			Timeout:    Duration(100e6),
+		},
+		Cache: Cache{
+			Store:      "memcached",
+			Servers:    []string{"127.0.0.1:11211"},
+			Key:        "page:{host}{uri}",
+			Format:     "envelope",
+			DefaultTTL: Duration(60e9),
+			Hosts:      []string{},
+		},
+		Purge: Purge{
+			Allow: append([]string(nil), loopback...),
+		},
+		Log: Log{
+			Level:  "info",
+			Format: "text",
+		},
+	}
+}
+
+// Redacted returns a copy of c with secrets replaced, fit for printing.
+func (c *Config) Redacted() *Config {
+	r := *c
+	r.Session.DSN = redactDSN(c.Session.DSN)
+	if r.Purge.Token != "" {
+		r.Purge.Token = "REDACTED"
+	}
+	return &r
+}

@@ -1,0 +1,207 @@
+package conf
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// validate records every problem with c in d.
+func (c *Config) validate(d *decoder) {
+	l := &c.Listen
+	checkListenAddr(d, "listen.addr", l.Addr, false)
+	checkListenAddr(d, "listen.admin_addr", l.AdminAddr, true)
+	if m, err := strconv.ParseUint(l.SocketMode, 8, 32); err != nil || m > 0o777 {
+		d.errf("listen.socket_mode", "%q is not a file mode: write octal digits like \"0660\"", l.SocketMode)
+	}
+	checkPrefixes(d, "listen.trusted_proxies", l.TrustedProxies)
+	positive(d, "listen.read_timeout", l.ReadTimeout)
+	positive(d, "listen.idle_timeout", l.IdleTimeout)
+	atLeast(d, "listen.max_header_size", l.MaxHeaderSize, 1<<10)
+	atLeast(d, "listen.max_request_body_size", l.MaxRequestBodySize, 1)
+	if l.Addr == l.AdminAddr {
+		d.errf("listen.admin_addr", "is the same address as listen.addr; give the admin listener its own")
+	}
+
+	b := &c.Backend
+	if len(b.Addrs) == 0 {
+		d.errf("backend.addrs", "is required: list at least one backend, like [\"127.0.0.1:8000\"] or [\"unix:/run/gunicorn.sock\"]")
+	}
+	for i, a := range b.Addrs {
+		if _, _, err := SplitAddr(a); err != nil {
+			d.errf(fmt.Sprintf("backend.addrs[%d]", i), "%v", err)
+		}
+	}
+	positive(d, "backend.connect_timeout", b.ConnectTimeout)
+	positive(d, "backend.read_timeout", b.ReadTimeout)
+	positive(d, "backend.write_timeout", b.WriteTimeout)
+	positive(d, "backend.idle_timeout", b.IdleTimeout)
+	if b.MaxConns < 1 {
+		d.errf("backend.max_conns", "must be at least 1, not %d", b.MaxConns)
+	}
+
+	s := &c.Session
+	if !validCookieName(s.Cookie) {
+		d.errf("session.cookie", "%q is not a cookie name (letters, digits and !#$%%&'*+-.^_`|~ only)", s.Cookie)
+	}
+	if len(s.KeyPattern) > 1024 {
+		d.errf("session.key_pattern", "is %d bytes long; keep it under 1024", len(s.KeyPattern))
+	} else if _, err := regexp.Compile(s.KeyPattern); err != nil {
+		d.errf("session.key_pattern", "is not a regexp: %v", err)
+	}
+	oneOf(d, "session.driver", s.Driver, "", "mysql")
+	if s.Driver != "" && s.DSN == "" {
+		d.errf("session.dsn", "is required when session.driver is %q", s.Driver)
+	}
+	oneOf(d, "session.rule", s.Rule, "django", "exists", "nonempty")
+	positive(d, "session.timeout", s.Timeout)
+
+	k := &c.Cache
+	oneOf(d, "cache.store", k.Store, "memcached", "none")
+	if k.Store == "memcached" && len(k.Servers) == 0 {
+		d.errf("cache.servers", "is required when cache.store is \"memcached\"")
+	}
+	for i, a := range k.Servers {
+		if _, _, err := SplitAddr(a); err != nil {
+			d.errf(fmt.Sprintf("cache.servers[%d]", i), "%v", err)
+		}
+	}
+	oneOf(d, "cache.format", k.Format, "envelope", "raw")
+	for i, h := range k.Hosts {
+		if !validHost(h) {
+			d.errf(fmt.Sprintf("cache.hosts[%d]", i), "%q is not a host name (write it as in the Host header, like \"example.com\" or \"example.com:8080\")", h)
+		}
+	}
+
+	checkPrefixes(d, "purge.allow", c.Purge.Allow)
+
+	oneOf(d, "log.level", c.Log.Level, "debug", "info", "warn", "error")
+	oneOf(d, "log.format", c.Log.Format, "text", "json")
+}
+
+// SplitAddr splits a listen or backend address into a network ("tcp" or
+// "unix") and an address for net.Dial or net.Listen.
+func SplitAddr(a string) (network, address string, err error) {
+	if path, ok := strings.CutPrefix(a, "unix:"); ok {
+		if !strings.HasPrefix(path, "/") {
+			return "", "", fmt.Errorf("%q: a unix socket needs an absolute path, like \"unix:/run/app.sock\"", a)
+		}
+		return "unix", path, nil
+	}
+	if strings.Contains(a, "://") {
+		return "", "", fmt.Errorf("%q: write host:port without a scheme, like \"127.0.0.1:8000\"", a)
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return "", "", fmt.Errorf("%q is not host:port or unix:/path", a)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("%q: port %q is not a number from 1 to 65535", a, port)
+	}
+	if host != "" && !validHost(host) {
+		return "", "", fmt.Errorf("%q: %q is not a host name or IP address", a, host)
+	}
+	return "tcp", a, nil
+}
+
+// ParsePrefixes parses IPs and CIDRs; a bare IP is a single-address prefix.
+func ParsePrefixes(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or CIDR like \"10.0.0.0/8\"", s)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+func checkListenAddr(d *decoder, key, a string, mayBeEmpty bool) {
+	if a == "" && mayBeEmpty {
+		return
+	}
+	if _, _, err := SplitAddr(a); err != nil {
+		d.errf(key, "%v", err)
+	}
+}
+
+func checkPrefixes(d *decoder, key string, list []string) {
+	for i, s := range list {
+		if _, err := ParsePrefixes([]string{s}); err != nil {
+			d.errf(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+		}
+	}
+}
+
+func positive(d *decoder, key string, v Duration) {
+	if v <= 0 {
+		d.errf(key, "must be more than zero")
+	}
+}
+
+func atLeast(d *decoder, key string, v, min Size) {
+	if v < min {
+		b, _ := min.MarshalText()
+		d.errf(key, "must be at least %s", b)
+	}
+}
+
+func oneOf(d *decoder, key, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	quoted := make([]string, len(allowed))
+	for i, a := range allowed {
+		quoted[i] = strconv.Quote(a)
+	}
+	d.errf(key, "%q is not one of %s", v, strings.Join(quoted, ", "))
+}
+
+func validCookieName(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost accepts a DNS name or IP literal, with an optional port.
+func validHost(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	if host, port, err := net.SplitHostPort(h); err == nil {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return false
+		}
+		h = host
+		if _, err := netip.ParseAddr(h); err == nil {
+			return true
+		}
+	}
+	if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+		return true
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}

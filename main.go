@@ -1,0 +1,193 @@
+// Command userrouter is a session-aware edge router: it sits between nginx
+// and a web application, serves anonymous visitors prerendered pages from a
+// cache, and forwards everyone else to the application unchanged.
+//
+//	userrouter -config /etc/userrouter/userrouter.toml
+//	userrouter -check -config /etc/userrouter/userrouter.toml
+//	userrouter -version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/userrouter/userrouter/conf"
+	"github.com/userrouter/userrouter/router"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("userrouter", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "`FILE` to read the configuration from (TOML; see conf/userrouter.example.toml)")
+	check := fs.Bool("check", false, "validate the configuration, print it with every default filled in, and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "userrouter", version)
+		return 0
+	}
+	if *configPath == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, "userrouter: -config FILE is required (see conf/userrouter.example.toml)")
+		fs.Usage()
+		return 2
+	}
+	cfg, err := conf.Load(*configPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		if *check {
+			fmt.Fprintf(stderr, "userrouter: configuration file %s test failed\n", *configPath)
+		}
+		return 1
+	}
+	if *check {
+		out, err := cfg.Effective()
+		if err != nil {
+			fmt.Fprintln(stderr, "userrouter:", err)
+			return 1
+		}
+		stdout.Write(out)
+		fmt.Fprintf(stderr, "userrouter: configuration file %s test is successful\n", *configPath)
+		return 0
+	}
+	logger := newLogger(cfg.Log, stderr)
+	if err := serve(cfg, logger); err != nil {
+		logger.Error("userrouter stopped", "error", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(c conf.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by conf
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs userrouter until SIGTERM or SIGINT, then shuts down gracefully.
+func serve(cfg *conf.Config, logger *slog.Logger) error {
+	h, err := build(cfg, logger)
+	if err != nil {
+		return err
+	}
+	mode, _ := strconv.ParseUint(cfg.Listen.SocketMode, 8, 32) // validated by conf
+	ln, err := router.Listen(cfg.Listen.Addr, os.FileMode(mode))
+	if err != nil {
+		return err
+	}
+	l := &cfg.Listen
+	srv := router.NewServer(h.Handle, router.ServerOptions{
+		ReadTimeout:        l.ReadTimeout.D(),
+		WriteTimeout:       l.WriteTimeout.D(),
+		IdleTimeout:        l.IdleTimeout.D(),
+		MaxHeaderSize:      int(l.MaxHeaderSize),
+		MaxRequestBodySize: int(l.MaxRequestBodySize),
+		Logger:             logger,
+	})
+	servers := []*fasthttp.Server{srv}
+	listeners := []net.Listener{ln}
+	if l.AdminAddr != "" {
+		aln, err := router.Listen(l.AdminAddr, os.FileMode(mode))
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		admin := &router.Admin{}
+		servers = append(servers, &fasthttp.Server{Handler: admin.Handle, NoDefaultServerHeader: true, ReadTimeout: l.ReadTimeout.D()})
+		listeners = append(listeners, aln)
+	}
+
+	failed := make(chan error, len(servers))
+	for i, s := range servers {
+		go func() { failed <- s.Serve(listeners[i]) }()
+	}
+	logger.Info("userrouter started", "version", version, "config", cfg.File,
+		"addr", l.Addr, "admin_addr", l.AdminAddr, "backends", cfg.Backend.Addrs)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	var serveErr error
+	select {
+	case s := <-sig:
+		logger.Info("shutting down", "signal", s.String(), "grace", l.ShutdownTimeout.D().String())
+	case serveErr = <-failed:
+		logger.Error("listener failed, shutting down", "error", serveErr)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), l.ShutdownTimeout.D())
+	defer cancel()
+	for _, s := range servers {
+		if err := s.ShutdownWithContext(ctx); err != nil {
+			logger.Warn("shutdown grace period ended with requests still in flight", "error", err)
+		}
+	}
+	h.Close()
+	if serveErr != nil {
+		return serveErr
+	}
+	logger.Info("userrouter stopped")
+	return nil
+}
+
+// handler is the running router and what must be released with it.
+type handler struct {
+	*router.Router
+}
+
+func (h *handler) Close() {}
+
+// build wires the concrete types the config asks for into a router.
+func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
+	trusted, err := conf.ParsePrefixes(cfg.Listen.TrustedProxies)
+	if err != nil {
+		return nil, err // validated by conf; kept for safety
+	}
+	b := &cfg.Backend
+	backends, err := router.NewBackends(router.BackendOptions{
+		Addrs:          b.Addrs,
+		ConnectTimeout: b.ConnectTimeout.D(),
+		ReadTimeout:    b.ReadTimeout.D(),
+		WriteTimeout:   b.WriteTimeout.D(),
+		IdleTimeout:    b.IdleTimeout.D(),
+		FailTimeout:    b.FailTimeout.D(),
+		MaxConns:       b.MaxConns,
+		MaxHeaderSize:  int(cfg.Listen.MaxHeaderSize),
+	})
+	if err != nil {
+		return nil, err
+	}
+	r, err := router.New(router.Options{
+		Backends:           backends,
+		TrustedProxies:     trusted,
+		MaxRequestBodySize: int(cfg.Listen.MaxRequestBodySize),
+		Logger:             logger,
+	})
+	if err != nil {
+		return nil, errors.Join(errors.New("userrouter: build router"), err)
+	}
+	return &handler{Router: r}, nil
+}

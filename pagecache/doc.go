@@ -1,0 +1,2 @@
+// Package pagecache stores prerendered pages for anonymous visitors.
+package pagecache

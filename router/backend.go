@@ -1,0 +1,241 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// BackendOptions configures a Backends pool. Zero durations mean the
+// defaults documented in conf.
+type BackendOptions struct {
+	// Addrs are "host:port" or "unix:/path" addresses.
+	Addrs          []string
+	ConnectTimeout time.Duration // dialing, and waiting for a free connection
+	ReadTimeout    time.Duration // between two reads, first byte included
+	WriteTimeout   time.Duration // between two writes
+	IdleTimeout    time.Duration // a pooled connection unused this long is closed
+	FailTimeout    time.Duration // a backend refusing connections is skipped this long
+	MaxConns       int           // per backend
+	MaxHeaderSize  int           // bounds a response's status line and headers
+}
+
+// Backends spreads requests round robin over the application servers and
+// skips, for FailTimeout, a server that refused a connection.
+// Backends is safe for concurrent use.
+type Backends struct {
+	list        []*backend
+	next        atomic.Uint32
+	failTimeout time.Duration
+}
+
+type backend struct {
+	addr      string
+	hc        *fasthttp.HostClient
+	downUntil atomic.Int64 // unix nanoseconds; 0 when healthy
+}
+
+// A DialError says a backend could not be connected to: no byte of the
+// request was sent, so another backend may be tried with any method.
+type DialError struct {
+	Addr string
+	Err  error
+}
+
+func (e *DialError) Error() string { return fmt.Sprintf("connect to backend %s: %v", e.Addr, e.Err) }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// NewBackends builds the pool; it does not connect yet.
+func NewBackends(o BackendOptions) (*Backends, error) {
+	if len(o.Addrs) == 0 {
+		return nil, errors.New("router: no backend addresses")
+	}
+	b := &Backends{failTimeout: o.FailTimeout}
+	for _, a := range o.Addrs {
+		network, address := "tcp", a
+		if p, ok := strings.CutPrefix(a, "unix:"); ok {
+			network, address = "unix", p
+		}
+		d := &dialer{network: network, address: address, label: a, connect: o.ConnectTimeout, read: o.ReadTimeout, write: o.WriteTimeout}
+		hc := &fasthttp.HostClient{
+			Addr:                          a,
+			Dial:                          d.dial,
+			MaxConns:                      o.MaxConns,
+			MaxConnWaitTimeout:            o.ConnectTimeout,
+			MaxIdleConnDuration:           o.IdleTimeout,
+			ReadBufferSize:                o.MaxHeaderSize,
+			WriteBufferSize:               32 << 10,
+			NoDefaultUserAgentHeader:      true,
+			DisableHeaderNamesNormalizing: false,
+			DisablePathNormalizing:        true,
+			StreamResponseBody:            true,
+			RetryIfErr:                    retryIfErr,
+			Transport:                     rawURITransport{},
+		}
+		b.list = append(b.list, &backend{addr: a, hc: hc})
+	}
+	return b, nil
+}
+
+// Do sends req to a backend and reads the response head into resp; the body
+// is left as resp's body stream, which the caller must close (releasing
+// resp does). A backend that cannot be connected to is marked failed and
+// the next one is tried, for any method, since nothing was sent. Requests
+// already written are retried on the same backend only when idempotent and
+// the connection closed before the response began (see retryIfErr).
+func (b *Backends) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
+	n := uint32(len(b.list))
+	start := b.next.Add(1)
+	now := time.Now().UnixNano()
+	var err error
+	// Healthy backends first; when all are marked failed, try them anyway,
+	// so that one backend coming back is found at once.
+	for _, wantDown := range [2]bool{false, true} {
+		for i := range n {
+			be := b.list[(start+i)%n]
+			if down := be.downUntil.Load() > now; down != wantDown {
+				continue
+			}
+			err = be.hc.Do(req, resp)
+			var de *DialError
+			if !errors.As(err, &de) {
+				if err == nil && wantDown {
+					be.downUntil.Store(0)
+				}
+				return err
+			}
+			be.downUntil.Store(time.Now().Add(b.failTimeout).UnixNano())
+		}
+	}
+	return err
+}
+
+// Addrs returns the backend addresses, in configured order.
+func (b *Backends) Addrs() []string {
+	out := make([]string, len(b.list))
+	for i, be := range b.list {
+		out[i] = be.addr
+	}
+	return out
+}
+
+// retryIfErr allows a retry only when it is safe and useful: an idempotent
+// method, no streamed body (fasthttp checks that too), and a connection
+// that failed before any response byte came back — typically a pooled
+// keep-alive connection the backend had just closed. A timeout is never
+// retried: the backend may still be working on the first attempt.
+func retryIfErr(req *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	if !idempotent(req.Header.Method()) || isTimeout(err) {
+		return false, false
+	}
+	return false, errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func idempotent(method []byte) bool {
+	switch string(method) {
+	case fasthttp.MethodGet, fasthttp.MethodHead, fasthttp.MethodOptions,
+		fasthttp.MethodTrace, fasthttp.MethodPut, fasthttp.MethodDelete:
+		return true
+	}
+	return false
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// rawURITransport sends the request URI exactly as the client wrote it.
+// HostClient parses the URI (to check its scheme), and a parsed URI is
+// written back re-serialized, which would drop an empty query ("/?") and
+// turn an absolute-form target into origin-form. Setting the raw bytes back
+// marks the URI unparsed, so Request.Write uses them as they are.
+type rawURITransport struct{}
+
+func (rawURITransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	req.SetRequestURIBytes(req.Header.RequestURI())
+	return fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
+}
+
+// dialer connects to one backend. Its connections time out between two
+// reads or two writes, like nginx's proxy_read_timeout and
+// proxy_send_timeout, rather than over a whole response: a large download
+// keeps flowing while bytes keep coming.
+type dialer struct {
+	network, address, label string
+	connect, read, write    time.Duration
+}
+
+func (d *dialer) dial(string) (net.Conn, error) {
+	c, err := net.DialTimeout(d.network, d.address, d.connect)
+	if err != nil {
+		return nil, &DialError{Addr: d.label, Err: err}
+	}
+	return &deadlineConn{Conn: c, read: d.read, write: d.write}, nil
+}
+
+// deadlineConn renews its deadline before each Read and Write. A deadline
+// set by its user (fasthttp) still applies when it is earlier.
+type deadlineConn struct {
+	net.Conn
+	read, write           time.Duration
+	readHard, writeHard   time.Time
+	readUntil, writeUntil time.Time
+}
+
+func (c *deadlineConn) Read(p []byte) (int, error) {
+	if c.read > 0 {
+		if err := c.renew(&c.readUntil, c.readHard, c.read, c.Conn.SetReadDeadline); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *deadlineConn) Write(p []byte) (int, error) {
+	if c.write > 0 {
+		if err := c.renew(&c.writeUntil, c.writeHard, c.write, c.Conn.SetWriteDeadline); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Write(p)
+}
+
+// renew moves the deadline to now+d (or the hard deadline, if earlier). It
+// skips the runtime call while the current deadline is still at least 15/16
+// of d away, so a stream of small reads costs one time.Now each.
+func (c *deadlineConn) renew(until *time.Time, hard time.Time, d time.Duration, set func(time.Time) error) error {
+	now := time.Now()
+	if !until.IsZero() && until.Sub(now) > d-d/16 {
+		return nil
+	}
+	t := now.Add(d)
+	if !hard.IsZero() && hard.Before(t) {
+		t = hard
+	}
+	*until = t
+	return set(t)
+}
+
+func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	c.readHard, c.readUntil = t, time.Time{}
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+	c.writeHard, c.writeUntil = t, time.Time{}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error {
+	c.readHard, c.readUntil, c.writeHard, c.writeUntil = t, time.Time{}, t, time.Time{}
+	return c.Conn.SetDeadline(t)
+}

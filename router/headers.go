@@ -1,0 +1,235 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+
+	"github.com/valyala/fasthttp"
+)
+
+// hopHeaders are meaningful only for one connection and are never relayed
+// (RFC 9110 section 7.6.1). Transfer-Encoding and Content-Length are not
+// here: fasthttp owns message framing and re-frames every body itself.
+var hopHeaders = [...]string{
+	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+	"Proxy-Authorization", "TE", "Trailer", "Upgrade",
+}
+
+// protectedHeaders may not be removed by being named in Connection.
+var protectedHeaders = [...]string{"Host", "Content-Length", "Transfer-Encoding"}
+
+// isHop reports whether a header must not be relayed: it is hop-by-hop, or
+// the message's Connection header names it.
+func isHop(name, connection []byte) bool {
+	for _, h := range hopHeaders {
+		if len(name) == len(h) && bytes.EqualFold(name, []byte(h)) {
+			return true
+		}
+	}
+	if len(connection) == 0 {
+		return false
+	}
+	for _, p := range protectedHeaders {
+		if bytes.EqualFold(name, []byte(p)) {
+			return false
+		}
+	}
+	for tok := range bytes.SplitSeq(connection, []byte{','}) {
+		if bytes.EqualFold(bytes.TrimSpace(tok), name) {
+			return true
+		}
+	}
+	return false
+}
+
+// requestSpecial are the request headers fasthttp keeps in fields of its
+// own rather than in its ordered list.
+var requestSpecial = [...]string{"Host", "User-Agent", "Content-Type", "Content-Length", "Cookie", "Transfer-Encoding", "Trailer"}
+
+// stripHopRequest removes hop-by-hop headers from a request about to be
+// forwarded, keeping the order of the rest, and reports whether the client
+// asked to close its connection. Expect is removed too: fasthttp has
+// already answered "100-continue" to the client and reads the body itself.
+func stripHopRequest(h *fasthttp.RequestHeader) (closeConn bool) {
+	// fasthttp would otherwise add "Content-Type: application/octet-stream"
+	// to a body sent without one.
+	h.SetNoDefaultContentType(true)
+	closeConn = h.ConnectionClose() // an exact "Connection: close", kept aside by fasthttp
+	conn := h.Peek(fasthttp.HeaderConnection)
+	drop := func(k []byte) bool { return isHop(k, conn) || bytes.EqualFold(k, []byte(fasthttp.HeaderExpect)) }
+	found := false
+	for k := range h.All() {
+		if drop(k) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return closeConn
+	}
+	conn = bytes.Clone(conn)
+	for tok := range bytes.SplitSeq(conn, []byte{','}) {
+		if bytes.EqualFold(bytes.TrimSpace(tok), []byte("close")) {
+			closeConn = true
+		}
+	}
+	// fasthttp's Del moves the last header into the gap, which would reorder
+	// repeated headers; take the ordinary headers out and put them back in
+	// order instead. This runs only when a hop-by-hop header is present.
+	type kv struct{ k, v []byte }
+	var kept []kv
+	var gone [][]byte
+	for k, v := range h.All() {
+		switch {
+		case drop(k):
+			gone = append(gone, bytes.Clone(k))
+		case !isRequestSpecial(k):
+			kept = append(kept, kv{bytes.Clone(k), bytes.Clone(v)})
+		}
+	}
+	for _, k := range gone {
+		h.DelBytes(k)
+	}
+	for _, e := range kept {
+		h.DelBytes(e.k)
+	}
+	for _, e := range kept {
+		h.AddBytesKV(e.k, e.v)
+	}
+	return closeConn
+}
+
+func isRequestSpecial(k []byte) bool {
+	for _, s := range requestSpecial {
+		if bytes.EqualFold(k, []byte(s)) {
+			return true
+		}
+	}
+	return false
+}
+
+// setForwarded adds the peer to X-Forwarded-For and sets X-Real-IP and
+// X-Forwarded-Proto, for a peer that is not a trusted proxy. A trusted
+// proxy's (nginx's) headers pass untouched.
+func setForwarded(h *fasthttp.RequestHeader, peer net.IP) {
+	ip := peer.String()
+	if prior := h.Peek(fasthttp.HeaderXForwardedFor); len(prior) > 0 {
+		h.Set(fasthttp.HeaderXForwardedFor, string(prior)+", "+ip)
+	} else {
+		h.Set(fasthttp.HeaderXForwardedFor, ip)
+	}
+	h.Set("X-Real-IP", ip)
+	h.Set(fasthttp.HeaderXForwardedProto, "http")
+}
+
+// trusted reports whether addr is a unix socket peer or inside prefixes.
+func trusted(addr net.Addr, prefixes []netip.Prefix) (bool, net.IP) {
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return true, nil // a unix socket: a local process with file access
+	}
+	a, ok := netip.AddrFromSlice(tcp.IP)
+	if !ok {
+		return false, tcp.IP
+	}
+	a = a.Unmap()
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true, tcp.IP
+		}
+	}
+	return false, tcp.IP
+}
+
+// relay copies the backend response src into dst, the response the server
+// writes to the client, leaving out hop-by-hop headers, and hands src's body
+// stream over: dst's server closes the stream when it is done writing, which
+// releases src and returns the backend connection to its pool. relay takes
+// ownership of src.
+//
+// The head is copied by parsing a rebuilt header block into dst, not by
+// setting headers one by one and not by letting HostClient fill dst: fasthttp
+// drops a Date set through its API ("managed automatically"), and the reset
+// HostClient does re-enables the Date and Content-Type it adds by default.
+// Parsing keeps the backend's Date, and dst keeps the server's settings.
+func relay(dst, src *fasthttp.Response) error {
+	src.Header.SetNoDefaultContentType(true) // relay only a Content-Type the backend sent
+	hb := headBufPool.Get().(*headBuf)
+	defer headBufPool.Put(hb)
+	b := append(hb.b[:0], "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(src.StatusCode()), 10)
+	b = append(b, ' ')
+	if msg := src.Header.StatusMessage(); len(msg) > 0 {
+		b = append(b, msg...)
+	} else {
+		b = append(b, fasthttp.StatusMessage(src.StatusCode())...)
+	}
+	b = append(b, "\r\n"...)
+	conn := src.Header.Peek(fasthttp.HeaderConnection)
+	for k, v := range src.Header.All() {
+		if isHop(k, conn) || bytes.EqualFold(k, []byte(fasthttp.HeaderContentLength)) ||
+			bytes.EqualFold(k, []byte(fasthttp.HeaderTransferEncoding)) {
+			continue
+		}
+		b = append(b, k...)
+		b = append(b, ": "...)
+		b = append(b, v...)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	hb.b = b
+	hb.rd.Reset(b)
+	if hb.br == nil || hb.br.Size() < len(b) {
+		hb.br = bufio.NewReaderSize(&hb.rd, max(len(b), 4096))
+	} else {
+		hb.br.Reset(&hb.rd)
+	}
+	if err := dst.Header.Read(hb.br); err != nil {
+		fasthttp.ReleaseResponse(src)
+		return err
+	}
+	size := src.Header.ContentLength()
+	if !src.IsBodyStream() {
+		// No body was read: HEAD, 204, 304, 1xx. Keep the declared length.
+		if size >= 0 {
+			dst.Header.SetContentLength(size)
+		}
+		fasthttp.ReleaseResponse(src)
+		return nil
+	}
+	if size < 0 {
+		size = -1 // chunked or read-until-close: the client gets chunked
+	}
+	dst.SetBodyStream(&relayBody{r: src.BodyStream(), resp: src}, size)
+	return nil
+}
+
+type headBuf struct {
+	b  []byte
+	rd bytes.Reader
+	br *bufio.Reader
+}
+
+var headBufPool = sync.Pool{New: func() any { return &headBuf{b: make([]byte, 0, 2048)} }}
+
+// relayBody reads a backend body and, when closed, releases the backend
+// response that owns it.
+type relayBody struct {
+	r    io.Reader
+	resp *fasthttp.Response
+}
+
+func (b *relayBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b *relayBody) Close() error {
+	if b.resp != nil {
+		fasthttp.ReleaseResponse(b.resp) // closes the stream; pools or drops the connection
+		b.resp = nil
+	}
+	return nil
+}

@@ -1,0 +1,3 @@
+// Package sessioncheck tells anonymous visitors from identified ones by
+// reading the session the application itself wrote.
+package sessioncheck
