@@ -42,6 +42,10 @@ type backend struct {
 	downUntil atomic.Int64 // unix nanoseconds; 0 when healthy
 }
 
+// ioBufferSize is the buffer each connection reads and writes through:
+// large enough that a typical page (head and body) takes one system call.
+const ioBufferSize = 32 << 10
+
 // A DialError says a backend could not be connected to: no byte of the
 // request was sent, so another backend may be tried with any method.
 type DialError struct {
@@ -70,8 +74,8 @@ func NewBackends(o BackendOptions) (*Backends, error) {
 			MaxConns:                      o.MaxConns,
 			MaxConnWaitTimeout:            o.ConnectTimeout,
 			MaxIdleConnDuration:           o.IdleTimeout,
-			ReadBufferSize:                o.MaxHeaderSize,
-			WriteBufferSize:               32 << 10,
+			ReadBufferSize:                max(o.MaxHeaderSize, ioBufferSize),
+			WriteBufferSize:               ioBufferSize,
 			NoDefaultUserAgentHeader:      true,
 			DisableHeaderNamesNormalizing: false,
 			DisablePathNormalizing:        true,

@@ -266,6 +266,23 @@ func TestForwardKeepsBackendDateAndServer(t *testing.T) {
 	}
 }
 
+func TestForwardKeepsClientConnectionOpen(t *testing.T) {
+	for _, response := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"HTTP/1.1 204 No Content\r\n\r\n",
+		"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n",
+	} {
+		backend := newCaptureBackend(t, response)
+		base := startRouter(t, Options{}, testBackendOptions(backend.ln.Addr().String()))
+		got := rawExchange(t, base, "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+		status, _, _ := strings.Cut(response, "\r\n")
+		if strings.Count(got, status) != 2 || strings.Count(got, "Connection: close") != 1 {
+			t.Errorf("backend answer %q: got\n%s\nwant two answers on one connection, closed only after the second", status, got)
+		}
+	}
+}
+
 func TestForwardRawURI(t *testing.T) {
 	backend := newCaptureBackend(t, "HTTP/1.1 204 No Content\r\n\r\n")
 	base := startRouter(t, Options{}, testBackendOptions(backend.ln.Addr().String()))
@@ -480,9 +497,13 @@ func TestForwardBackendFailures(t *testing.T) {
 
 	garbage := newRawBackend(t, func(c net.Conn) { io.WriteString(c, "this is not HTTP\r\n\r\n") })
 	closesEarly := newRawBackend(t, func(c net.Conn) {}) // reads the request, closes
-	cut := newRawBackend(t, func(c net.Conn) {
+	cut := newRawBackend(t, func(c net.Conn) {           // a small body, cut short
 		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
 		io.WriteString(c, strings.Repeat("a", 100))
+	})
+	cutLarge := newRawBackend(t, func(c net.Conn) { // a streamed body, cut short
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n")
+		io.WriteString(c, strings.Repeat("a", 1<<20))
 	})
 
 	for _, tc := range []struct {
@@ -494,6 +515,7 @@ func TestForwardBackendFailures(t *testing.T) {
 		{"slow", backendAddr(slow), 504},
 		{"garbage", garbage, 502},
 		{"closes before answering", closesEarly, 502},
+		{"closes mid-body", cut, 502},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := testBackendOptions(tc.addr)
@@ -514,8 +536,8 @@ func TestForwardBackendFailures(t *testing.T) {
 		})
 	}
 
-	t.Run("closes mid-response", func(t *testing.T) {
-		base := startRouter(t, Options{}, testBackendOptions(cut))
+	t.Run("closes mid-stream", func(t *testing.T) {
+		base := startRouter(t, Options{}, testBackendOptions(cutLarge))
 		// The head may or may not have left the router's buffer before the
 		// body failed; either way the client must see an error, never a
 		// complete-looking response.
@@ -525,7 +547,7 @@ func TestForwardBackendFailures(t *testing.T) {
 		}
 		n, err := io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if err == nil || n >= 1000 {
+		if err == nil || n >= 10000000 {
 			t.Errorf("read %d bytes, err %v; want a truncated body and an error", n, err)
 		}
 	})

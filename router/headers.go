@@ -3,6 +3,7 @@ package router
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -193,6 +194,9 @@ func relay(dst, src *fasthttp.Response) error {
 		fasthttp.ReleaseResponse(src)
 		return err
 	}
+	// Without a Content-Length the parser assumed a body read until close;
+	// the length is set below, and the client's connection stays open.
+	dst.Header.ResetConnectionClose()
 	size := src.Header.ContentLength()
 	if !src.IsBodyStream() {
 		// No body was read: HEAD, 204, 304, 1xx. Keep the declared length.
@@ -202,12 +206,28 @@ func relay(dst, src *fasthttp.Response) error {
 		fasthttp.ReleaseResponse(src)
 		return nil
 	}
+	if size >= 0 && size <= maxBufferedBody {
+		// Small bodies are read whole, like nginx's proxy buffers: the
+		// backend connection is free at once, the client gets head and body
+		// in one write, and a body cut short is a clean 502, not a torn one.
+		_, err := io.CopyN(dst.BodyWriter(), src.BodyStream(), int64(size))
+		fasthttp.ReleaseResponse(src)
+		if err != nil {
+			dst.ResetBody()
+			return fmt.Errorf("read response body: %w", err)
+		}
+		return nil
+	}
 	if size < 0 {
 		size = -1 // chunked or read-until-close: the client gets chunked
 	}
 	dst.SetBodyStream(&relayBody{r: src.BodyStream(), resp: src}, size)
 	return nil
 }
+
+// maxBufferedBody is the largest response body relay reads whole before
+// answering; longer ones, and those of unknown length, are streamed.
+const maxBufferedBody = 256 << 10
 
 type headBuf struct {
 	b  []byte

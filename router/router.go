@@ -59,9 +59,7 @@ func (r *Router) forward(ctx *fasthttp.RequestCtx) {
 	if !r.limitBody(ctx) {
 		return
 	}
-	if stripHopRequest(&req.Header) {
-		ctx.SetConnectionClose()
-	}
+	closeConn := stripHopRequest(&req.Header)
 	if ok, ip := trusted(ctx.RemoteAddr(), r.trusted); !ok {
 		setForwarded(&req.Header, ip)
 	}
@@ -73,6 +71,9 @@ func (r *Router) forward(ctx *fasthttp.RequestCtx) {
 	}
 	if err := relay(&ctx.Response, resp); err != nil {
 		r.backendError(ctx, err)
+	}
+	if closeConn {
+		ctx.SetConnectionClose()
 	}
 }
 

@@ -40,6 +40,7 @@ func NewServer(h fasthttp.RequestHandler, o ServerOptions) *fasthttp.Server {
 		WriteTimeout:                 o.WriteTimeout,
 		IdleTimeout:                  o.IdleTimeout,
 		ReadBufferSize:               o.MaxHeaderSize,
+		WriteBufferSize:              ioBufferSize,
 		MaxRequestBodySize:           o.MaxRequestBodySize,
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{newLimitedLog(logger, time.Second)},
