@@ -19,11 +19,15 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
+	_ "time/tzdata" // session.time_zone works on hosts without zoneinfo
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/valyala/fasthttp"
 
 	"github.com/userrouter/userrouter/conf"
 	"github.com/userrouter/userrouter/router"
+	"github.com/userrouter/userrouter/sessioncheck"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -156,9 +160,14 @@ func serve(cfg *conf.Config, logger *slog.Logger) error {
 // handler is the running router and what must be released with it.
 type handler struct {
 	*router.Router
+	closers []io.Closer
 }
 
-func (h *handler) Close() {}
+func (h *handler) Close() {
+	for _, c := range h.closers {
+		c.Close()
+	}
+}
 
 // build wires the concrete types the config asks for into a router.
 func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
@@ -180,14 +189,95 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 	if err != nil {
 		return nil, err
 	}
+	keys, err := sessioncheck.NewKeyFinder(cfg.Session.Cookie, cfg.Session.KeyPattern)
+	if err != nil {
+		return nil, err
+	}
+	h := &handler{}
+	sessions, err := buildSessions(cfg.Session, logger)
+	if err != nil {
+		return nil, err
+	}
+	if c, ok := sessions.(io.Closer); ok {
+		h.closers = append(h.closers, c)
+	}
 	r, err := router.New(router.Options{
 		Backends:           backends,
+		Keys:               keys,
+		Sessions:           sessions,
 		TrustedProxies:     trusted,
 		MaxRequestBodySize: int(cfg.Listen.MaxRequestBodySize),
 		Logger:             logger,
 	})
 	if err != nil {
-		return nil, errors.Join(errors.New("userrouter: build router"), err)
+		h.Close()
+		return nil, err
 	}
-	return &handler{Router: r}, nil
+	h.Router = r
+	return h, nil
 }
+
+// buildSessions opens the session store the config names and checks its
+// query against it. A query the database rejects stops startup; a database
+// that cannot be reached does not: visitors with a session are forwarded
+// until it answers.
+func buildSessions(c conf.Session, logger *slog.Logger) (sessioncheck.Checker, error) {
+	if c.Driver == "" {
+		logger.Info("no session store configured: visitors with a session cookie are forwarded", "cookie", c.Cookie)
+		return sessioncheck.NoStore{}, nil
+	}
+	mysql.SetLogger(driverLog{logger})
+	db, err := sessioncheck.OpenMySQL(c.DSN, c.MaxConns)
+	if err != nil {
+		return nil, err
+	}
+	zone, _ := time.LoadLocation(c.TimeZone) // validated by conf
+	store, err := sessioncheck.NewSQLStore(db, sessioncheck.SQLOptions{
+		Query:        c.Query,
+		Placeholder:  sessioncheck.QuestionMark,
+		HashComments: true,
+		Zone:         zone,
+		QueryError:   sessioncheck.MySQLQueryError,
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var qe *sessioncheck.QueryError
+	switch err := store.Validate(ctx); {
+	case errors.As(err, &qe):
+		store.Close()
+		return nil, fmt.Errorf("session.query is rejected by the database: %w", err)
+	case err != nil:
+		logger.Warn("session store unreachable at startup; visitors with a session are forwarded until it answers", "error", err)
+	}
+	var signer *sessioncheck.DjangoSigner
+	if c.SecretKey != "" {
+		signer = &sessioncheck.DjangoSigner{Secrets: append([]string{c.SecretKey}, c.SecretKeyFallbacks...), Salt: c.DjangoSalt}
+	}
+	rule, err := sessioncheck.NewRule(c.Rule, signer)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	return sessioncheck.New(sessioncheck.Options{
+		Store:           store,
+		Rule:            rule,
+		Timeout:         c.Timeout.D(),
+		MaxQueries:      c.MaxConns,
+		CacheEntries:    c.CacheEntries,
+		TTLIdentified:   c.CacheTTLIdentified.D(),
+		TTLAnonymous:    c.CacheTTLAnonymous.D(),
+		TTLNoRow:        c.CacheTTLNoRow.D(),
+		BreakerFailures: c.BreakerFailures,
+		BreakerCooldown: c.BreakerCooldown.D(),
+	})
+}
+
+// driverLog sends the MySQL driver's own messages (dropped connections)
+// to the log at debug level.
+type driverLog struct{ l *slog.Logger }
+
+func (d driverLog) Print(v ...any) { d.l.Debug("mysql driver", "detail", fmt.Sprint(v...)) }

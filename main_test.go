@@ -19,25 +19,13 @@ import (
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
-)
 
-// serviceEnv returns an integration test's service address from the
-// environment, skipping (or, under make test, failing) when it is unset.
-func serviceEnv(t *testing.T, name string) string {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		if os.Getenv("USERROUTER_REQUIRE_INTEGRATION") != "" {
-			t.Fatalf("%s is unset although USERROUTER_REQUIRE_INTEGRATION is set", name)
-		}
-		t.Skipf("%s is unset: run `make test` to run the integration tests against real services", name)
-	}
-	return v
-}
+	"github.com/userrouter/userrouter/sessioncheck/sessiontest"
+)
 
 // TestServices checks the test bed `make test` provides.
 func TestServices(t *testing.T) {
-	addr := serviceEnv(t, "USERROUTER_TEST_MEMCACHED")
+	addr := sessiontest.Env(t, "USERROUTER_TEST_MEMCACHED")
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		t.Fatalf("memcached at %s: %v", addr, err)
@@ -49,7 +37,7 @@ func TestServices(t *testing.T) {
 		t.Errorf("memcached answered %q to version", line)
 	}
 
-	db, err := sql.Open("mysql", serviceEnv(t, "USERROUTER_TEST_MYSQL_DSN"))
+	db, err := sql.Open("mysql", sessiontest.Env(t, "USERROUTER_TEST_MYSQL_DSN"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,6 +120,42 @@ type Session struct {
 	// Timeout bounds one session lookup; when it passes the visitor is
 	// forwarded to the backend. Default "100ms".
 	Timeout Duration `toml:"timeout"`
+	// SecretKey, when set, is Django's SECRET_KEY: session_data signatures
+	// are then verified, and a row that does not verify is forwarded. Rows
+	// come from the application's own database, so this is defence in
+	// depth, not needed to read them. Use ${ENV_VAR}. Default "".
+	SecretKey string `toml:"secret_key"`
+	// SecretKeyFallbacks are Django's SECRET_KEY_FALLBACKS. Default [].
+	SecretKeyFallbacks []string `toml:"secret_key_fallbacks"`
+	// DjangoSalt is the session engine's key salt, "django.contrib.sessions."
+	// + its SessionStore class name; change it only for a custom engine
+	// class. Default "django.contrib.sessions.SessionStore".
+	DjangoSalt string `toml:"django_salt"`
+	// TimeZone is the zone :now is written in: "UTC" for Django with
+	// USE_TZ = True (the default since Django 5.0), TIME_ZONE otherwise.
+	// Default "UTC".
+	TimeZone string `toml:"time_zone"`
+	// MaxConns bounds the connections to the session store, and so the
+	// queries in flight; a lookup that gets none within timeout is
+	// forwarded. Default 8.
+	MaxConns int `toml:"max_conns"`
+	// CacheEntries bounds the verdict cache (about 100 bytes an entry for
+	// Django's keys; keys are at most 256 bytes). Default 100000.
+	CacheEntries int `toml:"cache_entries"`
+	// CacheTTLIdentified, CacheTTLAnonymous and CacheTTLNoRow are how long
+	// a verdict is cached. Safe because Django, Rails and Laravel give a
+	// session a new key at login and logout: a key's verdict only ends when
+	// it expires or is deleted. No-row verdicts stay short in case a new
+	// session has not reached a replica yet. Doubts are never cached.
+	// Defaults "60s", "60s", "5s".
+	CacheTTLIdentified Duration `toml:"cache_ttl_identified"`
+	CacheTTLAnonymous  Duration `toml:"cache_ttl_anonymous"`
+	CacheTTLNoRow      Duration `toml:"cache_ttl_no_row"`
+	// BreakerFailures consecutive store failures open the circuit breaker:
+	// for BreakerCooldown every visitor with a session is forwarded at once
+	// without asking, then one lookup probes the store. Defaults 5, "2s".
+	BreakerFailures int      `toml:"breaker_failures"`
+	BreakerCooldown Duration `toml:"breaker_cooldown"`
 }
 
 // Cache configures the page store.
@@ -186,11 +222,21 @@ func Default() *Config {
 			FailTimeout:    Duration(10e9),
 		},
 		Session: Session{
-			Cookie:     "sessionid",
-			KeyPattern: "^[a-z0-9]{32}$",
-			Query:      "SELECT session_data FROM django_session WHERE session_key = :key AND expire_date > :now",
-			Rule:       "django",
-			Timeout:    Duration(100e6),
+			Cookie:             "sessionid",
+			KeyPattern:         "^[a-z0-9]{32}$",
+			Query:              "SELECT session_data FROM django_session WHERE session_key = :key AND expire_date > :now",
+			Rule:               "django",
+			Timeout:            Duration(100e6),
+			SecretKeyFallbacks: []string{},
+			DjangoSalt:         "django.contrib.sessions.SessionStore",
+			TimeZone:           "UTC",
+			MaxConns:           8,
+			CacheEntries:       100_000,
+			CacheTTLIdentified: Duration(60e9),
+			CacheTTLAnonymous:  Duration(60e9),
+			CacheTTLNoRow:      Duration(5e9),
+			BreakerFailures:    5,
+			BreakerCooldown:    Duration(2e9),
 		},
 		Cache: Cache{
 			Store:      "memcached",
@@ -214,6 +260,12 @@ func Default() *Config {
 func (c *Config) Redacted() *Config {
 	r := *c
 	r.Session.DSN = redactDSN(c.Session.DSN)
+	if r.Session.SecretKey != "" {
+		r.Session.SecretKey = "REDACTED"
+	}
+	if len(r.Session.SecretKeyFallbacks) > 0 {
+		r.Session.SecretKeyFallbacks = []string{"REDACTED"}
+	}
 	if r.Purge.Token != "" {
 		r.Purge.Token = "REDACTED"
 	}

@@ -33,8 +33,13 @@ func TestExampleListsEveryOptionWithItsDefault(t *testing.T) {
 			t.Errorf("the example lacks %s", key)
 			continue
 		}
+		// The comment above the key, or above a run of keys documented together.
 		comment := ""
-		for i := line - 2; i >= 0 && strings.HasPrefix(text[i], "#"); i-- {
+		i := line - 2
+		for i >= 0 && !strings.HasPrefix(text[i], "#") && strings.Contains(text[i], " = ") {
+			i--
+		}
+		for ; i >= 0 && strings.HasPrefix(text[i], "#"); i-- {
 			comment = text[i] + "\n" + comment
 		}
 		if !strings.Contains(comment, "Default") && !strings.Contains(comment, "Required") {

@@ -7,6 +7,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/userrouter/userrouter/sessioncheck"
 )
 
 // validate records every problem with c in d.
@@ -56,8 +59,29 @@ func (c *Config) validate(d *decoder) {
 	if s.Driver != "" && s.DSN == "" {
 		d.errf("session.dsn", "is required when session.driver is %q", s.Driver)
 	}
+	if err := sessioncheck.ValidateQuery(s.Query); err != nil {
+		d.errf("session.query", "%v", err)
+	}
 	oneOf(d, "session.rule", s.Rule, "django", "exists", "nonempty")
 	positive(d, "session.timeout", s.Timeout)
+	if !strings.HasPrefix(s.DjangoSalt, "django.contrib.sessions.") {
+		d.errf("session.django_salt", "%q must start with \"django.contrib.sessions.\"", s.DjangoSalt)
+	}
+	if _, err := time.LoadLocation(s.TimeZone); err != nil {
+		d.errf("session.time_zone", "%q is not a time zone: write \"UTC\" or a name like \"Europe/Paris\"", s.TimeZone)
+	}
+	for _, kv := range []struct {
+		key string
+		n   int
+	}{{"session.max_conns", s.MaxConns}, {"session.cache_entries", s.CacheEntries}, {"session.breaker_failures", s.BreakerFailures}} {
+		if kv.n < 1 {
+			d.errf(kv.key, "must be at least 1, not %d", kv.n)
+		}
+	}
+	positive(d, "session.cache_ttl_identified", s.CacheTTLIdentified)
+	positive(d, "session.cache_ttl_anonymous", s.CacheTTLAnonymous)
+	positive(d, "session.cache_ttl_no_row", s.CacheTTLNoRow)
+	positive(d, "session.breaker_cooldown", s.BreakerCooldown)
 
 	k := &c.Cache
 	oneOf(d, "cache.store", k.Store, "memcached", "none")

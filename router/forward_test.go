@@ -19,7 +19,12 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/userrouter/userrouter/sessioncheck"
 )
+
+// testKeys finds Django session keys.
+var testKeys, _ = sessioncheck.NewKeyFinder("sessionid", "^[a-z0-9]{32}$")
 
 // testBackendOptions are short timeouts suited to loopback tests.
 func testBackendOptions(addrs ...string) BackendOptions {
@@ -45,6 +50,9 @@ func startRouter(t testing.TB, o Options, bo BackendOptions) string {
 			t.Fatal(err)
 		}
 		o.Backends = b
+	}
+	if o.Keys == nil {
+		o.Keys = testKeys
 	}
 	r, err := New(o)
 	if err != nil {
@@ -398,7 +406,7 @@ func TestForwardRejectsOversizedUpload(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen.Add(1) }))
 	defer backend.Close()
 	b, _ := NewBackends(testBackendOptions(backendAddr(backend)))
-	r, _ := New(Options{Backends: b, MaxRequestBodySize: 1 << 20})
+	r, _ := New(Options{Backends: b, Keys: testKeys, MaxRequestBodySize: 1 << 20})
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	srv := NewServer(r.Handle, ServerOptions{ReadTimeout: 5 * time.Second, MaxHeaderSize: 16 << 10, MaxRequestBodySize: 1 << 20})
 	go srv.Serve(ln)

@@ -9,11 +9,18 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/userrouter/userrouter/sessioncheck"
 )
 
-// Options configures a Router. Backends is required.
+// Options configures a Router. Backends and Keys are required.
 type Options struct {
 	Backends *Backends
+	// Keys finds the session key in the Cookie header.
+	Keys *sessioncheck.KeyFinder
+	// Sessions tells identified visitors from anonymous ones; nil means no
+	// session store, so every visitor with a session key is forwarded.
+	Sessions sessioncheck.Checker
 	// TrustedProxies are the peers whose X-Forwarded-* headers are kept.
 	TrustedProxies []netip.Prefix
 	// MaxRequestBodySize bounds request bodies (413 beyond); 0 means 64 MiB.
@@ -25,6 +32,8 @@ type Options struct {
 // Router is the request handler. Router is safe for concurrent use.
 type Router struct {
 	backends *Backends
+	keys     *sessioncheck.KeyFinder
+	sessions sessioncheck.Checker
 	trusted  []netip.Prefix
 	maxBody  int
 	log      *limitedLog
@@ -32,8 +41,12 @@ type Router struct {
 
 // New returns a Router for o.
 func New(o Options) (*Router, error) {
-	if o.Backends == nil {
-		return nil, errors.New("router: no backends")
+	if o.Backends == nil || o.Keys == nil {
+		return nil, errors.New("router: backends and a session key finder are required")
+	}
+	sessions := o.Sessions
+	if sessions == nil {
+		sessions = sessioncheck.NoStore{}
 	}
 	logger := o.Logger
 	if logger == nil {
@@ -41,6 +54,8 @@ func New(o Options) (*Router, error) {
 	}
 	return &Router{
 		backends: o.Backends,
+		keys:     o.Keys,
+		sessions: sessions,
 		trusted:  o.TrustedProxies,
 		maxBody:  cmp.Or(o.MaxRequestBodySize, 64<<20),
 		log:      newLimitedLog(logger, time.Second),
@@ -49,12 +64,30 @@ func New(o Options) (*Router, error) {
 
 // Handle serves one request.
 func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
-	r.forward(ctx)
+	if !ctx.IsGet() && !ctx.IsHead() {
+		r.forward(ctx, "")
+		return
+	}
+	// Who is it? Asked before any cache decision; a doubt is forwarded.
+	key, found := r.keys.Find(ctx.Request.Header.Peek(fasthttp.HeaderCookie))
+	if found == sessioncheck.KeyFound {
+		v, err := r.sessions.Check(ctx, key)
+		if err != nil {
+			r.forward(ctx, doubtStatus(err))
+			return
+		}
+		if v == sessioncheck.Identified {
+			r.forward(ctx, statusIdentified)
+			return
+		}
+	}
+	r.forward(ctx, "")
 }
 
 // forward sends the client's request to a backend as it came, apart from
-// hop-by-hop headers, and relays the answer as it comes, streaming.
-func (r *Router) forward(ctx *fasthttp.RequestCtx) {
+// hop-by-hop headers, and relays the answer as it comes, streaming. A
+// non-empty cacheStatus is added as a Cache-Status entry.
+func (r *Router) forward(ctx *fasthttp.RequestCtx, cacheStatus string) {
 	req := &ctx.Request
 	if !r.limitBody(ctx) {
 		return
@@ -71,6 +104,9 @@ func (r *Router) forward(ctx *fasthttp.RequestCtx) {
 	}
 	if err := relay(&ctx.Response, resp); err != nil {
 		r.backendError(ctx, err)
+	}
+	if cacheStatus != "" {
+		ctx.Response.Header.Add(headerCacheStatus, cacheStatus)
 	}
 	if closeConn {
 		ctx.SetConnectionClose()

@@ -1,0 +1,130 @@
+package router
+
+import (
+	"database/sql"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/userrouter/userrouter/sessioncheck"
+	"github.com/userrouter/userrouter/sessioncheck/sessiontest"
+)
+
+// mysqlSessions returns Sessions over a fresh django_session table filled
+// with the Django fixtures.
+func mysqlSessions(t *testing.T, dsn string) *sessioncheck.Sessions {
+	t.Helper()
+	pool, err := sessioncheck.OpenMySQL(dsn, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := sessioncheck.NewSQLStore(pool, sessioncheck.SQLOptions{
+		Query:       "SELECT session_data FROM django_session WHERE session_key = :key AND expire_date > :now",
+		Placeholder: sessioncheck.QuestionMark, QueryError: sessioncheck.MySQLQueryError,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule, _ := sessioncheck.NewRule("django", nil)
+	s, err := sessioncheck.New(sessioncheck.Options{Store: store, Rule: rule, Timeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// echoBackend answers with the Cookie header it received and counts requests.
+func echoBackend(t *testing.T) (*httptest.Server, *atomic.Int64) {
+	var n atomic.Int64
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.Add(1)
+		io.WriteString(w, "cookie="+r.Header.Get("Cookie"))
+	}))
+	t.Cleanup(s.Close)
+	return s, &n
+}
+
+func get(t *testing.T, url, method, cookie string) (status int, cacheStatus, body string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	if cookie != "" {
+		req.Header.Set("Cookie", cookie)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("Cache-Status"), string(b)
+}
+
+func TestRouterVerdicts(t *testing.T) {
+	dsn := sessiontest.MySQLDSN(t)
+	db, _ := sql.Open("mysql", dsn)
+	defer db.Close()
+	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	sessions := mysqlSessions(t, dsn)
+	backend, _ := echoBackend(t)
+	base := startRouter(t, Options{Sessions: sessions}, testBackendOptions(backendAddr(backend)))
+
+	identified := "sessionid=" + fx.Row("identified").SessionKey
+	anonymous := "sessionid=" + fx.Row("anonymous").SessionKey
+	for _, tc := range []struct {
+		name, method, cookie, cacheStatus string
+		lookup                            bool
+	}{
+		{"identified", "GET", identified, "userrouter; fwd=bypass; detail=identified", true},
+		{"identified, HEAD", "HEAD", identified, "userrouter; fwd=bypass; detail=identified", true},
+		{"undecodable session", "GET", "sessionid=" + fx.Row("doubt").SessionKey, "userrouter; fwd=bypass; detail=doubt-undecodable", true},
+		{"anonymous session", "GET", anonymous, "", true},
+		{"no cookie", "GET", "", "", false},
+		{"duplicate cookie", "GET", identified + "; " + anonymous, "", false},
+		{"key failing the pattern", "GET", "sessionid=' OR '1'='1", "", false},
+		{"POST is forwarded without a lookup", "POST", identified, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := sessions.Stats.Lookups.Load()
+			status, cs, body := get(t, base+"/page", tc.method, tc.cookie)
+			if status != 200 || cs != tc.cacheStatus {
+				t.Errorf("got %d %q; want 200 %q", status, cs, tc.cacheStatus)
+			}
+			if tc.method == "GET" && body != "cookie="+tc.cookie {
+				t.Errorf("backend got %q; want the visitor's own cookies", body)
+			}
+			if looked := sessions.Stats.Lookups.Load() > before; looked != tc.lookup {
+				t.Errorf("session looked up: %v; want %v", looked, tc.lookup)
+			}
+		})
+	}
+}
+
+func TestRouterDoubtsWithoutStore(t *testing.T) {
+	backend, _ := echoBackend(t)
+	key := "sessionid=" + strings.Repeat("a", 32)
+
+	base := startRouter(t, Options{}, testBackendOptions(backendAddr(backend)))
+	if _, cs, _ := get(t, base+"/", "GET", key); cs != "userrouter; fwd=bypass; detail=doubt-no-store" {
+		t.Errorf("no store: got Cache-Status %q", cs)
+	}
+
+	// A store that cannot be reached: a doubt, forwarded, never anonymous.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := mysql.NewConfig()
+	cfg.User, cfg.Net, cfg.Addr, cfg.DBName = "root", "tcp", addr, "none"
+	base = startRouter(t, Options{Sessions: mysqlSessions(t, cfg.FormatDSN())}, testBackendOptions(backendAddr(backend)))
+	status, cs, body := get(t, base+"/", "GET", key)
+	if status != 200 || cs != "userrouter; fwd=bypass; detail=doubt-store-error" || body != "cookie="+key {
+		t.Errorf("store down: got %d %q %q; want the backend's answer marked doubt-store-error", status, cs, body)
+	}
+}

@@ -1,3 +1,0 @@
-// Package sessioncheck tells anonymous visitors from identified ones by
-// reading the session the application itself wrote.
-package sessioncheck

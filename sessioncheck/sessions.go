@@ -1,0 +1,302 @@
+package sessioncheck
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/maypok86/otter/v2"
+	"golang.org/x/sync/singleflight"
+)
+
+// Options configures Sessions. Store and Rule are required; zero values
+// elsewhere mean the defaults given.
+type Options struct {
+	Store Store
+	Rule  Rule
+	// Timeout bounds one Check that has to ask the store. Default 100ms.
+	Timeout time.Duration
+	// MaxQueries bounds the queries in flight at once; a lookup that gets
+	// no slot within Timeout is a doubt (ErrBusy). Default 8.
+	MaxQueries int
+	// CacheEntries bounds the verdict cache. Keys are at most MaxKeyLength
+	// bytes, so memory is bounded too (about 100 bytes an entry for
+	// Django's 32-byte keys). Default 100,000.
+	CacheEntries int
+	// How long each kind of verdict is cached. Django, Rails and Laravel
+	// give a session a new key when its user logs in or out, so a key's
+	// verdict changes only when the key expires or is deleted: caching is
+	// safe. No-row verdicts are kept briefly, in case a just-created
+	// session has not reached the (replica) database yet. Each entry's TTL
+	// varies by ±10%. Defaults 60s, 60s and 5s.
+	TTLIdentified, TTLAnonymous, TTLNoRow time.Duration
+	// BreakerFailures consecutive store failures open the circuit breaker;
+	// for BreakerCooldown every lookup is then a doubt at once
+	// (ErrBreakerOpen), after which one lookup probes the store.
+	// Defaults 5 and 2s.
+	BreakerFailures int
+	BreakerCooldown time.Duration
+	// QueryDuration, when set, observes the latency of each query (a
+	// Prometheus histogram, for instance).
+	QueryDuration interface{ UpdateDuration(start time.Time) }
+}
+
+// Stats counts what a Sessions did. Fields are safe to read at any time.
+type Stats struct {
+	Lookups      atomic.Uint64              // keys checked
+	CacheHits    atomic.Uint64              // keys answered from the verdict cache
+	Queries      atomic.Uint64              // queries sent to the store
+	Identified   atomic.Uint64              // verdicts: a logged-in visitor
+	Anonymous    atomic.Uint64              // verdicts: a session without a login
+	NoRow        atomic.Uint64              // verdicts: an unknown or expired key (anonymous)
+	Doubts       [len(doubts)]atomic.Uint64 // verdicts: doubt, by reason (see DoubtReasons)
+	BreakerOpens atomic.Uint64              // times the circuit breaker opened
+}
+
+// kind is what the verdict cache holds for a key.
+type kind uint8
+
+const (
+	kindAnonymous kind = iota
+	kindIdentified
+	kindNoRow
+)
+
+// Sessions is the Checker for a session store: a verdict cache in front of
+// coalesced, bounded, breaker-guarded queries. Sessions is safe for
+// concurrent use.
+type Sessions struct {
+	store   Store
+	rule    Rule
+	timeout time.Duration
+	ttl     [3]time.Duration
+	cache   *otter.Cache[string, kind]
+	group   singleflight.Group
+	slots   chan struct{}
+	breaker breaker
+	observe interface{ UpdateDuration(start time.Time) }
+
+	Stats Stats
+}
+
+var _ Checker = (*Sessions)(nil)
+
+// New returns a Sessions over o.Store.
+func New(o Options) (*Sessions, error) {
+	if o.Store == nil || o.Rule == nil {
+		return nil, errors.New("sessioncheck: a store and a rule are required")
+	}
+	s := &Sessions{
+		store:   o.Store,
+		rule:    o.Rule,
+		timeout: cmp.Or(o.Timeout, 100*time.Millisecond),
+		slots:   make(chan struct{}, cmp.Or(o.MaxQueries, 8)),
+		observe: o.QueryDuration,
+	}
+	s.ttl[kindIdentified] = cmp.Or(o.TTLIdentified, 60*time.Second)
+	s.ttl[kindAnonymous] = cmp.Or(o.TTLAnonymous, 60*time.Second)
+	s.ttl[kindNoRow] = cmp.Or(o.TTLNoRow, 5*time.Second)
+	s.breaker = breaker{threshold: cmp.Or(o.BreakerFailures, 5), cooldown: cmp.Or(o.BreakerCooldown, 2*time.Second), opens: &s.Stats.BreakerOpens}
+	cache, err := otter.New(&otter.Options[string, kind]{
+		MaximumSize: cmp.Or(o.CacheEntries, 100_000),
+		// ±10% jitter: keys first seen together (after a restart) do not all
+		// expire, and get asked about, together.
+		ExpiryCalculator: otter.ExpiryCreatingFunc(func(e otter.Entry[string, kind]) time.Duration {
+			ttl := s.ttl[e.Value]
+			return ttl - ttl/10 + rand.N(ttl/5+1)
+		}),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sessioncheck: verdict cache: %w", err)
+	}
+	s.cache = cache
+	return s, nil
+}
+
+// Check returns the verdict for a session key; an error is a doubt. A key
+// seen recently is answered from the cache without allocating; otherwise
+// the store is asked, within the timeout.
+func (s *Sessions) Check(ctx context.Context, key []byte) (Verdict, error) {
+	s.Stats.Lookups.Add(1)
+	if len(key) == 0 || len(key) > MaxKeyLength {
+		return Anonymous, s.doubt(fmt.Errorf("%w: key of %d bytes", ErrUndecodable, len(key)))
+	}
+	// The cache does not keep the key it is asked for, so it may alias key.
+	if k, ok := s.cache.GetIfPresent(unsafe.String(&key[0], len(key))); ok {
+		s.Stats.CacheHits.Add(1)
+		return s.verdict(k), nil
+	}
+	return s.lookup(ctx, string(key))
+}
+
+func (s *Sessions) lookup(ctx context.Context, key string) (Verdict, error) {
+	ch := s.group.DoChan(key, func() (any, error) { return s.query(key) })
+	// query ends by its own deadline and says why (busy, timeout); this
+	// timer, a little later, is only a safety net.
+	timer := time.NewTimer(s.timeout + s.timeout/8)
+	defer timer.Stop()
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return Anonymous, s.doubt(res.Err)
+		}
+		return s.verdict(res.Val.(kind)), nil
+	case <-timer.C:
+		return Anonymous, s.doubt(ErrTimeout)
+	case <-ctx.Done():
+		return Anonymous, s.doubt(fmt.Errorf("%w: %v", ErrTimeout, ctx.Err()))
+	}
+}
+
+// query asks the store about key, once for every caller waiting on it, and
+// caches the answer. It runs on its own deadline: a caller giving up does
+// not cancel it, so its answer still reaches the cache.
+func (s *Sessions) query(key string) (kind, error) {
+	probe, ok := s.breaker.allow(time.Now())
+	if !ok {
+		return 0, ErrBreakerOpen
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.timeout)
+	defer cancel()
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		s.breaker.release(probe)
+		return 0, ErrBusy
+	}
+	defer func() { <-s.slots }()
+
+	s.Stats.Queries.Add(1)
+	start := time.Now()
+	row, err := s.store.Lookup(ctx, key, start.UTC())
+	if s.observe != nil {
+		s.observe.UpdateDuration(start)
+	}
+	switch {
+	case errors.Is(err, ErrNoRow):
+		s.breaker.success()
+		s.cache.Set(key, kindNoRow)
+		return kindNoRow, nil
+	case err != nil:
+		s.breaker.failure(time.Now())
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("%w: %v", ErrTimeout, err)
+		}
+		return 0, fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	s.breaker.success()
+	v, err := s.rule(row)
+	if err != nil {
+		return 0, err // the store answered; the row is what is wrong
+	}
+	k := kindAnonymous
+	if v == Identified {
+		k = kindIdentified
+	}
+	s.cache.Set(key, k)
+	return k, nil
+}
+
+func (s *Sessions) verdict(k kind) Verdict {
+	switch k {
+	case kindIdentified:
+		s.Stats.Identified.Add(1)
+		return Identified
+	case kindNoRow:
+		s.Stats.NoRow.Add(1)
+	default:
+		s.Stats.Anonymous.Add(1)
+	}
+	return Anonymous
+}
+
+func (s *Sessions) doubt(err error) error {
+	s.Stats.Doubts[doubtIndex(err)].Add(1)
+	return err
+}
+
+// BreakerState is "closed", "open" or "half-open".
+func (s *Sessions) BreakerState() string { return s.breaker.String() }
+
+// Close closes the store.
+func (s *Sessions) Close() error { return s.store.Close() }
+
+// breaker stops asking a failing store: after threshold consecutive
+// failures it opens for cooldown, then lets one probe through; the probe's
+// success closes it, its failure opens it again.
+type breaker struct {
+	threshold int
+	cooldown  time.Duration
+	opens     *atomic.Uint64
+
+	mu       sync.Mutex
+	failures int
+	state    breakerState
+	openedAt time.Time
+}
+
+type breakerState uint8
+
+const (
+	closed breakerState = iota
+	open
+	halfOpen
+)
+
+// allow reports whether a query may go to the store, and whether it is the
+// probe of a half-open breaker.
+func (b *breaker) allow(now time.Time) (probe, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch b.state {
+	case closed:
+		return false, true
+	case open:
+		if now.Sub(b.openedAt) < b.cooldown {
+			return false, false
+		}
+		b.state = halfOpen
+		return true, true
+	}
+	return false, false // a probe is in flight
+}
+
+func (b *breaker) success() {
+	b.mu.Lock()
+	b.failures, b.state = 0, closed
+	b.mu.Unlock()
+}
+
+func (b *breaker) failure(now time.Time) {
+	b.mu.Lock()
+	b.failures++
+	if b.state == halfOpen || (b.state == closed && b.failures >= b.threshold) {
+		b.state, b.openedAt = open, now
+		b.opens.Add(1)
+	}
+	b.mu.Unlock()
+}
+
+// release hands back a probe that never reached the store.
+func (b *breaker) release(probe bool) {
+	if !probe {
+		return
+	}
+	b.mu.Lock()
+	if b.state == halfOpen {
+		b.state = open // openedAt unchanged: the next lookup probes again
+	}
+	b.mu.Unlock()
+}
+
+func (b *breaker) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return [...]string{"closed", "open", "half-open"}[b.state]
+}
