@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -17,7 +18,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 	_ "time/tzdata" // session.time_zone works on hosts without zoneinfo
@@ -26,6 +29,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/userrouter/userrouter/conf"
+	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/router"
 	"github.com/userrouter/userrouter/sessioncheck"
 )
@@ -201,10 +205,19 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 	if c, ok := sessions.(io.Closer); ok {
 		h.closers = append(h.closers, c)
 	}
+	cacheOpts, err := buildCache(cfg.Cache)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	if cacheOpts != nil {
+		h.closers = append(h.closers, cacheOpts.Store)
+	}
 	r, err := router.New(router.Options{
 		Backends:           backends,
 		Keys:               keys,
 		Sessions:           sessions,
+		Cache:              cacheOpts,
 		TrustedProxies:     trusted,
 		MaxRequestBodySize: int(cfg.Listen.MaxRequestBodySize),
 		Logger:             logger,
@@ -215,6 +228,74 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 	}
 	h.Router = r
 	return h, nil
+}
+
+// buildCache builds the page cache the config asks for; nil for none.
+func buildCache(c conf.Cache) (*router.CacheOptions, error) {
+	if c.Store == "none" {
+		return nil, nil
+	}
+	keys, err := pagecache.NewKeyTemplate(pagecache.KeyOptions{
+		Template:          c.Key,
+		IgnoreQueryParams: c.IgnoreQueryParams,
+		SortQuery:         c.SortQuery,
+		HashPrefix:        c.Prefix + "h:",
+	})
+	if err != nil {
+		return nil, err
+	}
+	rules := make([]pagecache.Rule, len(c.Rules))
+	for i, r := range c.Rules {
+		rules[i] = pagecache.Rule{
+			Path:              regexp.MustCompile(r.Path), // validated by conf
+			Host:              strings.ToLower(r.Host),
+			Cache:             r.Cache,
+			TTL:               cmp.Or(r.TTL.D(), c.DefaultTTL.D()),
+			HonorCacheControl: r.HonorCacheControl,
+			StoreSetCookie:    r.StoreSetCookie,
+		}
+	}
+	policy := pagecache.NewPolicy(pagecache.PolicyOptions{
+		Statuses:        c.Statuses,
+		StripSetCookies: c.StripSetCookies,
+		MaxTTL:          c.MaxTTL.D(),
+		Grace:           c.Grace.D(),
+		KeepHeaders:     c.KeepHeaders,
+		VaryHeaders:     keys.Headers(),
+		Rules:           rules,
+		Default:         pagecache.Rule{Cache: true, TTL: c.DefaultTTL.D(), HonorCacheControl: true},
+	})
+	var regexps []*regexp.Regexp
+	for _, p := range c.BypassPathRegexps {
+		regexps = append(regexps, regexp.MustCompile(p)) // validated by conf
+	}
+	store, err := pagecache.NewMemcache(pagecache.MemcacheOptions{
+		Servers:     c.Servers,
+		Timeout:     c.Timeout.D(),
+		MaxInFlight: c.MaxInFlight,
+		MaxItemSize: int(c.ItemSizeLimit),
+	})
+	if err != nil {
+		return nil, err
+	}
+	o := &router.CacheOptions{
+		Store:              store,
+		Keys:               keys,
+		Policy:             policy,
+		Hosts:              c.Hosts,
+		BypassPaths:        c.BypassPaths,
+		BypassPathRegexps:  regexps,
+		BypassCookies:      c.BypassCookies,
+		BypassQueryParams:  c.BypassQueryParams,
+		FillStripHeaders:   c.FillStripHeaders,
+		UncacheableTTL:     c.UncacheableTTL.D(),
+		MaxBodySize:        int(c.ItemSizeLimit) - 8<<10,
+		MaxBackgroundFills: c.MaxBackgroundFills,
+	}
+	if c.Format == "raw" {
+		o.Raw = &router.RawOptions{ContentType: c.RawContentType, GzipFlag: uint32(c.RawGzipFlag), Fill: c.RawFill}
+	}
+	return o, nil
 }
 
 // buildSessions opens the session store the config names and checks its

@@ -158,24 +158,122 @@ type Session struct {
 	BreakerCooldown Duration `toml:"breaker_cooldown"`
 }
 
-// Cache configures the page store.
+// Cache configures the page cache.
 type Cache struct {
-	// Store is where pages are kept: "memcached" or "none". Default "memcached".
+	// Store is where pages are kept: "memcached", or "none" to forward
+	// everything. Default "memcached".
 	Store string `toml:"store"`
 	// Servers lists the memcached servers ("host:port" or "unix:/path").
 	// Default ["127.0.0.1:11211"].
 	Servers []string `toml:"servers"`
-	// Key is the template of a page's key. Default "page:{host}{uri}".
+	// Timeout bounds one memcached operation; a slower one counts as a
+	// miss. Default "100ms".
+	Timeout Duration `toml:"timeout"`
+	// MaxInFlight bounds the operations in flight to each memcached server
+	// (and the idle connections kept to it). Default 64.
+	MaxInFlight int `toml:"max_in_flight"`
+	// ItemSizeLimit is memcached's -I: larger pages are not stored.
+	// Default "1MiB".
+	ItemSizeLimit Size `toml:"item_size_limit"`
+	// Key is the template of a page's key, with the tokens {scheme},
+	// {host}, {path}, {query}, {uri} and {header:Name}. Match what another
+	// filler writes ("page:{uri}" for nginx's $request_uri style).
+	// Default "page:{host}{uri}".
 	Key string `toml:"key"`
-	// Format is how a page is stored: "envelope" or "raw". Default "envelope".
+	// Prefix starts userrouter's own keys: hashed page keys (for URLs too
+	// long for memcached) and uncacheable markers. Default "ur:".
+	Prefix string `toml:"prefix"`
+	// IgnoreQueryParams are dropped from the key: names, or prefixes
+	// ending in "*". Default ["utm_*", "fbclid", "gclid"].
+	IgnoreQueryParams []string `toml:"ignore_query_params"`
+	// SortQuery orders the remaining query parameters in the key, so that
+	// ?a=1&b=2 and ?b=2&a=1 share an entry. Default false.
+	SortQuery bool `toml:"sort_query"`
+	// Format is how a page is stored: "envelope" (status, headers, times
+	// and body; userrouter's own) or "raw" (the body alone, as another
+	// program writes it). Default "envelope".
 	Format string `toml:"format"`
-	// DefaultTTL is how long a page is fresh when the backend says nothing.
-	// Default "60s".
+	// RawContentType is the Content-Type of raw pages.
+	// Default "text/html; charset=utf-8".
+	RawContentType string `toml:"raw_content_type"`
+	// RawGzipFlag, when not 0, is the memcached flag bit marking a gzipped
+	// raw page (nginx's memcached_gzip_flag). Default 0.
+	RawGzipFlag int `toml:"raw_gzip_flag"`
+	// RawFill makes userrouter write raw bodies on a miss too; without it,
+	// in raw mode it only reads what another program wrote. Default false.
+	RawFill bool `toml:"raw_fill"`
+	// DefaultTTL is how long a page is fresh when the backend's
+	// Cache-Control and Expires say nothing. Default "60s".
 	DefaultTTL Duration `toml:"default_ttl"`
-	// Hosts lists the Host names whose pages may be cached; requests for
-	// any other host are forwarded, never cached. Empty means every host.
-	// Default [].
+	// MaxTTL caps every freshness lifetime. Default "24h".
+	MaxTTL Duration `toml:"max_ttl"`
+	// Grace is how long past its freshness a page may be served stale while
+	// one background request refreshes it; a response's
+	// stale-while-revalidate overrides it, must-revalidate forbids it.
+	// Default "10s".
+	Grace Duration `toml:"grace"`
+	// UncacheableTTL is how long a URL whose response could not be stored
+	// goes straight to the backend, with the visitor's cookies and no fill
+	// (Varnish's hit-for-pass). Default "2m".
+	UncacheableTTL Duration `toml:"uncacheable_ttl"`
+	// Statuses that may be stored. Default [200, 203, 301, 404, 410].
+	Statuses []int `toml:"statuses"`
+	// StripSetCookies names cookies whose Set-Cookie is removed from the
+	// stored copy; any other Set-Cookie prevents storing. Beware: a page
+	// whose HTML embeds a CSRF token must not be shared. Default [].
+	StripSetCookies []string `toml:"strip_set_cookies"`
+	// KeepHeaders are response headers stored with a page besides the
+	// standard ones (content, validators, Location, Cache-Control and the
+	// security headers). Default [].
+	KeepHeaders []string `toml:"keep_headers"`
+	// FillStripHeaders are request headers removed from fill requests,
+	// besides Cookie and Authorization. Default [].
+	FillStripHeaders []string `toml:"fill_strip_headers"`
+	// Hosts lists the Host values whose pages may be cached; requests for
+	// any other host are forwarded, never cached. Empty means every host,
+	// allowed only when key has {host}. Default [].
 	Hosts []string `toml:"hosts"`
+	// BypassPaths are path prefixes never cached ("/admin/"); matched
+	// against the raw path and the decoded, cleaned one. Default [].
+	BypassPaths []string `toml:"bypass_paths"`
+	// BypassPathRegexps are path regexps never cached. Default [].
+	BypassPathRegexps []string `toml:"bypass_path_regexps"`
+	// BypassCookies are cookie names whose presence forwards the request
+	// uncached ("messages"). Default [].
+	BypassCookies []string `toml:"bypass_cookies"`
+	// BypassQueryParams are query parameter names whose presence forwards
+	// the request uncached ("preview"). Default [].
+	BypassQueryParams []string `toml:"bypass_query_params"`
+	// MaxBackgroundFills bounds the fills running for visitors who carry
+	// cookies. Default 64.
+	MaxBackgroundFills int `toml:"max_background_fills"`
+	// Rules set caching per URL, the first match applying; see CacheRule.
+	Rules []CacheRule `toml:"rule"`
+}
+
+// CacheRule is one [[cache.rule]]: the first rule whose path (and host,
+// when set) matches a request sets its caching.
+type CacheRule struct {
+	// Path is a regexp matched against the request path. Required.
+	Path string `toml:"path"`
+	// Host, when set, limits the rule to one Host. Default "".
+	Host string `toml:"host"`
+	// Cache false forwards matching requests uncached. Default true.
+	Cache bool `toml:"cache"`
+	// TTL is the freshness lifetime when the backend says nothing (or
+	// always, with honor_cache_control = false). Default: cache.default_ttl.
+	TTL Duration `toml:"ttl"`
+	// HonorCacheControl follows the backend's Cache-Control and Expires.
+	// Default true.
+	HonorCacheControl bool `toml:"honor_cache_control"`
+	// StoreSetCookie stores responses that set cookies, every Set-Cookie
+	// removed from the stored copy. Default false.
+	StoreSetCookie bool `toml:"store_set_cookie"`
+}
+
+func (r *CacheRule) setDefaults() {
+	r.Cache = true
+	r.HonorCacheControl = true
 }
 
 // Purge configures who may purge the cache.
@@ -239,12 +337,30 @@ func Default() *Config {
 			BreakerCooldown:    Duration(2e9),
 		},
 		Cache: Cache{
-			Store:      "memcached",
-			Servers:    []string{"127.0.0.1:11211"},
-			Key:        "page:{host}{uri}",
-			Format:     "envelope",
-			DefaultTTL: Duration(60e9),
-			Hosts:      []string{},
+			Store:              "memcached",
+			Servers:            []string{"127.0.0.1:11211"},
+			Timeout:            Duration(100e6),
+			MaxInFlight:        64,
+			ItemSizeLimit:      1 << 20,
+			Key:                "page:{host}{uri}",
+			Prefix:             "ur:",
+			IgnoreQueryParams:  []string{"utm_*", "fbclid", "gclid"},
+			Format:             "envelope",
+			RawContentType:     "text/html; charset=utf-8",
+			DefaultTTL:         Duration(60e9),
+			MaxTTL:             Duration(24 * 3600e9),
+			Grace:              Duration(10e9),
+			UncacheableTTL:     Duration(120e9),
+			Statuses:           []int{200, 203, 301, 404, 410},
+			StripSetCookies:    []string{},
+			KeepHeaders:        []string{},
+			FillStripHeaders:   []string{},
+			Hosts:              []string{},
+			BypassPaths:        []string{},
+			BypassPathRegexps:  []string{},
+			BypassCookies:      []string{},
+			BypassQueryParams:  []string{},
+			MaxBackgroundFills: 64,
 		},
 		Purge: Purge{
 			Allow: append([]string(nil), loopback...),

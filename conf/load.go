@@ -228,6 +228,22 @@ func (d *decoder) decodeValue(key string, val any, f reflect.Value) {
 			return
 		}
 		f.Set(reflect.ValueOf(&b))
+	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.Int:
+		list, ok := val.([]any)
+		if !ok {
+			d.errf(key, "must be a list of integers like [200, 301], not %s", tomlType(val))
+			return
+		}
+		out := make([]int, 0, len(list))
+		for i, e := range list {
+			n, ok := e.(int64)
+			if !ok {
+				d.errf(fmt.Sprintf("%s[%d]", key, i), "must be an integer, not %s", tomlType(e))
+				continue
+			}
+			out = append(out, int(n))
+		}
+		f.Set(reflect.ValueOf(out))
 	case f.Kind() == reflect.Slice && f.Type().Elem().Kind() == reflect.String:
 		list, ok := val.([]any)
 		if !ok {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/sessioncheck"
 )
 
@@ -93,10 +94,59 @@ func (c *Config) validate(d *decoder) {
 			d.errf(fmt.Sprintf("cache.servers[%d]", i), "%v", err)
 		}
 	}
+	positive(d, "cache.timeout", k.Timeout)
+	if k.MaxInFlight < 1 {
+		d.errf("cache.max_in_flight", "must be at least 1, not %d", k.MaxInFlight)
+	}
+	atLeast(d, "cache.item_size_limit", k.ItemSizeLimit, 16<<10)
+	tmpl, err := pagecache.NewKeyTemplate(pagecache.KeyOptions{Template: k.Key, IgnoreQueryParams: k.IgnoreQueryParams, HashPrefix: k.Prefix + "h:"})
+	if err != nil {
+		d.errf("cache.key", "%v", strings.TrimPrefix(err.Error(), "pagecache: "))
+	} else if len(k.Hosts) == 0 && !tmpl.HasHost() {
+		d.errf("cache.hosts", "must list the site's host names when cache.key has no {host}, or one site's pages would be served for another")
+	}
+	if k.Prefix == "" || len(k.Prefix) > 64 || strings.ContainsAny(k.Prefix, " \t\r\n") {
+		d.errf("cache.prefix", "%q must be a short memcached key prefix without spaces", k.Prefix)
+	}
 	oneOf(d, "cache.format", k.Format, "envelope", "raw")
+	if k.RawGzipFlag < 0 || k.RawGzipFlag > 1<<31 || k.RawGzipFlag&1 != 0 {
+		d.errf("cache.raw_gzip_flag", "%d must be a memcached flag bit other than 1 (which marks Python pickles)", k.RawGzipFlag)
+	}
+	positive(d, "cache.default_ttl", k.DefaultTTL)
+	positive(d, "cache.max_ttl", k.MaxTTL)
+	positive(d, "cache.uncacheable_ttl", k.UncacheableTTL)
+	for i, st := range k.Statuses {
+		if st < 100 || st > 599 {
+			d.errf(fmt.Sprintf("cache.statuses[%d]", i), "%d is not an HTTP status", st)
+		}
+	}
 	for i, h := range k.Hosts {
 		if !validHost(h) {
 			d.errf(fmt.Sprintf("cache.hosts[%d]", i), "%q is not a host name (write it as in the Host header, like \"example.com\" or \"example.com:8080\")", h)
+		}
+	}
+	for i, p := range k.BypassPaths {
+		if !strings.HasPrefix(p, "/") {
+			d.errf(fmt.Sprintf("cache.bypass_paths[%d]", i), "%q must start with /", p)
+		}
+	}
+	for i, p := range k.BypassPathRegexps {
+		if _, err := regexp.Compile(p); err != nil {
+			d.errf(fmt.Sprintf("cache.bypass_path_regexps[%d]", i), "is not a regexp: %v", err)
+		}
+	}
+	if k.MaxBackgroundFills < 1 {
+		d.errf("cache.max_background_fills", "must be at least 1, not %d", k.MaxBackgroundFills)
+	}
+	for i, r := range k.Rules {
+		key := fmt.Sprintf("cache.rule[%d]", i)
+		if r.Path == "" {
+			d.errf(key+".path", "is required: a regexp such as \"^/blog/\"")
+		} else if _, err := regexp.Compile(r.Path); err != nil {
+			d.errf(key+".path", "is not a regexp: %v", err)
+		}
+		if r.Host != "" && !validHost(r.Host) {
+			d.errf(key+".host", "%q is not a host name", r.Host)
 		}
 	}
 

@@ -1,13 +1,62 @@
 package router
 
-import "github.com/userrouter/userrouter/sessioncheck"
+import (
+	"sync/atomic"
+
+	"github.com/userrouter/userrouter/pagecache"
+	"github.com/userrouter/userrouter/sessioncheck"
+)
 
 // Cache-Status (RFC 9211) values, built once: every outcome names itself,
 // and serving one costs no allocation.
 const (
-	headerCacheStatus = "Cache-Status"
-	statusIdentified  = "userrouter; fwd=bypass; detail=identified"
+	headerCacheStatus    = "Cache-Status"
+	statusHit            = "userrouter; hit"
+	statusStale          = "userrouter; hit; detail=stale"
+	statusCollapsed      = "userrouter; fwd=miss; collapsed"
+	statusMissStored     = "userrouter; fwd=miss; stored"
+	statusMissBackground = "userrouter; fwd=miss; detail=background-fill"
+	statusMissRaw        = "userrouter; fwd=miss; detail=raw-no-fill"
+	statusIdentified     = "userrouter; fwd=bypass; detail=identified"
 )
+
+// statusNotStored is the Cache-Status of a miss whose answer was not
+// stored, by reason: "userrouter; fwd=miss; detail=set-cookie".
+var statusNotStored = func() (s [pagecache.NumReasons]string) {
+	for r := range pagecache.NumReasons {
+		s[r] = "userrouter; fwd=miss; detail=" + r.String()
+	}
+	return s
+}()
+
+// A bypassReason says why the cache does not handle a request.
+type bypassReason uint8
+
+const (
+	bypassMethod        bypassReason = iota // not GET or HEAD
+	bypassUpgrade                           // an Upgrade request
+	bypassHost                              // a Host not in cache.hosts, or malformed
+	bypassPath                              // a bypass path prefix or regexp
+	bypassQuery                             // a bypass query parameter, or too many parameters
+	bypassCookie                            // a bypass cookie is present
+	bypassAuthorization                     // the request carries credentials
+	bypassRange                             // a Range request
+	bypassRule                              // a cache rule with cache = false
+	bypassUncacheable                       // the URL's last answer could not be stored
+	numBypass
+)
+
+var bypassNames = [numBypass]string{"method", "upgrade", "host", "path", "query", "cookie", "authorization", "range", "rule", "uncacheable"}
+
+// BypassReasons lists the bypass reasons in the order of Stats.Bypass.
+func BypassReasons() []string { return bypassNames[:] }
+
+var statusBypass = func() (s [numBypass]string) {
+	for i, n := range bypassNames {
+		s[i] = "userrouter; fwd=bypass; detail=" + n
+	}
+	return s
+}()
 
 // statusDoubt maps each doubt reason (sessioncheck.Reason) to its
 // Cache-Status: "userrouter; fwd=bypass; detail=doubt-timeout".
@@ -20,3 +69,25 @@ var statusDoubt = func() map[string]string {
 }()
 
 func doubtStatus(err error) string { return statusDoubt[sessioncheck.Reason(err)] }
+
+// Stats counts what a Router did. Fields are safe to read at any time.
+type Stats struct {
+	Requests         atomic.Uint64                       // requests handled
+	InFlight         atomic.Int64                        // requests being handled
+	Hits             atomic.Uint64                       // served fresh from the cache
+	StaleHits        atomic.Uint64                       // served stale while refreshed
+	Collapsed        atomic.Uint64                       // misses served another request's fill
+	Stored           atomic.Uint64                       // fills stored
+	NotStored        [pagecache.NumReasons]atomic.Uint64 // fills not stored, by reason
+	Bypass           [numBypass]atomic.Uint64            // forwarded without the cache, by reason
+	Identified       atomic.Uint64                       // forwarded: identified visitors
+	Doubts           atomic.Uint64                       // forwarded: session doubts (reasons in sessioncheck.Stats)
+	BackgroundFills  atomic.Uint64                       // fills for visitors with cookies
+	FillsSkipped     atomic.Uint64                       // background fills not started: too many running
+	Damaged          atomic.Uint64                       // stored values that could not be read
+	StoreErrors      atomic.Uint64                       // store operations that failed
+	BackendResponses [6]atomic.Uint64                    // by status class: [1] 1xx ... [5] 5xx
+	BackendErrors    atomic.Uint64                       // requests no backend answered
+	BytesFromCache   atomic.Uint64                       // body bytes served from the cache
+	BytesFromBackend atomic.Uint64                       // body bytes relayed from backends (known lengths)
+}

@@ -63,8 +63,10 @@ func stripHopRequest(h *fasthttp.RequestHeader) (closeConn bool) {
 	closeConn = h.ConnectionClose() // an exact "Connection: close", kept aside by fasthttp
 	conn := h.Peek(fasthttp.HeaderConnection)
 	drop := func(k []byte) bool { return isHop(k, conn) || bytes.EqualFold(k, []byte(fasthttp.HeaderExpect)) }
+	// AllInOrder reads the raw headers; All would parse the Cookie header
+	// and have it written back re-serialized.
 	found := false
-	for k := range h.All() {
+	for k := range h.AllInOrder() {
 		if drop(k) {
 			found = true
 			break
@@ -85,7 +87,7 @@ func stripHopRequest(h *fasthttp.RequestHeader) (closeConn bool) {
 	type kv struct{ k, v []byte }
 	var kept []kv
 	var gone [][]byte
-	for k, v := range h.All() {
+	for k, v := range h.AllInOrder() {
 		switch {
 		case drop(k):
 			gone = append(gone, bytes.Clone(k))
@@ -158,7 +160,10 @@ func trusted(addr net.Addr, prefixes []netip.Prefix) (bool, net.IP) {
 // drops a Date set through its API ("managed automatically"), and the reset
 // HostClient does re-enables the Date and Content-Type it adds by default.
 // Parsing keeps the backend's Date, and dst keeps the server's settings.
-func relay(dst, src *fasthttp.Response) error {
+//
+// read is what the caller already read of the body (a fill that looked at
+// it): it is sent first, then whatever remains in the stream.
+func relay(dst, src *fasthttp.Response, read []byte) error {
 	src.Header.SetNoDefaultContentType(true) // relay only a Content-Type the backend sent
 	hb := headBufPool.Get().(*headBuf)
 	defer headBufPool.Put(hb)
@@ -199,11 +204,21 @@ func relay(dst, src *fasthttp.Response) error {
 	dst.Header.ResetConnectionClose()
 	size := src.Header.ContentLength()
 	if !src.IsBodyStream() {
-		// No body was read: HEAD, 204, 304, 1xx. Keep the declared length.
-		if size >= 0 {
+		if len(read) > 0 || len(src.Body()) > 0 {
+			dst.SetBody(append(read, src.Body()...)) // all of it was read
+		} else if size >= 0 {
+			// No body: HEAD, 204, 304, 1xx. Keep the declared length.
 			dst.Header.SetContentLength(size)
 		}
 		fasthttp.ReleaseResponse(src)
+		return nil
+	}
+	if len(read) > 0 {
+		// A fill read part of a long body: send that, then the rest.
+		if size < 0 {
+			size = -1
+		}
+		dst.SetBodyStream(&relayBody{r: io.MultiReader(bytes.NewReader(read), src.BodyStream()), resp: src}, size)
 		return nil
 	}
 	if size >= 0 && size <= maxBufferedBody {

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/sessioncheck"
 )
 
@@ -21,6 +23,8 @@ type Options struct {
 	// Sessions tells identified visitors from anonymous ones; nil means no
 	// session store, so every visitor with a session key is forwarded.
 	Sessions sessioncheck.Checker
+	// Cache, when set, serves anonymous visitors from a page store.
+	Cache *CacheOptions
 	// TrustedProxies are the peers whose X-Forwarded-* headers are kept.
 	TrustedProxies []netip.Prefix
 	// MaxRequestBodySize bounds request bodies (413 beyond); 0 means 64 MiB.
@@ -34,9 +38,11 @@ type Router struct {
 	backends *Backends
 	keys     *sessioncheck.KeyFinder
 	sessions sessioncheck.Checker
+	cache    *cache
 	trusted  []netip.Prefix
 	maxBody  int
 	log      *limitedLog
+	stats    Stats
 }
 
 // New returns a Router for o.
@@ -44,67 +50,149 @@ func New(o Options) (*Router, error) {
 	if o.Backends == nil || o.Keys == nil {
 		return nil, errors.New("router: backends and a session key finder are required")
 	}
-	sessions := o.Sessions
-	if sessions == nil {
-		sessions = sessioncheck.NoStore{}
-	}
 	logger := o.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Router{
+	r := &Router{
 		backends: o.Backends,
 		keys:     o.Keys,
-		sessions: sessions,
+		sessions: cmp.Or[sessioncheck.Checker](o.Sessions, sessioncheck.NoStore{}),
 		trusted:  o.TrustedProxies,
 		maxBody:  cmp.Or(o.MaxRequestBodySize, 64<<20),
 		log:      newLimitedLog(logger, time.Second),
-	}, nil
+	}
+	if o.Cache != nil {
+		c, err := newCache(o.Cache)
+		if err != nil {
+			return nil, err
+		}
+		r.cache = c
+	}
+	return r, nil
 }
 
-// Handle serves one request.
+// Stats returns the router's counters.
+func (r *Router) Stats() *Stats { return &r.stats }
+
+// Handle serves one request:
+//
+//  1. Not GET or HEAD, an Upgrade, a host not cached, a bypass rule or
+//     credentials in Authorization: forwarded, fwd=bypass.
+//  2. The session key is read; identified visitors and doubts are
+//     forwarded (detail=identified, detail=doubt-<reason>).
+//  3. Anonymous: served from the cache, or filled without credentials.
 func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
-	if !ctx.IsGet() && !ctx.IsHead() {
+	r.stats.Requests.Add(1)
+	r.stats.InFlight.Add(1)
+	defer r.stats.InFlight.Add(-1)
+	c := r.cache
+	if c == nil {
 		r.forward(ctx, "")
 		return
 	}
+	h := &ctx.Request.Header
+	if !ctx.IsGet() && !ctx.IsHead() {
+		r.bypass(ctx, bypassMethod)
+		return
+	}
+	if len(h.Peek(fasthttp.HeaderUpgrade)) > 0 {
+		r.bypass(ctx, bypassUpgrade)
+		return
+	}
+	var hostBuf [256]byte
+	host, ok := lowerHost(hostBuf[:0], h.Host())
+	if !ok || (c.hosts != nil && !c.hosts[string(host)]) {
+		r.bypass(ctx, bypassHost)
+		return
+	}
+	path, query := pagecache.SplitURI(h.RequestURI())
+	clean, _ := pagecache.CleanPath(path)
+	cookies := h.Peek(fasthttp.HeaderCookie)
+	switch {
+	case c.bypassPath(path, clean):
+		r.bypass(ctx, bypassPath)
+		return
+	case c.bypassQuery(query):
+		r.bypass(ctx, bypassQuery)
+		return
+	case c.bypassCookie(cookies):
+		r.bypass(ctx, bypassCookie)
+		return
+	case len(h.Peek(fasthttp.HeaderAuthorization)) > 0:
+		r.bypass(ctx, bypassAuthorization)
+		return
+	case len(h.Peek(fasthttp.HeaderRange)) > 0:
+		r.bypass(ctx, bypassRange)
+		return
+	}
+	rule := c.Policy.Rule(host, path, clean)
+	if !rule.Cache {
+		r.bypass(ctx, bypassRule)
+		return
+	}
 	// Who is it? Asked before any cache decision; a doubt is forwarded.
-	key, found := r.keys.Find(ctx.Request.Header.Peek(fasthttp.HeaderCookie))
+	key, found := r.keys.Find(cookies)
 	if found == sessioncheck.KeyFound {
 		v, err := r.sessions.Check(ctx, key)
 		if err != nil {
+			r.stats.Doubts.Add(1)
 			r.forward(ctx, doubtStatus(err))
 			return
 		}
 		if v == sessioncheck.Identified {
+			r.stats.Identified.Add(1)
 			r.forward(ctx, statusIdentified)
 			return
 		}
 	}
-	r.forward(ctx, "")
+	r.anonymous(ctx, rule, host, path, query, len(cookies) > 0)
+}
+
+// bypass forwards a request the cache does not handle.
+func (r *Router) bypass(ctx *fasthttp.RequestCtx, reason bypassReason) {
+	r.stats.Bypass[reason].Add(1)
+	r.forward(ctx, statusBypass[reason])
 }
 
 // forward sends the client's request to a backend as it came, apart from
 // hop-by-hop headers, and relays the answer as it comes, streaming. A
 // non-empty cacheStatus is added as a Cache-Status entry.
 func (r *Router) forward(ctx *fasthttp.RequestCtx, cacheStatus string) {
-	req := &ctx.Request
 	if !r.limitBody(ctx) {
 		return
 	}
-	closeConn := stripHopRequest(&req.Header)
-	if ok, ip := trusted(ctx.RemoteAddr(), r.trusted); !ok {
-		setForwarded(&req.Header, ip)
-	}
+	closeConn := r.prepare(ctx)
 	resp := fasthttp.AcquireResponse()
-	if err := r.backends.Do(req, resp); err != nil {
+	if err := r.backends.Do(&ctx.Request, resp); err != nil {
 		fasthttp.ReleaseResponse(resp)
 		r.backendError(ctx, err)
 		return
 	}
-	if err := relay(&ctx.Response, resp); err != nil {
-		r.backendError(ctx, err)
+	r.countBackend(resp.StatusCode())
+	r.relayWith(ctx, resp, nil, cacheStatus, closeConn)
+}
+
+// prepare readies the client's request for a backend: hop-by-hop headers
+// out, X-Forwarded-* set for an untrusted peer. It reports whether the
+// client asked to close its connection.
+func (r *Router) prepare(ctx *fasthttp.RequestCtx) (closeConn bool) {
+	closeConn = stripHopRequest(&ctx.Request.Header)
+	if ok, ip := trusted(ctx.RemoteAddr(), r.trusted); !ok {
+		setForwarded(&ctx.Request.Header, ip)
 	}
+	return closeConn
+}
+
+// relayWith relays resp to the client (body: first the bytes already read,
+// then the rest of the stream) and adds the Cache-Status. It takes
+// ownership of resp.
+func (r *Router) relayWith(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, read []byte, cacheStatus string, closeConn bool) {
+	if err := relay(&ctx.Response, resp, read); err != nil {
+		r.backendError(ctx, err)
+		return
+	}
+	r.stats.BytesFromBackend.Add(uint64(max(0, ctx.Response.Header.ContentLength())))
 	if cacheStatus != "" {
 		ctx.Response.Header.Add(headerCacheStatus, cacheStatus)
 	}
@@ -162,6 +250,7 @@ func (r *Router) backendError(ctx *fasthttp.RequestCtx, err error) {
 	case isTimeout(err):
 		status, kind, text = fasthttp.StatusGatewayTimeout, "backend-timeout", "the backend did not answer in time"
 	}
+	r.stats.BackendErrors.Add(1)
 	ctx.Response.Header.SetStatusCode(status)
 	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
 	ctx.Response.SetBodyString(fasthttp.StatusMessage(status) + ": " + text + "\n")
@@ -172,9 +261,77 @@ func (r *Router) backendError(ctx *fasthttp.RequestCtx, err error) {
 		slog.String("error", err.Error()))
 }
 
+func (r *Router) countBackend(status int) {
+	r.stats.BackendResponses[min(max(status/100, 1), 5)].Add(1)
+}
+
 func truncate(b []byte, n int) string {
 	if len(b) > n {
 		return string(b[:n]) + "..."
 	}
 	return string(b)
+}
+
+// lowerHost lower-cases a Host header into dst; ok is false for an empty,
+// overlong or malformed one.
+func lowerHost(dst, host []byte) ([]byte, bool) {
+	if len(host) == 0 || len(host) > 255 {
+		return nil, false
+	}
+	for _, c := range host {
+		switch {
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '-', c == ':', c == '[', c == ']', c == '_':
+		default:
+			return nil, false
+		}
+		dst = append(dst, c)
+	}
+	return dst, true
+}
+
+func (c *cache) bypassPath(raw []byte, clean string) bool {
+	for _, p := range c.BypassPaths {
+		if bytes.HasPrefix(raw, []byte(p)) || (clean != "" && len(clean) >= len(p) && clean[:len(p)] == p) {
+			return true
+		}
+	}
+	for _, re := range c.BypassPathRegexps {
+		if re.Match(raw) || (clean != "" && re.MatchString(clean)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *cache) bypassQuery(query []byte) bool {
+	if len(c.BypassQueryParams) == 0 || len(query) == 0 {
+		return false
+	}
+	for p := range bytes.SplitSeq(query, []byte{'&'}) {
+		name, _, _ := bytes.Cut(p, []byte{'='})
+		for _, b := range c.BypassQueryParams {
+			if string(name) == b {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *cache) bypassCookie(header []byte) bool {
+	if len(c.BypassCookies) == 0 || len(header) == 0 {
+		return false
+	}
+	for pair := range bytes.SplitSeq(header, []byte{';'}) {
+		name, _, _ := bytes.Cut(pair, []byte{'='})
+		name = bytes.TrimSpace(name)
+		for _, b := range c.BypassCookies {
+			if string(name) == b {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/sessioncheck"
 	"github.com/userrouter/userrouter/sessioncheck/sessiontest"
 )
@@ -39,6 +40,17 @@ func mysqlSessions(t *testing.T, dsn string) *sessioncheck.Sessions {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// memoryCache is a page cache in memory.
+func memoryCache(t *testing.T) *CacheOptions {
+	store, err := pagecache.NewMemory(pagecache.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := pagecache.NewKeyTemplate(pagecache.KeyOptions{})
+	return &CacheOptions{Store: store, Keys: keys,
+		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Minute, HonorCacheControl: true}})}
 }
 
 // echoBackend answers with the Cookie header it received and counts requests.
@@ -74,7 +86,7 @@ func TestRouterVerdicts(t *testing.T) {
 	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
 	sessions := mysqlSessions(t, dsn)
 	backend, _ := echoBackend(t)
-	base := startRouter(t, Options{Sessions: sessions}, testBackendOptions(backendAddr(backend)))
+	base := startRouter(t, Options{Sessions: sessions, Cache: memoryCache(t)}, testBackendOptions(backendAddr(backend)))
 
 	identified := "sessionid=" + fx.Row("identified").SessionKey
 	anonymous := "sessionid=" + fx.Row("anonymous").SessionKey
@@ -85,15 +97,15 @@ func TestRouterVerdicts(t *testing.T) {
 		{"identified", "GET", identified, "userrouter; fwd=bypass; detail=identified", true},
 		{"identified, HEAD", "HEAD", identified, "userrouter; fwd=bypass; detail=identified", true},
 		{"undecodable session", "GET", "sessionid=" + fx.Row("doubt").SessionKey, "userrouter; fwd=bypass; detail=doubt-undecodable", true},
-		{"anonymous session", "GET", anonymous, "", true},
-		{"no cookie", "GET", "", "", false},
-		{"duplicate cookie", "GET", identified + "; " + anonymous, "", false},
-		{"key failing the pattern", "GET", "sessionid=' OR '1'='1", "", false},
-		{"POST is forwarded without a lookup", "POST", identified, "", false},
+		{"anonymous session", "GET", anonymous, "userrouter; fwd=miss; detail=background-fill", true},
+		{"no cookie", "GET", "", "userrouter; fwd=miss; stored", false},
+		{"duplicate cookie", "GET", identified + "; " + anonymous, "userrouter; fwd=miss; detail=background-fill", false},
+		{"key failing the pattern", "GET", "sessionid=' OR '1'='1", "userrouter; fwd=miss; detail=background-fill", false},
+		{"POST is forwarded without a lookup", "POST", identified, "userrouter; fwd=bypass; detail=method", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := sessions.Stats.Lookups.Load()
-			status, cs, body := get(t, base+"/page", tc.method, tc.cookie)
+			status, cs, body := get(t, base+"/"+strings.ReplaceAll(tc.name, " ", "-"), tc.method, tc.cookie)
 			if status != 200 || cs != tc.cacheStatus {
 				t.Errorf("got %d %q; want 200 %q", status, cs, tc.cacheStatus)
 			}
@@ -111,7 +123,7 @@ func TestRouterDoubtsWithoutStore(t *testing.T) {
 	backend, _ := echoBackend(t)
 	key := "sessionid=" + strings.Repeat("a", 32)
 
-	base := startRouter(t, Options{}, testBackendOptions(backendAddr(backend)))
+	base := startRouter(t, Options{Cache: memoryCache(t)}, testBackendOptions(backendAddr(backend)))
 	if _, cs, _ := get(t, base+"/", "GET", key); cs != "userrouter; fwd=bypass; detail=doubt-no-store" {
 		t.Errorf("no store: got Cache-Status %q", cs)
 	}
@@ -122,7 +134,7 @@ func TestRouterDoubtsWithoutStore(t *testing.T) {
 	ln.Close()
 	cfg := mysql.NewConfig()
 	cfg.User, cfg.Net, cfg.Addr, cfg.DBName = "root", "tcp", addr, "none"
-	base = startRouter(t, Options{Sessions: mysqlSessions(t, cfg.FormatDSN())}, testBackendOptions(backendAddr(backend)))
+	base = startRouter(t, Options{Sessions: mysqlSessions(t, cfg.FormatDSN()), Cache: memoryCache(t)}, testBackendOptions(backendAddr(backend)))
 	status, cs, body := get(t, base+"/", "GET", key)
 	if status != 200 || cs != "userrouter; fwd=bypass; detail=doubt-store-error" || body != "cookie="+key {
 		t.Errorf("store down: got %d %q %q; want the backend's answer marked doubt-store-error", status, cs, body)

@@ -1,0 +1,221 @@
+package pagecache
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+)
+
+// The envelope is how userrouter stores a page in memcached (format
+// "envelope"): a small versioned binary record with a checksum.
+//
+//	offset  size  field
+//	0       2     magic "UR"
+//	2       1     version (1)
+//	3       1     kind (0 page, 1 uncacheable marker)
+//	4       2     status
+//	6       8     stored at, Unix seconds
+//	14      8     fresh until, Unix seconds
+//	22      8     stale until, Unix seconds (serve-stale limit)
+//	30      1     header count, then per header:
+//	                1 name length, name, 2 value length, value
+//	        2     tag count, then per tag:
+//	                2 tag length, tag, 8 tag generation
+//	        4     body length, body
+//	        4     CRC-32C of everything before
+//
+// Integers are big-endian. An unknown version or any inconsistency is a
+// miss: damaged data is never served.
+const (
+	envelopeVersion = 1
+	envelopeFixed   = 31 // through the header count
+	maxHeaders      = 32
+	maxTagLength    = 1024
+	maxTags         = 1024
+)
+
+// Kind says what an entry is.
+type Kind uint8
+
+const (
+	KindPage        Kind = iota // a page to serve
+	KindUncacheable             // a marker: this URL's response could not be stored
+)
+
+var (
+	// ErrDamaged: the value is not an envelope, or it is cut or corrupt.
+	ErrDamaged = errors.New("pagecache: damaged entry")
+	// ErrVersion: an envelope of a version this build does not read.
+	ErrVersion = errors.New("pagecache: unknown entry version")
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// A Header is a stored response header.
+type Header struct{ Name, Value []byte }
+
+// An Entry is a decoded envelope. Decode fills it without allocating: its
+// slices alias the encoded value, which must not change while it is used.
+type Entry struct {
+	Kind       Kind
+	Status     int
+	StoredAt   int64 // Unix seconds
+	FreshUntil int64 // Unix seconds
+	StaleUntil int64 // Unix seconds
+	Headers    []Header
+	Body       []byte
+
+	tags    []byte // encoded tag records
+	nTags   int
+	headers [maxHeaders]Header
+}
+
+// Tags calls f with each stored surrogate key and the generation its tag
+// counter had when the page was fetched; f returns false to stop.
+func (e *Entry) Tags(f func(tag []byte, gen uint64) bool) {
+	b := e.tags
+	for range e.nTags {
+		n := int(binary.BigEndian.Uint16(b))
+		if !f(b[2:2+n], binary.BigEndian.Uint64(b[2+n:])) {
+			return
+		}
+		b = b[2+n+8:]
+	}
+}
+
+// NumTags is the number of stored surrogate keys.
+func (e *Entry) NumTags() int { return e.nTags }
+
+// A Tag is a surrogate key and its generation, for Encode.
+type Tag struct {
+	Name string
+	Gen  uint64
+}
+
+// Page is what Encode stores.
+type Page struct {
+	Kind       Kind
+	Status     int
+	StoredAt   int64
+	FreshUntil int64
+	StaleUntil int64
+	Headers    []Header
+	Tags       []Tag
+	Body       []byte
+}
+
+// Encode appends the envelope of p to dst.
+func Encode(dst []byte, p *Page) ([]byte, error) {
+	if len(p.Headers) > maxHeaders {
+		return dst, fmt.Errorf("pagecache: %d headers to store; at most %d", len(p.Headers), maxHeaders)
+	}
+	if len(p.Tags) > maxTags {
+		return dst, fmt.Errorf("pagecache: %d tags to store; at most %d", len(p.Tags), maxTags)
+	}
+	if p.Status < 100 || p.Status > 999 || len(p.Body) > 1<<31 {
+		return dst, fmt.Errorf("pagecache: status %d or body of %d bytes cannot be stored", p.Status, len(p.Body))
+	}
+	start := len(dst)
+	dst = append(dst, 'U', 'R', envelopeVersion, byte(p.Kind))
+	dst = binary.BigEndian.AppendUint16(dst, uint16(p.Status))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(p.StoredAt))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(p.FreshUntil))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(p.StaleUntil))
+	dst = append(dst, byte(len(p.Headers)))
+	for _, h := range p.Headers {
+		if len(h.Name) == 0 || len(h.Name) > 255 || len(h.Value) > 65535 {
+			return dst[:start], fmt.Errorf("pagecache: header %.40q is too long to store", h.Name)
+		}
+		dst = append(dst, byte(len(h.Name)))
+		dst = append(dst, h.Name...)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.Value)))
+		dst = append(dst, h.Value...)
+	}
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(p.Tags)))
+	for _, t := range p.Tags {
+		if len(t.Name) == 0 || len(t.Name) > maxTagLength {
+			return dst[:start], fmt.Errorf("pagecache: tag of %d bytes cannot be stored", len(t.Name))
+		}
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(t.Name)))
+		dst = append(dst, t.Name...)
+		dst = binary.BigEndian.AppendUint64(dst, t.Gen)
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(p.Body)))
+	dst = append(dst, p.Body...)
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], crcTable)), nil
+}
+
+// Decode reads an envelope into e. It returns ErrVersion for an envelope
+// of another version and ErrDamaged for anything inconsistent.
+func Decode(b []byte, e *Entry) error {
+	if len(b) < envelopeFixed+2+4+4 || b[0] != 'U' || b[1] != 'R' {
+		return ErrDamaged
+	}
+	if b[2] != envelopeVersion {
+		return ErrVersion
+	}
+	n := len(b) - 4
+	if crc32.Checksum(b[:n], crcTable) != binary.BigEndian.Uint32(b[n:]) {
+		return ErrDamaged
+	}
+	b = b[:n]
+	e.Kind = Kind(b[3])
+	if e.Kind > KindUncacheable {
+		return ErrDamaged
+	}
+	e.Status = int(binary.BigEndian.Uint16(b[4:]))
+	e.StoredAt = int64(binary.BigEndian.Uint64(b[6:]))
+	e.FreshUntil = int64(binary.BigEndian.Uint64(b[14:]))
+	e.StaleUntil = int64(binary.BigEndian.Uint64(b[22:]))
+	nh := int(b[30])
+	if nh > maxHeaders {
+		return ErrDamaged
+	}
+	r := b[envelopeFixed:]
+	for i := range nh {
+		if len(r) < 1 {
+			return ErrDamaged
+		}
+		ln := int(r[0])
+		if len(r) < 1+ln+2 {
+			return ErrDamaged
+		}
+		name := r[1 : 1+ln]
+		lv := int(binary.BigEndian.Uint16(r[1+ln:]))
+		r = r[1+ln+2:]
+		if len(r) < lv {
+			return ErrDamaged
+		}
+		e.headers[i] = Header{Name: name, Value: r[:lv]}
+		r = r[lv:]
+	}
+	e.Headers = e.headers[:nh]
+	if len(r) < 2 {
+		return ErrDamaged
+	}
+	e.nTags = int(binary.BigEndian.Uint16(r))
+	r = r[2:]
+	tags := r
+	for range e.nTags {
+		if len(r) < 2 {
+			return ErrDamaged
+		}
+		lt := int(binary.BigEndian.Uint16(r))
+		if lt == 0 || lt > maxTagLength || len(r) < 2+lt+8 {
+			return ErrDamaged
+		}
+		r = r[2+lt+8:]
+	}
+	e.tags = tags[:len(tags)-len(r)]
+	if len(r) < 4 {
+		return ErrDamaged
+	}
+	lb := int(binary.BigEndian.Uint32(r))
+	r = r[4:]
+	if len(r) != lb {
+		return ErrDamaged
+	}
+	e.Body = r
+	return nil
+}

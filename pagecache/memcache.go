@@ -1,0 +1,205 @@
+package pagecache
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// MemcacheOptions configures a Memcache store. Zero values mean the
+// defaults given.
+type MemcacheOptions struct {
+	// Servers are "host:port" or "unix:/path" addresses; keys are spread
+	// over them by hash.
+	Servers []string
+	// Timeout bounds one operation, connecting included. Default 100ms.
+	Timeout time.Duration
+	// MaxInFlight bounds the operations in flight to each server; an
+	// operation that gets no slot within Timeout fails with ErrBusy. Idle
+	// connections are kept for as many. Default 64.
+	MaxInFlight int
+	// MaxItemSize is memcached's item size limit (its -I, 1 MiB by
+	// default): larger items are refused before being sent.
+	MaxItemSize int
+	// OpDuration, when set, observes the latency of each operation.
+	OpDuration interface{ UpdateDuration(start time.Time) }
+}
+
+// MemcacheStats counts a Memcache store's operations.
+type MemcacheStats struct {
+	Ops      atomic.Uint64 // operations sent (a GetMulti counts once)
+	Misses   atomic.Uint64 // gets that found nothing
+	Errors   atomic.Uint64 // operations that failed, timeouts and busy included
+	Timeouts atomic.Uint64 // operations that timed out
+	Busy     atomic.Uint64 // operations that found no free slot
+	TooLarge atomic.Uint64 // sets refused for the item size limit
+}
+
+// Memcache is a Store on memcached servers (bradfitz/gomemcache). It is
+// safe for concurrent use.
+type Memcache struct {
+	client   *memcache.Client
+	servers  *memcache.ServerList
+	slots    map[string]chan struct{} // by server address
+	timeout  time.Duration
+	maxItem  int
+	observer interface{ UpdateDuration(start time.Time) }
+
+	Stats MemcacheStats
+}
+
+var _ Store = (*Memcache)(nil)
+
+// NewMemcache returns a store on o.Servers; it does not connect yet.
+func NewMemcache(o MemcacheOptions) (*Memcache, error) {
+	if len(o.Servers) == 0 {
+		return nil, errors.New("pagecache: no memcached servers")
+	}
+	addrs := make([]string, len(o.Servers))
+	for i, s := range o.Servers {
+		// gomemcache takes a path with a slash for a unix socket.
+		addrs[i] = strings.TrimPrefix(s, "unix:")
+	}
+	ss := new(memcache.ServerList)
+	if err := ss.SetServers(addrs...); err != nil {
+		return nil, fmt.Errorf("pagecache: memcached servers: %w", err)
+	}
+	m := &Memcache{
+		servers:  ss,
+		slots:    map[string]chan struct{}{},
+		timeout:  cmp.Or(o.Timeout, 100*time.Millisecond),
+		maxItem:  cmp.Or(o.MaxItemSize, 1<<20),
+		observer: o.OpDuration,
+	}
+	inFlight := cmp.Or(o.MaxInFlight, 64)
+	ss.Each(func(a net.Addr) error {
+		m.slots[a.String()] = make(chan struct{}, inFlight)
+		return nil
+	})
+	m.client = memcache.NewFromSelector(ss)
+	m.client.Timeout = m.timeout
+	m.client.MaxIdleConns = inFlight // its default of 2 churns connections under load
+	return m, nil
+}
+
+// acquire takes an operation slot on the server holding key.
+func (m *Memcache) acquire(key string) (release func(), err error) {
+	addr, err := m.servers.PickServer(key)
+	if err != nil {
+		return nil, err
+	}
+	slots := m.slots[addr.String()]
+	select {
+	case slots <- struct{}{}:
+		return func() { <-slots }, nil
+	default:
+	}
+	t := time.NewTimer(m.timeout)
+	defer t.Stop()
+	select {
+	case slots <- struct{}{}:
+		return func() { <-slots }, nil
+	case <-t.C:
+		m.Stats.Busy.Add(1)
+		return nil, ErrBusy
+	}
+}
+
+// do runs one operation under a slot and accounts for it.
+func (m *Memcache) do(key string, op func() error) error {
+	release, err := m.acquire(key)
+	if err != nil {
+		m.Stats.Errors.Add(1)
+		return err
+	}
+	defer release()
+	m.Stats.Ops.Add(1)
+	start := time.Now()
+	err = op()
+	if m.observer != nil {
+		m.observer.UpdateDuration(start)
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, memcache.ErrCacheMiss):
+		m.Stats.Misses.Add(1)
+		return ErrMiss
+	default:
+		m.Stats.Errors.Add(1)
+		if isTimeout(err) {
+			m.Stats.Timeouts.Add(1)
+		}
+	}
+	return err
+}
+
+func isTimeout(err error) bool {
+	var ct *memcache.ConnectTimeoutError
+	var ne net.Error
+	return errors.As(err, &ct) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// Get returns the item under key.
+func (m *Memcache) Get(key string) (Item, error) {
+	var it *memcache.Item
+	err := m.do(key, func() (err error) {
+		it, err = m.client.Get(key)
+		return err
+	})
+	if err != nil {
+		return Item{}, err
+	}
+	return Item{Value: it.Value, Flags: it.Flags}, nil
+}
+
+// GetMulti returns the items present among keys, in one round trip per
+// server. It takes the slot of the first key's server.
+func (m *Memcache) GetMulti(keys []string) (map[string]Item, error) {
+	if len(keys) == 0 {
+		return map[string]Item{}, nil
+	}
+	var items map[string]*memcache.Item
+	err := m.do(keys[0], func() (err error) {
+		items, err = m.client.GetMulti(keys)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]Item, len(items))
+	for k, it := range items {
+		out[k] = Item{Value: it.Value, Flags: it.Flags}
+	}
+	return out, nil
+}
+
+// Set stores it under key for ttl; an item over the size limit is refused
+// with ErrTooLarge before anything is sent.
+func (m *Memcache) Set(key string, it Item, ttl time.Duration) error {
+	// memcached counts the key and about 50 bytes of item header too.
+	if len(key)+len(it.Value)+64 > m.maxItem {
+		m.Stats.TooLarge.Add(1)
+		return ErrTooLarge
+	}
+	return m.do(key, func() error {
+		return m.client.Set(&memcache.Item{Key: key, Value: it.Value, Flags: it.Flags, Expiration: expiration(ttl, time.Now())})
+	})
+}
+
+// Delete removes key.
+func (m *Memcache) Delete(key string) error {
+	err := m.do(key, func() error { return m.client.Delete(key) })
+	if errors.Is(err, ErrMiss) {
+		return nil
+	}
+	return err
+}
+
+// Close closes the idle connections.
+func (m *Memcache) Close() error { return m.client.Close() }

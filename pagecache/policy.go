@@ -1,0 +1,300 @@
+package pagecache
+
+import (
+	"bytes"
+	"cmp"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// A Reason says why a response was not stored.
+type Reason uint8
+
+const (
+	Storable         Reason = iota
+	ReasonStatus            // the status is not in the cacheable set
+	ReasonSetCookie         // a Set-Cookie remained after stripping the allowed ones
+	ReasonPrivate           // Cache-Control: private
+	ReasonNoStore           // Cache-Control: no-store
+	ReasonNoCache           // Cache-Control: no-cache
+	ReasonVary              // Vary names a header the key does not include, or *
+	ReasonTooLarge          // the body does not fit the store's item size limit
+	ReasonTTL               // the freshness lifetime is zero
+	ReasonEncoding          // a Content-Encoding other than gzip
+	ReasonHeaders           // too many or too long headers to store
+	ReasonRule              // a cache rule says not to cache
+	ReasonStoreError        // the store failed to take it
+	NumReasons              // the number of reasons, for counter arrays
+)
+
+var reasonNames = [NumReasons]string{"stored", "status", "set-cookie", "private", "no-store", "no-cache", "vary", "too-large", "ttl", "encoding", "headers", "rule", "store-error"}
+
+func (r Reason) String() string { return reasonNames[r] }
+
+// A Rule sets the caching of the URLs it matches: the first rule whose Path
+// (and Host, when set) matches a request applies.
+type Rule struct {
+	Path *regexp.Regexp // nil matches every path
+	Host string         // "" matches every host
+	// Cache false forwards matching requests without caching them.
+	Cache bool
+	// TTL is the freshness lifetime when the backend gives none (or always,
+	// when HonorCacheControl is false).
+	TTL time.Duration
+	// HonorCacheControl follows the backend's Cache-Control and Expires
+	// (private, no-store, no-cache, s-maxage, max-age); false ignores them
+	// and stores for TTL.
+	HonorCacheControl bool
+	// StoreSetCookie stores responses that set cookies, with every
+	// Set-Cookie removed from the stored copy. Only for pages whose cookies
+	// are not personal.
+	StoreSetCookie bool
+}
+
+// PolicyOptions configures a Policy.
+type PolicyOptions struct {
+	// Statuses that may be stored. Default 200, 203, 301, 404, 410.
+	Statuses []int
+	// StripSetCookies names cookies whose Set-Cookie is removed from the
+	// stored copy (csrftoken, say); any other Set-Cookie prevents storing.
+	StripSetCookies []string
+	// MaxTTL caps every freshness lifetime. Default 24h.
+	MaxTTL time.Duration
+	// Grace is how long past freshness a page may be served stale while one
+	// request refreshes it; the response's stale-while-revalidate wins when
+	// set, must-revalidate forbids it. 0 disables serving stale.
+	Grace time.Duration
+	// KeepHeaders are stored with a page besides the default set.
+	KeepHeaders []string
+	// VaryHeaders are request headers the key includes: a response may
+	// Vary on them (and on Accept-Encoding and Cookie) and still be stored.
+	VaryHeaders []string
+	// Rules, in order; Default applies when none matches.
+	Rules   []Rule
+	Default Rule
+}
+
+// DefaultKeepHeaders are stored with every page: what describes the body,
+// redirects, and the security headers a page must not lose.
+var DefaultKeepHeaders = []string{
+	"Content-Type", "Content-Encoding", "Content-Language", "ETag", "Last-Modified",
+	"Location", "Vary", "Cache-Control", "Expires", "Link",
+	"Content-Security-Policy", "Content-Security-Policy-Report-Only", "X-Frame-Options",
+	"X-Content-Type-Options", "Referrer-Policy", "Permissions-Policy",
+	"Cross-Origin-Opener-Policy", "Cross-Origin-Embedder-Policy", "Cross-Origin-Resource-Policy",
+	"Strict-Transport-Security",
+}
+
+// A Policy decides whether and for how long a response is stored. It is
+// safe for concurrent use.
+type Policy struct {
+	statuses [1000]bool
+	strip    []string
+	maxTTL   time.Duration
+	grace    time.Duration
+	keep     map[string]bool // canonical header names
+	vary     map[string]bool // lower case
+	rules    []Rule
+	fallback Rule
+}
+
+// NewPolicy returns a Policy for o.
+func NewPolicy(o PolicyOptions) *Policy {
+	p := &Policy{
+		strip:    o.StripSetCookies,
+		maxTTL:   cmp.Or(o.MaxTTL, 24*time.Hour),
+		grace:    o.Grace,
+		keep:     map[string]bool{},
+		vary:     map[string]bool{"accept-encoding": true, "cookie": true},
+		rules:    o.Rules,
+		fallback: o.Default,
+	}
+	statuses := o.Statuses
+	if len(statuses) == 0 {
+		statuses = []int{200, 203, 301, 404, 410}
+	}
+	for _, s := range statuses {
+		if s >= 100 && s < 1000 {
+			p.statuses[s] = true
+		}
+	}
+	for _, h := range append(append([]string(nil), DefaultKeepHeaders...), o.KeepHeaders...) {
+		p.keep[http.CanonicalHeaderKey(h)] = true
+	}
+	for _, h := range o.VaryHeaders {
+		p.vary[strings.ToLower(h)] = true
+	}
+	return p
+}
+
+// Rule returns the rule for a request's host and path (the raw path and,
+// when it differs, the cleaned one: either matching applies the rule).
+func (p *Policy) Rule(host []byte, rawPath []byte, cleanPath string) *Rule {
+	for i := range p.rules {
+		r := &p.rules[i]
+		if r.Host != "" && !bytes.EqualFold(host, []byte(r.Host)) {
+			continue
+		}
+		if r.Path == nil || r.Path.Match(rawPath) || (cleanPath != "" && r.Path.MatchString(cleanPath)) {
+			return r
+		}
+	}
+	return &p.fallback
+}
+
+// Keep reports whether a response header is stored with a page.
+func (p *Policy) Keep(name []byte) bool {
+	return p.keep[http.CanonicalHeaderKey(string(name))]
+}
+
+// StripSetCookie reports whether a Set-Cookie value sets a cookie the
+// operator allows to drop from stored pages.
+func (p *Policy) StripSetCookie(setCookie []byte) bool {
+	name, _, _ := bytes.Cut(setCookie, []byte{'='})
+	name = bytes.TrimSpace(name)
+	for _, s := range p.strip {
+		if string(name) == s {
+			return true
+		}
+	}
+	return false
+}
+
+// A Response is what the policy looks at in a backend response.
+type Response struct {
+	Status          int
+	CacheControl    []byte // every Cache-Control value, joined by ", "
+	Expires, Date   []byte
+	Vary            []byte // every Vary value, joined by ", "
+	ContentEncoding []byte
+	// SetCookie is true when a Set-Cookie remains after StripSetCookie.
+	SetCookie bool
+}
+
+// A Decision is the policy's answer for one response.
+type Decision struct {
+	Reason Reason        // Storable, or why not
+	TTL    time.Duration // freshness lifetime
+	Grace  time.Duration // how long it may then be served stale
+}
+
+// Decide applies rule r and the policy to a response fetched at now.
+func (p *Policy) Decide(r *Rule, resp *Response, now time.Time) Decision {
+	if !r.Cache {
+		return Decision{Reason: ReasonRule}
+	}
+	if resp.Status < 100 || resp.Status >= len(p.statuses) || !p.statuses[resp.Status] {
+		return Decision{Reason: ReasonStatus}
+	}
+	if resp.SetCookie && !r.StoreSetCookie {
+		return Decision{Reason: ReasonSetCookie}
+	}
+	if ce := bytes.TrimSpace(resp.ContentEncoding); len(ce) > 0 && !bytes.EqualFold(ce, []byte("gzip")) && !bytes.EqualFold(ce, []byte("identity")) {
+		return Decision{Reason: ReasonEncoding}
+	}
+	if !p.varyAllowed(resp.Vary) {
+		return Decision{Reason: ReasonVary}
+	}
+	cc := parseCacheControl(resp.CacheControl)
+	ttl, grace := r.TTL, p.grace
+	if r.HonorCacheControl {
+		switch {
+		case cc.private:
+			return Decision{Reason: ReasonPrivate}
+		case cc.noStore:
+			return Decision{Reason: ReasonNoStore}
+		case cc.noCache:
+			return Decision{Reason: ReasonNoCache}
+		}
+		switch {
+		case cc.sMaxAge >= 0:
+			ttl = cc.sMaxAge
+		case cc.maxAge >= 0:
+			ttl = cc.maxAge
+		case len(resp.Expires) > 0:
+			ttl = expiresTTL(resp.Expires, resp.Date, now)
+		}
+		if cc.swr >= 0 {
+			grace = cc.swr
+		}
+		if cc.mustRevalidate {
+			grace = 0
+		}
+	}
+	ttl = min(ttl, p.maxTTL)
+	if ttl <= 0 {
+		return Decision{Reason: ReasonTTL}
+	}
+	return Decision{Reason: Storable, TTL: ttl, Grace: grace}
+}
+
+func (p *Policy) varyAllowed(vary []byte) bool {
+	for tok := range bytes.SplitSeq(vary, []byte{','}) {
+		tok = bytes.TrimSpace(tok)
+		if len(tok) == 0 {
+			continue
+		}
+		if !p.vary[strings.ToLower(string(tok))] {
+			return false // "*" included
+		}
+	}
+	return true
+}
+
+// cacheControl holds the directives the policy uses; durations are -1
+// when absent.
+type cacheControl struct {
+	private, noStore, noCache, mustRevalidate bool
+	maxAge, sMaxAge, swr                      time.Duration
+}
+
+func parseCacheControl(v []byte) cacheControl {
+	cc := cacheControl{maxAge: -1, sMaxAge: -1, swr: -1}
+	for d := range bytes.SplitSeq(v, []byte{','}) {
+		name, arg, _ := bytes.Cut(bytes.TrimSpace(d), []byte{'='})
+		name = bytes.TrimSpace(name)
+		arg = bytes.Trim(bytes.TrimSpace(arg), `"`)
+		switch strings.ToLower(string(name)) {
+		case "private":
+			cc.private = true
+		case "no-store":
+			cc.noStore = true
+		case "no-cache":
+			cc.noCache = true
+		case "must-revalidate", "proxy-revalidate":
+			cc.mustRevalidate = true
+		case "max-age":
+			cc.maxAge = seconds(arg)
+		case "s-maxage":
+			cc.sMaxAge = seconds(arg)
+		case "stale-while-revalidate":
+			cc.swr = seconds(arg)
+		}
+	}
+	return cc
+}
+
+// seconds parses a delta-seconds argument; an invalid one counts as 0,
+// which is the safe reading (RFC 9111 section 1.2.2).
+func seconds(b []byte) time.Duration {
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return time.Duration(min(n, 1<<31)) * time.Second
+}
+
+func expiresTTL(expires, date []byte, now time.Time) time.Duration {
+	exp, err := http.ParseTime(string(expires))
+	if err != nil {
+		return 0 // an invalid Expires means already expired
+	}
+	base := now
+	if d, err := http.ParseTime(string(date)); err == nil {
+		base = d
+	}
+	return exp.Sub(base)
+}
