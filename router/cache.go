@@ -112,19 +112,19 @@ type fillResult struct {
 // anonymous serves a visitor who may share the cache: a fresh page from
 // the store, a stale one while it is refreshed, or a miss filled without
 // credentials.
-func (r *Router) anonymous(ctx *fasthttp.RequestCtx, rule *pagecache.Rule, host, path, query []byte, hasCookies bool) {
+func (r *Router) anonymous(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecache.Rule, host, path, query []byte, hasCookies bool) {
 	c := r.cache
-	kb := keyBufs.Get().(*keyBuf)
-	defer keyBufs.Put(kb)
-	in := pagecache.KeyInput{Scheme: r.scheme(ctx), Host: host, Path: path, Query: query, Header: &ctx.Request.Header}
+	sc.in = pagecache.KeyInput{Scheme: r.scheme(ctx), Host: host, Path: path, Query: query, Header: &ctx.Request.Header}
 	var ok bool
-	if kb.b, ok = c.Keys.Append(kb.b[:0], &in, nil); !ok {
+	sc.key, ok = c.Keys.Append(sc.key[:0], &sc.in, nil)
+	sc.in = pagecache.KeyInput{}
+	if !ok {
 		r.bypass(ctx, bypassQuery)
 		return
 	}
 	// A view of the buffer, for the lookup alone (stores do not keep the key
 	// they are asked for); the miss paths, which keep it, take a copy.
-	view := unsafe.String(unsafe.SliceData(kb.b), len(kb.b))
+	view := unsafe.String(unsafe.SliceData(sc.key), len(sc.key))
 
 	now := time.Now()
 	it, err := c.Store.Get(view)
@@ -626,11 +626,17 @@ func (r *Router) scheme(ctx *fasthttp.RequestCtx) []byte {
 	return strHTTP
 }
 
-type keyBuf struct{ b []byte }
+// scratch is per-request working memory, pooled: the lower-cased host,
+// the key and what it is built from.
+type scratch struct {
+	host [256]byte
+	key  []byte
+	in   pagecache.KeyInput
+}
 
 var (
-	keyBufs = sync.Pool{New: func() any { return &keyBuf{b: make([]byte, 0, 512)} }}
-	entries = sync.Pool{New: func() any { return new(pagecache.Entry) }}
+	scratches = sync.Pool{New: func() any { return &scratch{key: make([]byte, 0, 512)} }}
+	entries   = sync.Pool{New: func() any { return new(pagecache.Entry) }}
 )
 
 var (

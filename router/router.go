@@ -100,8 +100,9 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		r.bypass(ctx, bypassUpgrade)
 		return
 	}
-	var hostBuf [256]byte
-	host, ok := lowerHost(hostBuf[:0], h.Host())
+	sc := scratches.Get().(*scratch)
+	defer scratches.Put(sc)
+	host, ok := lowerHost(sc.host[:0], h.Host())
 	if !ok || (c.hosts != nil && !c.hosts[string(host)]) {
 		r.bypass(ctx, bypassHost)
 		return
@@ -146,7 +147,7 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	r.anonymous(ctx, rule, host, path, query, len(cookies) > 0)
+	r.anonymous(ctx, sc, rule, host, path, query, len(cookies) > 0)
 }
 
 // bypass forwards a request the cache does not handle.
