@@ -123,8 +123,9 @@ func serve(cfg *conf.Config, logger *slog.Logger) error {
 			ln.Close()
 			return err
 		}
-		admin := &router.Admin{}
-		servers = append(servers, &fasthttp.Server{Handler: admin.Handle, NoDefaultServerHeader: true, ReadTimeout: l.ReadTimeout.D()})
+		admin := &router.Admin{Router: func() *router.Router { return h.Router }}
+		servers = append(servers, router.NewAdminServer(admin, router.ServerOptions{
+			ReadTimeout: l.ReadTimeout.D(), IdleTimeout: l.IdleTimeout.D(), Logger: logger}))
 		listeners = append(listeners, aln)
 	}
 
@@ -179,6 +180,10 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 	if err != nil {
 		return nil, err // validated by conf; kept for safety
 	}
+	purgeAllow, err := conf.ParsePrefixes(cfg.Purge.Allow)
+	if err != nil {
+		return nil, err
+	}
 	b := &cfg.Backend
 	backends, err := router.NewBackends(router.BackendOptions{
 		Addrs:          b.Addrs,
@@ -220,6 +225,8 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 		Cache:              cacheOpts,
 		TrustedProxies:     trusted,
 		MaxRequestBodySize: int(cfg.Listen.MaxRequestBodySize),
+		PurgeAllow:         purgeAllow,
+		PurgeToken:         cfg.Purge.Token,
 		Logger:             logger,
 	})
 	if err != nil {
@@ -291,6 +298,10 @@ func buildCache(c conf.Cache) (*router.CacheOptions, error) {
 		UncacheableTTL:     c.UncacheableTTL.D(),
 		MaxBodySize:        int(c.ItemSizeLimit) - 8<<10,
 		MaxBackgroundFills: c.MaxBackgroundFills,
+		Prefix:             c.Prefix,
+		TagHeaders:         c.TagHeaders,
+		StripTagHeaders:    c.StripTagHeaders,
+		TagCacheTTL:        c.TagCacheTTL.D(),
 	}
 	if c.Format == "raw" {
 		o.Raw = &router.RawOptions{ContentType: c.RawContentType, GzipFlag: uint32(c.RawGzipFlag), Fill: c.RawFill}

@@ -181,8 +181,20 @@ type Cache struct {
 	// Default "page:{host}{uri}".
 	Key string `toml:"key"`
 	// Prefix starts userrouter's own keys: hashed page keys (for URLs too
-	// long for memcached) and uncacheable markers. Default "ur:".
+	// long for memcached) and the generation counters purges change.
+	// Default "ur:".
 	Prefix string `toml:"prefix"`
+	// TagHeaders are the response headers carrying surrogate keys (space
+	// or comma separated). Default ["Surrogate-Key", "xkey", "Cache-Tag"].
+	TagHeaders []string `toml:"tag_headers"`
+	// StripTagHeaders removes the tag headers from what clients see.
+	// Default true.
+	StripTagHeaders bool `toml:"strip_tag_headers"`
+	// TagCacheTTL, when above 0, keeps purge counters (namespace, URL and
+	// tag generations) in process that long: hits skip reading them from
+	// memcached, and a purge may take that long to reach every instance
+	// (the instance that purges sees it at once). Default "0s": exact.
+	TagCacheTTL Duration `toml:"tag_cache_ttl"`
 	// IgnoreQueryParams are dropped from the key: names, or prefixes
 	// ending in "*". Default ["utm_*", "fbclid", "gclid"].
 	IgnoreQueryParams []string `toml:"ignore_query_params"`
@@ -276,13 +288,15 @@ func (r *CacheRule) setDefaults() {
 	r.HonorCacheControl = true
 }
 
-// Purge configures who may purge the cache.
+// Purge configures who may purge the cache: PURGE /path on the main
+// listener, POST /purge on the admin listener.
 type Purge struct {
-	// Allow lists the client IPs or CIDRs allowed to purge.
-	// Default ["127.0.0.0/8", "::1/128"].
+	// Allow lists the client IPs or CIDRs allowed to purge. Behind a
+	// trusted proxy the client is X-Real-IP (or the last X-Forwarded-For
+	// address). Default ["127.0.0.0/8", "::1/128"].
 	Allow []string `toml:"allow"`
-	// Token, when set, must also be sent as "Authorization: Bearer <token>".
-	// Default "".
+	// Token, when set, must also be sent as "Authorization: Bearer
+	// <token>". Use ${ENV_VAR}. Default "".
 	Token string `toml:"token"`
 }
 
@@ -344,6 +358,8 @@ func Default() *Config {
 			ItemSizeLimit:      1 << 20,
 			Key:                "page:{host}{uri}",
 			Prefix:             "ur:",
+			TagHeaders:         []string{"Surrogate-Key", "xkey", "Cache-Tag"},
+			StripTagHeaders:    true,
 			IgnoreQueryParams:  []string{"utm_*", "fbclid", "gclid"},
 			Format:             "envelope",
 			RawContentType:     "text/html; charset=utf-8",

@@ -109,6 +109,11 @@ func (c *Config) validate(d *decoder) {
 		d.errf("cache.prefix", "%q must be a short memcached key prefix without spaces", k.Prefix)
 	}
 	oneOf(d, "cache.format", k.Format, "envelope", "raw")
+	for i, h := range k.TagHeaders {
+		if !validCookieName(h) {
+			d.errf(fmt.Sprintf("cache.tag_headers[%d]", i), "%q is not a header name", h)
+		}
+	}
 	if k.RawGzipFlag < 0 || k.RawGzipFlag > 1<<31 || k.RawGzipFlag&1 != 0 {
 		d.errf("cache.raw_gzip_flag", "%d must be a memcached flag bit other than 1 (which marks Python pickles)", k.RawGzipFlag)
 	}

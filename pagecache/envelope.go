@@ -15,10 +15,11 @@ import (
 //	2       1     version (1)
 //	3       1     kind (0 page, 1 uncacheable marker)
 //	4       2     status
-//	6       8     stored at, Unix seconds
-//	14      8     fresh until, Unix seconds
-//	22      8     stale until, Unix seconds (serve-stale limit)
-//	30      1     header count, then per header:
+//	6       8     stored at, Unix milliseconds
+//	14      8     fresh until, Unix milliseconds
+//	22      8     stale until, Unix milliseconds (serve-stale limit)
+//	30      8     URL generation (the page's own purge counter)
+//	38      1     header count, then per header:
 //	                1 name length, name, 2 value length, value
 //	        2     tag count, then per tag:
 //	                2 tag length, tag, 8 tag generation
@@ -29,7 +30,7 @@ import (
 // miss: damaged data is never served.
 const (
 	envelopeVersion = 1
-	envelopeFixed   = 31 // through the header count
+	envelopeFixed   = 39 // through the header count
 	maxHeaders      = 32
 	maxTagLength    = 1024
 	maxTags         = 1024
@@ -60,11 +61,14 @@ type Header struct{ Name, Value []byte }
 type Entry struct {
 	Kind       Kind
 	Status     int
-	StoredAt   int64 // Unix seconds
-	FreshUntil int64 // Unix seconds
-	StaleUntil int64 // Unix seconds
-	Headers    []Header
-	Body       []byte
+	StoredAt   int64 // Unix milliseconds
+	FreshUntil int64 // Unix milliseconds
+	StaleUntil int64 // Unix milliseconds
+	// URLGen is the generation the page's URL counter had before it was
+	// fetched: purging the URL changes the counter.
+	URLGen  uint64
+	Headers []Header
+	Body    []byte
 
 	tags    []byte // encoded tag records
 	nTags   int
@@ -100,6 +104,7 @@ type Page struct {
 	StoredAt   int64
 	FreshUntil int64
 	StaleUntil int64
+	URLGen     uint64
 	Headers    []Header
 	Tags       []Tag
 	Body       []byte
@@ -122,6 +127,7 @@ func Encode(dst []byte, p *Page) ([]byte, error) {
 	dst = binary.BigEndian.AppendUint64(dst, uint64(p.StoredAt))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(p.FreshUntil))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(p.StaleUntil))
+	dst = binary.BigEndian.AppendUint64(dst, p.URLGen)
 	dst = append(dst, byte(len(p.Headers)))
 	for _, h := range p.Headers {
 		if len(h.Name) == 0 || len(h.Name) > 255 || len(h.Value) > 65535 {
@@ -168,7 +174,8 @@ func Decode(b []byte, e *Entry) error {
 	e.StoredAt = int64(binary.BigEndian.Uint64(b[6:]))
 	e.FreshUntil = int64(binary.BigEndian.Uint64(b[14:]))
 	e.StaleUntil = int64(binary.BigEndian.Uint64(b[22:]))
-	nh := int(b[30])
+	e.URLGen = binary.BigEndian.Uint64(b[30:])
+	nh := int(b[38])
 	if nh > maxHeaders {
 		return ErrDamaged
 	}

@@ -9,7 +9,7 @@ import (
 
 func samplePage() *Page {
 	return &Page{
-		Kind: KindPage, Status: 200, StoredAt: 1_800_000_000, FreshUntil: 1_800_000_060, StaleUntil: 1_800_000_070,
+		Kind: KindPage, Status: 200, StoredAt: 1_800_000_000, FreshUntil: 1_800_000_060, StaleUntil: 1_800_000_070, URLGen: 7 << 32,
 		Headers: []Header{
 			{Name: []byte("Content-Type"), Value: []byte("text/html; charset=utf-8")},
 			{Name: []byte("ETag"), Value: []byte(`"abc"`)},
@@ -31,7 +31,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	if err := Decode(b, &e); err != nil {
 		t.Fatal(err)
 	}
-	if e.Kind != p.Kind || e.Status != p.Status || e.StoredAt != p.StoredAt || e.FreshUntil != p.FreshUntil || e.StaleUntil != p.StaleUntil || !bytes.Equal(e.Body, p.Body) {
+	if e.Kind != p.Kind || e.Status != p.Status || e.StoredAt != p.StoredAt || e.FreshUntil != p.FreshUntil || e.StaleUntil != p.StaleUntil || e.URLGen != p.URLGen || !bytes.Equal(e.Body, p.Body) {
 		t.Errorf("got %+v", e)
 	}
 	if len(e.Headers) != len(p.Headers) {
@@ -115,7 +115,7 @@ func FuzzDecode(f *testing.F) {
 		if Decode(data, &e) != nil {
 			return
 		}
-		p := &Page{Kind: e.Kind, Status: e.Status, StoredAt: e.StoredAt, FreshUntil: e.FreshUntil, StaleUntil: e.StaleUntil, Headers: e.Headers, Body: e.Body}
+		p := &Page{Kind: e.Kind, Status: e.Status, StoredAt: e.StoredAt, FreshUntil: e.FreshUntil, StaleUntil: e.StaleUntil, URLGen: e.URLGen, Headers: e.Headers, Body: e.Body}
 		e.Tags(func(tag []byte, gen uint64) bool { p.Tags = append(p.Tags, Tag{string(tag), gen}); return true })
 		again, err := Encode(nil, p)
 		if err != nil || !bytes.Equal(again, data) {

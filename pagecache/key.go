@@ -130,6 +130,12 @@ func (k *KeyTemplate) HasHost() bool {
 	return slices.ContainsFunc(k.segs, func(s segment) bool { return s.token == tokHost })
 }
 
+// HasScheme reports whether the template uses {scheme}: a purge by URL
+// then covers both schemes.
+func (k *KeyTemplate) HasScheme() bool {
+	return slices.ContainsFunc(k.segs, func(s segment) bool { return s.token == tokScheme })
+}
+
 // Headers lists the request headers the key includes: a response may Vary
 // on them and still be cached.
 func (k *KeyTemplate) Headers() []string { return k.headers }
@@ -188,12 +194,18 @@ func (k *KeyTemplate) Append(dst []byte, in *KeyInput, suffix []byte) (key []byt
 		}
 	}
 	dst = append(dst, suffix...)
+	return k.Fit(dst, start), true
+}
+
+// Fit makes dst[start:] a legal memcached key: one too long or holding
+// bytes memcached refuses is replaced by the hash prefix and its hash.
+func (k *KeyTemplate) Fit(dst []byte, start int) []byte {
 	if key := dst[start:]; len(key) > MaxKeyLength || !legalKey(key) {
 		sum := sha256.Sum256(key)
 		dst = append(dst[:start], k.hashPrefix...)
 		dst = base64.RawURLEncoding.AppendEncode(dst, sum[:])
 	}
-	return dst, true
+	return dst
 }
 
 // appendQuery appends the query without ignored parameters, sorted when

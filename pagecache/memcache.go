@@ -130,6 +130,8 @@ func (m *Memcache) do(key string, op func() error) error {
 	case errors.Is(err, memcache.ErrCacheMiss):
 		m.Stats.Misses.Add(1)
 		return ErrMiss
+	case errors.Is(err, memcache.ErrNotStored):
+		return ErrNotStored
 	default:
 		m.Stats.Errors.Add(1)
 		if isTimeout(err) {
@@ -158,25 +160,24 @@ func (m *Memcache) Get(key string) (Item, error) {
 	return Item{Value: it.Value, Flags: it.Flags}, nil
 }
 
-// GetMulti returns the items present among keys, in one round trip per
-// server. It takes the slot of the first key's server.
-func (m *Memcache) GetMulti(keys []string) (map[string]Item, error) {
+// GetMulti sets items[i] to the item under keys[i], if any, in one round
+// trip per server. It takes the slot of the first key's server.
+func (m *Memcache) GetMulti(keys []string, items []Item) error {
+	clear(items)
 	if len(keys) == 0 {
-		return map[string]Item{}, nil
+		return nil
 	}
-	var items map[string]*memcache.Item
+	var found map[string]*memcache.Item
 	err := m.do(keys[0], func() (err error) {
-		items, err = m.client.GetMulti(keys)
+		found, err = m.client.GetMulti(keys)
 		return err
 	})
-	if err != nil {
-		return nil, err
+	for i, k := range keys {
+		if it, ok := found[k]; ok {
+			items[i] = Item{Value: it.Value, Flags: it.Flags}
+		}
 	}
-	out := make(map[string]Item, len(items))
-	for k, it := range items {
-		out[k] = Item{Value: it.Value, Flags: it.Flags}
-	}
-	return out, nil
+	return err
 }
 
 // Set stores it under key for ttl; an item over the size limit is refused
@@ -190,6 +191,23 @@ func (m *Memcache) Set(key string, it Item, ttl time.Duration) error {
 	return m.do(key, func() error {
 		return m.client.Set(&memcache.Item{Key: key, Value: it.Value, Flags: it.Flags, Expiration: expiration(ttl, time.Now())})
 	})
+}
+
+// Add stores it under key unless key holds something.
+func (m *Memcache) Add(key string, it Item, ttl time.Duration) error {
+	return m.do(key, func() error {
+		return m.client.Add(&memcache.Item{Key: key, Value: it.Value, Flags: it.Flags, Expiration: expiration(ttl, time.Now())})
+	})
+}
+
+// Incr adds delta to the counter at key.
+func (m *Memcache) Incr(key string, delta uint64) (uint64, error) {
+	var n uint64
+	err := m.do(key, func() (err error) {
+		n, err = m.client.Increment(key, delta)
+		return err
+	})
+	return n, err
 }
 
 // Delete removes key.

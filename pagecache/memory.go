@@ -3,6 +3,8 @@ package pagecache
 import (
 	"cmp"
 	"fmt"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +37,7 @@ type Memory struct {
 	cache   *otter.Cache[string, memItem]
 	maxItem int
 	ops     atomic.Uint64
+	counter sync.Mutex // makes Add and Incr atomic
 }
 
 var _ Store = (*Memory)(nil)
@@ -63,18 +66,18 @@ func (m *Memory) Get(key string) (Item, error) {
 	if !ok || !time.Now().Before(v.expires) {
 		return Item{}, ErrMiss
 	}
+	if v.item.Value == nil {
+		v.item.Value = []byte{}
+	}
 	return v.item, nil
 }
 
-// GetMulti returns the items present among keys.
-func (m *Memory) GetMulti(keys []string) (map[string]Item, error) {
-	out := make(map[string]Item, len(keys))
-	for _, k := range keys {
-		if it, err := m.Get(k); err == nil {
-			out[k] = it
-		}
+// GetMulti sets items[i] to the item under keys[i], if any.
+func (m *Memory) GetMulti(keys []string, items []Item) error {
+	for i, k := range keys {
+		items[i], _ = m.Get(k)
 	}
-	return out, nil
+	return nil
 }
 
 // Set stores it under key for ttl.
@@ -83,9 +86,45 @@ func (m *Memory) Set(key string, it Item, ttl time.Duration) error {
 		return ErrTooLarge
 	}
 	m.ops.Add(1)
-	ttl = max(ttl.Round(time.Second), time.Second) // whole seconds, as memcached
-	m.cache.Set(key, memItem{item: it, expires: time.Now().Add(ttl)})
+	m.cache.Set(key, memItem{item: it, expires: expiresAt(ttl)})
 	return nil
+}
+
+// expiresAt rounds ttl to whole seconds, as memcached does; 0 is never.
+func expiresAt(ttl time.Duration) time.Time {
+	if ttl == 0 {
+		return time.Now().AddDate(100, 0, 0)
+	}
+	return time.Now().Add(max(ttl.Round(time.Second), time.Second))
+}
+
+// Add stores it under key unless key holds something.
+func (m *Memory) Add(key string, it Item, ttl time.Duration) error {
+	m.counter.Lock()
+	defer m.counter.Unlock()
+	if _, err := m.Get(key); err == nil {
+		return ErrNotStored
+	}
+	return m.Set(key, it, ttl)
+}
+
+// Incr adds delta to the counter at key.
+func (m *Memory) Incr(key string, delta uint64) (uint64, error) {
+	m.counter.Lock()
+	defer m.counter.Unlock()
+	v, ok := m.cache.GetIfPresent(key)
+	if !ok || !time.Now().Before(v.expires) {
+		return 0, ErrMiss
+	}
+	n, err := strconv.ParseUint(string(v.item.Value), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("pagecache: incr of a non-numeric value at %q", key)
+	}
+	n += delta
+	v.item.Value = strconv.AppendUint(nil, n, 10)
+	m.ops.Add(1)
+	m.cache.Set(key, v)
+	return n, nil
 }
 
 // Delete removes key.

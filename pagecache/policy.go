@@ -27,10 +27,12 @@ const (
 	ReasonHeaders           // too many or too long headers to store
 	ReasonRule              // a cache rule says not to cache
 	ReasonStoreError        // the store failed to take it
+	ReasonTags              // the surrogate keys break the limits
+	ReasonPurged            // a purge may have overtaken the fill
 	NumReasons              // the number of reasons, for counter arrays
 )
 
-var reasonNames = [NumReasons]string{"stored", "status", "set-cookie", "private", "no-store", "no-cache", "vary", "too-large", "ttl", "encoding", "headers", "rule", "store-error"}
+var reasonNames = [NumReasons]string{"stored", "status", "set-cookie", "private", "no-store", "no-cache", "vary", "too-large", "ttl", "encoding", "headers", "rule", "store-error", "tags", "purged"}
 
 func (r Reason) String() string { return reasonNames[r] }
 

@@ -12,15 +12,26 @@ type Store interface {
 	// Get returns the item under key, or ErrMiss. It must not keep key,
 	// which may alias a buffer the caller reuses.
 	Get(key string) (Item, error)
-	// GetMulti returns the items present among keys.
-	GetMulti(keys []string) (map[string]Item, error)
+	// GetMulti sets items[i] to the item under keys[i], in one round trip
+	// per server; items of absent keys are left zero (a nil Value: a found
+	// item's Value is never nil). items must be as long as keys.
+	GetMulti(keys []string, items []Item) error
 	// Set stores an item for ttl (rounded up to whole seconds).
 	Set(key string, it Item, ttl time.Duration) error
 	// Delete removes key; deleting a missing key is not an error.
 	Delete(key string) error
+	// Add stores it only when key holds nothing, else returns
+	// ErrNotStored. A ttl of 0 means no expiry (until evicted).
+	Add(key string, it Item, ttl time.Duration) error
+	// Incr adds delta to the decimal counter at key (wrapping at 2^64)
+	// and returns the new value; ErrMiss when key holds nothing.
+	Incr(key string, delta uint64) (uint64, error)
 	// Close releases the store's connections.
 	Close() error
 }
+
+// Found reports whether a GetMulti found the item.
+func (it Item) Found() bool { return it.Value != nil }
 
 // An Item is a stored value and its flags. A Get returns a Value the caller
 // may keep, and must not modify (a memory store hands out its own copy).
@@ -34,14 +45,19 @@ var (
 	ErrMiss = errors.New("pagecache: miss")
 	// ErrTooLarge: the item exceeds the store's item size limit.
 	ErrTooLarge = errors.New("pagecache: item too large")
+	// ErrNotStored: Add found the key already held.
+	ErrNotStored = errors.New("pagecache: not stored")
 	// ErrBusy: every operation slot for the server was taken for the
 	// whole timeout.
 	ErrBusy = errors.New("pagecache: store busy")
 )
 
 // expiration converts a TTL to memcached's: seconds up to 30 days, a Unix
-// time beyond.
+// time beyond; 0 (no expiry) stays 0.
 func expiration(ttl time.Duration, now time.Time) int32 {
+	if ttl == 0 {
+		return 0
+	}
 	secs := int64((ttl + time.Second - 1) / time.Second)
 	if secs <= 0 {
 		secs = 1

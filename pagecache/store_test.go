@@ -28,9 +28,10 @@ func testStore(t *testing.T, s pagecache.Store) {
 		t.Errorf("Get after Set: %d bytes, flags %d, %v", len(it.Value), it.Flags, err)
 	}
 	s.Set(p+"b", pagecache.Item{Value: []byte("b")}, time.Minute)
-	m, err := s.GetMulti([]string{p + "a", p + "b", p + "absent"})
-	if err != nil || len(m) != 2 || string(m[p+"b"].Value) != "b" {
-		t.Errorf("GetMulti: %d items, %v", len(m), err)
+	items := make([]pagecache.Item, 3)
+	err = s.GetMulti([]string{p + "a", p + "b", p + "absent"}, items)
+	if err != nil || !bytes.Equal(items[0].Value, value) || string(items[1].Value) != "b" || items[2].Found() {
+		t.Errorf("GetMulti: %v, %v", items[1:], err)
 	}
 	if err := s.Delete(p + "a"); err != nil {
 		t.Error(err)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -49,6 +50,18 @@ type CacheOptions struct {
 	// MaxBackgroundFills bounds the fills running for visitors who carry
 	// cookies; beyond it no fill starts. Default 64.
 	MaxBackgroundFills int
+	// Prefix starts userrouter's own keys: the generation counters.
+	// Default "ur:".
+	Prefix string
+	// TagHeaders are the response headers carrying surrogate keys.
+	// Default Surrogate-Key, xkey and Cache-Tag.
+	TagHeaders []string
+	// StripTagHeaders removes the tag headers from what clients see.
+	StripTagHeaders bool
+	// TagCacheTTL, when above 0, keeps generation counters in process that
+	// long: hits skip reading them, and a purge may take that long to
+	// reach every instance.
+	TagCacheTTL time.Duration
 }
 
 // RawOptions configures format "raw": a value is a page body alone.
@@ -74,6 +87,8 @@ type cache struct {
 	hosts   map[string]bool
 	flights flights
 	bgSlots chan struct{}
+	gens    *pagecache.Generations
+	ns      atomic.Uint64 // the namespace last seen; 0 before the first
 }
 
 func newCache(o *CacheOptions) (*cache, error) {
@@ -95,6 +110,15 @@ func newCache(o *CacheOptions) (*cache, error) {
 	if c.raw != nil && c.raw.ContentType == "" {
 		c.raw.ContentType = "text/html; charset=utf-8"
 	}
+	c.Prefix = cmp.Or(c.Prefix, "ur:")
+	if c.TagHeaders == nil {
+		c.TagHeaders = []string{"Surrogate-Key", "xkey", "Cache-Tag"}
+	}
+	gens, err := pagecache.NewGenerations(c.Store, c.Prefix, c.TagCacheTTL)
+	if err != nil {
+		return nil, err
+	}
+	c.gens = gens
 	return c, nil
 }
 
@@ -109,6 +133,10 @@ type fillResult struct {
 	body []byte
 }
 
+// pageKeys names a page in the store: its key (namespace included) and
+// its URL counter's. Empty url in raw mode.
+type pageKeys struct{ page, url string }
+
 // anonymous serves a visitor who may share the cache: a fresh page from
 // the store, a stale one while it is refreshed, or a miss filled without
 // credentials.
@@ -122,73 +150,239 @@ func (r *Router) anonymous(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecach
 		r.bypass(ctx, bypassQuery)
 		return
 	}
-	// A view of the buffer, for the lookup alone (stores do not keep the key
-	// they are asked for); the miss paths, which keep it, take a copy.
-	view := unsafe.String(unsafe.SliceData(sc.key), len(sc.key))
+	if c.raw != nil {
+		r.anonymousRaw(ctx, sc, rule, hasCookies)
+		return
+	}
+	e := entries.Get().(*pagecache.Entry)
+	defer entries.Put(e)
+	state, keys := r.lookup(sc, e, time.Now().UnixMilli())
+	switch state {
+	case pageFresh:
+		r.stats.Hits.Add(1)
+		r.serveEntry(ctx, e, statusHit, time.Now().UnixMilli())
+		return
+	case pageStale:
+		r.stats.StaleHits.Add(1)
+		r.serveEntry(ctx, e, statusStale, time.Now().UnixMilli())
+		r.backgroundFill(ctx, keys.clone(), rule)
+		return
+	case pageUncacheable:
+		r.bypass(ctx, bypassUncacheable)
+		return
+	}
+	r.miss(ctx, keys.clone(), rule, hasCookies)
+}
 
-	now := time.Now()
+// miss answers a visitor the cache could not: their own request fills the
+// cache when it carries no cookies; otherwise it is forwarded and a
+// credential-free twin fills the cache in the background.
+func (r *Router) miss(ctx *fasthttp.RequestCtx, keys pageKeys, rule *pagecache.Rule, hasCookies bool) {
+	if ctx.IsGet() && !hasCookies {
+		r.fillFromVisitor(ctx, keys, rule)
+		return
+	}
+	// A visitor with cookies gets an answer made for them, never stored.
+	r.backgroundFill(ctx, keys, rule)
+	r.forward(ctx, statusMissBackground)
+}
+
+// anonymousRaw serves format "raw": values are bodies another program
+// wrote under the key, with no envelope and no generations.
+func (r *Router) anonymousRaw(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecache.Rule, hasCookies bool) {
+	c := r.cache
+	view := unsafe.String(unsafe.SliceData(sc.key), len(sc.key))
 	it, err := c.Store.Get(view)
 	switch {
-	case err == nil && c.raw != nil:
-		if it.Flags&pickleFlag == 0 {
-			r.serveRaw(ctx, it)
-			return
-		}
-		r.stats.Damaged.Add(1) // a pickle is never a page
+	case err == nil && it.Flags&pickleFlag == 0:
+		r.serveRaw(ctx, it)
+		return
 	case err == nil:
-		e := entries.Get().(*pagecache.Entry)
-		defer entries.Put(e)
-		if derr := pagecache.Decode(it.Value, e); derr != nil {
-			r.stats.Damaged.Add(1)
-			break
-		}
-		unix := now.Unix()
-		switch {
-		case e.Kind == pagecache.KindUncacheable && unix < e.FreshUntil:
-			r.bypass(ctx, bypassUncacheable)
-			return
-		case e.Kind != pagecache.KindPage:
-		case unix < e.FreshUntil:
-			r.stats.Hits.Add(1)
-			r.serveEntry(ctx, e, statusHit, unix)
-			return
-		case unix < e.StaleUntil:
-			r.stats.StaleHits.Add(1)
-			r.serveEntry(ctx, e, statusStale, unix)
-			r.backgroundFill(ctx, strings.Clone(view), rule)
-			return
-		}
+		r.stats.Damaged.Add(1) // a pickle is never a page
 	case !errors.Is(err, pagecache.ErrMiss):
-		r.stats.StoreErrors.Add(1)
-		r.log.Log(slog.LevelWarn, "store-get", "cache store failed; serving from the backend", slog.String("error", err.Error()))
+		r.storeError(err)
 	}
-
-	if c.raw != nil && !c.raw.Fill {
+	if !c.raw.Fill {
 		r.forward(ctx, statusMissRaw)
 		return
 	}
-	key := strings.Clone(view)
-	if ctx.IsGet() && !hasCookies {
-		r.fillFromVisitor(ctx, key, rule)
-		return
+	r.miss(ctx, pageKeys{page: strings.Clone(view)}, rule, hasCookies)
+}
+
+// A pageState is what the store holds for a request.
+type pageState uint8
+
+const (
+	pageMissing     pageState = iota // nothing usable: fill
+	pageFresh                        // serve
+	pageStale                        // serve, and refresh in the background
+	pageUncacheable                  // a marker: forward without filling
+)
+
+// lookup reads the page at the base key in sc.key, with the namespace and
+// URL counters (one round trip), then its tags' counters if it has tags
+// (one more), and decodes it into e. now is in Unix milliseconds. keys
+// alias sc until cloned.
+func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, pageKeys) {
+	c := r.cache
+	g := c.gens
+	sc.url = g.AppendURLKey(sc.url[:0], sc.key)
+	urlKey := unsafe.String(unsafe.SliceData(sc.url), len(sc.url))
+	ns := c.ns.Load()
+	pageKey := r.pageKey(sc, ns)
+
+	sc.keys = append(sc.keys[:0], pageKey)
+	nsCur, nsKnown := g.Local(g.NSKey())
+	if !nsKnown {
+		sc.keys = append(sc.keys, g.NSKey())
 	}
-	// A visitor with cookies gets an answer made for them, never stored;
-	// the cache is filled in the background by a request without them.
-	r.backgroundFill(ctx, key, rule)
-	r.forward(ctx, statusMissBackground)
+	urlCur, urlKnown := g.Local(urlKey)
+	if !urlKnown {
+		sc.keys = append(sc.keys, urlKey)
+	}
+	var it pagecache.Item
+	var found bool
+	if len(sc.keys) == 1 {
+		var err error
+		it, err = c.Store.Get(pageKey)
+		if found = err == nil; err != nil && !errors.Is(err, pagecache.ErrMiss) {
+			r.storeError(err)
+		}
+	} else {
+		items := sc.items[:len(sc.keys)]
+		if err := c.Store.GetMulti(sc.keys, items); err != nil {
+			r.storeError(err)
+		}
+		it, found = items[0], items[0].Found()
+		i := 1
+		if !nsKnown {
+			if v, ok := pagecache.ParseCounter(items[i]); ok {
+				nsCur, nsKnown = v, true
+			}
+			i++
+		}
+		if !urlKnown {
+			urlCur, urlKnown = pagecache.ParseCounter(items[i])
+		}
+		clear(items) // do not keep values alive in the pool
+	}
+	if !nsKnown {
+		// No namespace yet (a new or flushed store): start one.
+		v, err := g.Create(g.NSKey())
+		if err != nil {
+			r.storeError(err)
+			return pageMissing, pageKeys{page: pageKey, url: urlKey}
+		}
+		nsCur = v
+	}
+	g.Remember(g.NSKey(), nsCur)
+	if nsCur != ns {
+		// Everything was purged (or this is the first request): the page
+		// lives under the new namespace.
+		c.ns.Store(nsCur)
+		pageKey = r.pageKey(sc, nsCur)
+		var err error
+		it, err = c.Store.Get(pageKey)
+		if found = err == nil; err != nil && !errors.Is(err, pagecache.ErrMiss) {
+			r.storeError(err)
+		}
+	}
+	keys := pageKeys{page: pageKey, url: urlKey}
+	if !found || !urlKnown {
+		return pageMissing, keys // a missing URL counter counts as purged
+	}
+	g.Remember(urlKey, urlCur)
+	if err := pagecache.Decode(it.Value, e); err != nil {
+		r.stats.Damaged.Add(1)
+		return pageMissing, keys
+	}
+	valid := pagecache.Check(e.URLGen, urlCur)
+	if valid != pagecache.Invalid && e.NumTags() > 0 {
+		valid = max(valid, r.checkTags(e))
+	}
+	switch {
+	case valid == pagecache.Invalid:
+		return pageMissing, keys
+	case e.Kind == pagecache.KindUncacheable:
+		if valid == pagecache.Valid && now < e.FreshUntil {
+			return pageUncacheable, keys
+		}
+		return pageMissing, keys
+	case e.Kind != pagecache.KindPage:
+		return pageMissing, keys
+	case valid == pagecache.Valid && now < e.FreshUntil:
+		return pageFresh, keys
+	case now < e.StaleUntil:
+		return pageStale, keys // past its freshness, or soft-purged
+	}
+	return pageMissing, keys
+}
+
+// checkTags reads the counters of a page's surrogate keys and returns the
+// worst of their verdicts; a counter missing or unreadable is Invalid.
+func (r *Router) checkTags(e *pagecache.Entry) pagecache.Validity {
+	g := r.cache.gens
+	worst := pagecache.Valid
+	var keys []string
+	var recorded []uint64
+	e.Tags(func(tag []byte, gen uint64) bool {
+		k := g.TagKey(string(tag))
+		if cur, ok := g.Local(k); ok {
+			worst = max(worst, pagecache.Check(gen, cur))
+		} else {
+			keys = append(keys, k)
+			recorded = append(recorded, gen)
+		}
+		return true
+	})
+	if len(keys) == 0 || worst == pagecache.Invalid {
+		return worst
+	}
+	items := make([]pagecache.Item, len(keys))
+	if err := r.cache.Store.GetMulti(keys, items); err != nil {
+		r.storeError(err)
+		return pagecache.Invalid
+	}
+	for i, k := range keys {
+		cur, ok := pagecache.ParseCounter(items[i])
+		if !ok {
+			return pagecache.Invalid
+		}
+		g.Remember(k, cur)
+		worst = max(worst, pagecache.Check(recorded[i], cur))
+	}
+	return worst
+}
+
+// pageKey builds in sc.page the page key: the base key and the namespace.
+func (r *Router) pageKey(sc *scratch, ns uint64) string {
+	sc.page = append(append(sc.page[:0], sc.key...), "|n"...)
+	sc.page = strconv.AppendUint(sc.page, ns, 10)
+	sc.page = r.cache.Keys.Fit(sc.page, 0)
+	return unsafe.String(unsafe.SliceData(sc.page), len(sc.page))
+}
+
+// clone copies keys out of the scratch buffers they alias.
+func (k pageKeys) clone() pageKeys {
+	return pageKeys{page: strings.Clone(k.page), url: strings.Clone(k.url)}
+}
+
+func (r *Router) storeError(err error) {
+	r.stats.StoreErrors.Add(1)
+	r.log.Log(slog.LevelWarn, "store", "cache store failed; serving from the backend", slog.String("error", err.Error()))
 }
 
 // fillFromVisitor forwards a visitor without cookies or credentials and
 // stores the answer if the policy allows. Concurrent misses of the key wait
 // for this one fill and are served the stored page; when it could not be
 // stored, each forwards its own request.
-func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, key string, rule *pagecache.Rule) {
+func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, keys pageKeys, rule *pagecache.Rule) {
 	closeConn := r.prepare(ctx)
 	prepareFill(&ctx.Request.Header)
 	var resp *fasthttp.Response
-	res, leader := r.cache.flights.do(key, func() *fillResult {
+	res, leader := r.cache.flights.do(keys.page, func() *fillResult {
 		resp = fasthttp.AcquireResponse()
-		return r.fill(&ctx.Request, resp, key, rule)
+		return r.fill(&ctx.Request, resp, keys, rule)
 	})
 	switch {
 	case leader && res.err != nil:
@@ -205,7 +399,7 @@ func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, key string, rule *pag
 		defer entries.Put(e)
 		if pagecache.Decode(res.entry, e) == nil {
 			r.stats.Collapsed.Add(1)
-			r.serveEntry(ctx, e, statusCollapsed, time.Now().Unix())
+			r.serveEntry(ctx, e, statusCollapsed, time.Now().UnixMilli())
 			return
 		}
 		r.forward(ctx, statusMissBackground)
@@ -221,9 +415,9 @@ func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, key string, rule *pag
 // backgroundFill starts, unless one is running or too many are, a fill of
 // key by a request like the visitor's without credentials. It copies what
 // it needs from ctx before returning.
-func (r *Router) backgroundFill(ctx *fasthttp.RequestCtx, key string, rule *pagecache.Rule) {
+func (r *Router) backgroundFill(ctx *fasthttp.RequestCtx, keys pageKeys, rule *pagecache.Rule) {
 	c := r.cache
-	if c.raw != nil && !c.raw.Fill || c.flights.running(key) {
+	if c.raw != nil && !c.raw.Fill || c.flights.running(keys.page) {
 		return
 	}
 	select {
@@ -234,7 +428,7 @@ func (r *Router) backgroundFill(ctx *fasthttp.RequestCtx, key string, rule *page
 	}
 	req := fasthttp.AcquireRequest()
 	r.fillRequest(req, ctx)
-	started := c.flights.tryGo(key, func() *fillResult {
+	started := c.flights.tryGo(keys.page, func() *fillResult {
 		defer func() {
 			fasthttp.ReleaseRequest(req)
 			<-c.bgSlots
@@ -242,9 +436,9 @@ func (r *Router) backgroundFill(ctx *fasthttp.RequestCtx, key string, rule *page
 		r.stats.BackgroundFills.Add(1)
 		resp := fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseResponse(resp)
-		res := r.fill(req, resp, key, rule)
+		res := r.fill(req, resp, keys, rule)
 		if res.err != nil {
-			r.log.Log(slog.LevelWarn, "fill", "background fill failed", slog.String("key", key), slog.String("error", res.err.Error()))
+			r.log.Log(slog.LevelWarn, "fill", "background fill failed", slog.String("key", keys.page), slog.String("error", res.err.Error()))
 		}
 		return res
 	})
@@ -257,8 +451,19 @@ func (r *Router) backgroundFill(ctx *fasthttp.RequestCtx, key string, rule *page
 // fill sends req, decides whether the answer may be stored, and stores it
 // (or an uncacheable marker). resp keeps the answer for a leader to relay;
 // when the body was read, fillResult.body holds it.
-func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, key string, rule *pagecache.Rule) *fillResult {
+//
+// Purges cannot be overtaken: the URL counter and the purge sequence are
+// read before the request is sent, the page records that URL generation,
+// and the tags' generations are read after the answer together with the
+// sequence again; if a purge by key came in between, the answer is not
+// stored.
+func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, keys pageKeys, rule *pagecache.Rule) *fillResult {
 	c := r.cache
+	var before map[string]uint64
+	var genErr error
+	if c.raw == nil {
+		before, genErr = c.gens.Read([]string{c.gens.SeqKey(), keys.url})
+	}
 	if err := r.backends.Do(req, resp); err != nil {
 		return &fillResult{err: err}
 	}
@@ -272,12 +477,28 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, key string
 		Vary:            joinHeader(&resp.Header, fasthttp.HeaderVary),
 		ContentEncoding: resp.Header.ContentEncoding(),
 	}
+	var tags []string
+	var tagErr error
 	for k, v := range resp.Header.All() {
-		if bytes.EqualFold(k, strSetCookie) && !c.Policy.StripSetCookie(v) {
+		switch {
+		case bytes.EqualFold(k, strSetCookie) && !c.Policy.StripSetCookie(v):
 			info.SetCookie = true
+		case c.isTagHeader(k) && tagErr == nil:
+			tags, tagErr = pagecache.ParseTags(tags, v)
 		}
 	}
 	d := c.Policy.Decide(rule, &info, now)
+	switch {
+	case d.Reason != pagecache.Storable:
+	case genErr != nil:
+		r.storeError(genErr)
+		d.Reason = pagecache.ReasonStoreError
+	case tagErr != nil:
+		r.log.Log(slog.LevelWarn, "tags", "response not stored: its surrogate keys break the limits", slog.String("key", keys.page), slog.String("error", tagErr.Error()))
+		d.Reason = pagecache.ReasonTags
+	case c.raw != nil && len(tags) > 0:
+		d.Reason = pagecache.ReasonTags // raw pages have nowhere to keep tags
+	}
 	res := &fillResult{reason: d.Reason}
 	if d.Reason == pagecache.Storable {
 		body, complete, err := readBody(resp, c.MaxBodySize)
@@ -289,22 +510,25 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, key string
 		case !complete:
 			res.reason = pagecache.ReasonTooLarge
 		default:
-			res.reason, res.entry = r.store(key, resp, body, d, now)
+			res.reason, res.entry = r.store(keys, resp, body, d, now, before, tags)
 		}
 	}
-	if res.reason != pagecache.Storable {
-		r.stats.NotStored[res.reason].Add(1)
-		if resp.StatusCode() < 500 { // a server error may pass; do not mark the URL
-			r.markUncacheable(key, now)
-		}
-	} else {
+	switch {
+	case res.reason == pagecache.Storable:
 		r.stats.Stored.Add(1)
+	case res.reason == pagecache.ReasonPurged || res.reason == pagecache.ReasonStoreError:
+		r.stats.NotStored[res.reason].Add(1)
+	default:
+		r.stats.NotStored[res.reason].Add(1)
+		if resp.StatusCode() < 500 && genErr == nil { // a server error may pass; do not mark the URL
+			r.markUncacheable(keys, now, before)
+		}
 	}
 	return res
 }
 
 // store writes the page; it returns why not when it could not.
-func (r *Router) store(key string, resp *fasthttp.Response, body []byte, d pagecache.Decision, now time.Time) (pagecache.Reason, []byte) {
+func (r *Router) store(keys pageKeys, resp *fasthttp.Response, body []byte, d pagecache.Decision, now time.Time, before map[string]uint64, tags []string) (pagecache.Reason, []byte) {
 	c := r.cache
 	if c.raw != nil {
 		flags := uint32(0)
@@ -313,7 +537,7 @@ func (r *Router) store(key string, resp *fasthttp.Response, body []byte, d pagec
 		} else if len(resp.Header.ContentEncoding()) > 0 {
 			return pagecache.ReasonEncoding, nil
 		}
-		if err := c.Store.Set(key, pagecache.Item{Value: body, Flags: flags}, d.TTL); err != nil {
+		if err := c.Store.Set(keys.page, pagecache.Item{Value: body, Flags: flags}, d.TTL); err != nil {
 			return storeReason(err), nil
 		}
 		return pagecache.Storable, nil
@@ -322,11 +546,30 @@ func (r *Router) store(key string, resp *fasthttp.Response, body []byte, d pagec
 	page := pagecache.Page{
 		Kind:       pagecache.KindPage,
 		Status:     resp.StatusCode(),
-		StoredAt:   now.Unix(),
-		FreshUntil: now.Add(d.TTL).Unix(),
-		StaleUntil: now.Add(d.TTL + d.Grace).Unix(),
+		StoredAt:   now.UnixMilli(),
+		FreshUntil: now.Add(d.TTL).UnixMilli(),
+		StaleUntil: now.Add(d.TTL + d.Grace).UnixMilli(),
+		URLGen:     before[keys.url],
 		Headers:    hdrs[:0],
 		Body:       body,
+	}
+	if len(tags) > 0 {
+		tagKeys := make([]string, 0, len(tags)+1)
+		tagKeys = append(tagKeys, c.gens.SeqKey())
+		for _, t := range tags {
+			tagKeys = append(tagKeys, c.gens.TagKey(t))
+		}
+		after, err := c.gens.Read(tagKeys)
+		if err != nil {
+			r.storeError(err)
+			return pagecache.ReasonStoreError, nil
+		}
+		if after[c.gens.SeqKey()] != before[c.gens.SeqKey()] {
+			return pagecache.ReasonPurged, nil
+		}
+		for i, t := range tags {
+			page.Tags = append(page.Tags, pagecache.Tag{Name: t, Gen: after[tagKeys[i+1]]})
+		}
 	}
 	for k, v := range resp.Header.All() {
 		if !c.Policy.Keep(k) {
@@ -341,7 +584,7 @@ func (r *Router) store(key string, resp *fasthttp.Response, body []byte, d pagec
 	if err != nil {
 		return pagecache.ReasonHeaders, nil
 	}
-	if err := c.Store.Set(key, pagecache.Item{Value: env}, d.TTL+d.Grace); err != nil {
+	if err := c.Store.Set(keys.page, pagecache.Item{Value: env}, d.TTL+d.Grace); err != nil {
 		return storeReason(err), nil
 	}
 	return pagecache.Storable, env
@@ -354,19 +597,30 @@ func storeReason(err error) pagecache.Reason {
 	return pagecache.ReasonStoreError
 }
 
-// markUncacheable leaves a marker so the next visitors of key go straight
-// to the backend, like Varnish's hit-for-pass.
-func (r *Router) markUncacheable(key string, now time.Time) {
+// markUncacheable leaves a marker so the next visitors of the page go
+// straight to the backend, like Varnish's hit-for-pass. Purging the URL
+// clears it, as it would a page.
+func (r *Router) markUncacheable(keys pageKeys, now time.Time, before map[string]uint64) {
 	c := r.cache
 	if c.raw != nil {
 		return // another program owns raw keys
 	}
-	page := pagecache.Page{Kind: pagecache.KindUncacheable, Status: 200, StoredAt: now.Unix(),
-		FreshUntil: now.Add(c.UncacheableTTL).Unix(), StaleUntil: now.Add(c.UncacheableTTL).Unix()}
+	page := pagecache.Page{Kind: pagecache.KindUncacheable, Status: 200, StoredAt: now.UnixMilli(), URLGen: before[keys.url],
+		FreshUntil: now.Add(c.UncacheableTTL).UnixMilli(), StaleUntil: now.Add(c.UncacheableTTL).UnixMilli()}
 	env, _ := pagecache.Encode(nil, &page)
-	if err := c.Store.Set(key, pagecache.Item{Value: env}, c.UncacheableTTL); err != nil {
-		r.stats.StoreErrors.Add(1)
+	if err := c.Store.Set(keys.page, pagecache.Item{Value: env}, c.UncacheableTTL); err != nil {
+		r.storeError(err)
 	}
+}
+
+// isTagHeader reports whether a response header carries surrogate keys.
+func (c *cache) isTagHeader(name []byte) bool {
+	for _, h := range c.TagHeaders {
+		if bytes.EqualFold(name, []byte(h)) {
+			return true
+		}
+	}
+	return false
 }
 
 // readBody reads resp's body up to limit bytes. complete is false when the
@@ -398,6 +652,7 @@ func readBody(resp *fasthttp.Response, limit int) (body []byte, complete bool, e
 // Cache-Status, and the body (decompressed for a client that does not
 // accept gzip). A matching If-None-Match or If-Modified-Since gets 304.
 // It does not allocate for an ordinary hit.
+// now is in Unix milliseconds.
 func (r *Router) serveEntry(ctx *fasthttp.RequestCtx, e *pagecache.Entry, cacheStatus string, now int64) {
 	resp := &ctx.Response
 	var etag, lastMod, encoding []byte
@@ -425,7 +680,7 @@ func (r *Router) serveEntry(ctx *fasthttp.RequestCtx, e *pagecache.Entry, cacheS
 		resp.Header.AddBytesKV(h.Name, h.Value)
 	}
 	var age [20]byte
-	resp.Header.SetBytesKV(strAge, strconv.AppendInt(age[:0], max(0, now-e.StoredAt), 10))
+	resp.Header.SetBytesKV(strAge, strconv.AppendInt(age[:0], max(0, now-e.StoredAt)/1000, 10))
 	resp.Header.Add(headerCacheStatus, cacheStatus)
 	switch {
 	case notModified:
@@ -627,16 +882,22 @@ func (r *Router) scheme(ctx *fasthttp.RequestCtx) []byte {
 }
 
 // scratch is per-request working memory, pooled: the lower-cased host,
-// the key and what it is built from.
+// the keys and what they are built from.
 type scratch struct {
-	host [256]byte
-	key  []byte
-	in   pagecache.KeyInput
+	host  [256]byte
+	key   []byte // the base key, from the template
+	page  []byte // the page key: base key and namespace
+	url   []byte // the URL counter's key
+	keys  []string
+	items [3]pagecache.Item
+	in    pagecache.KeyInput
 }
 
 var (
-	scratches = sync.Pool{New: func() any { return &scratch{key: make([]byte, 0, 512)} }}
-	entries   = sync.Pool{New: func() any { return new(pagecache.Entry) }}
+	scratches = sync.Pool{New: func() any {
+		return &scratch{key: make([]byte, 0, 512), page: make([]byte, 0, 512), url: make([]byte, 0, 64), keys: make([]string, 0, 4)}
+	}}
+	entries = sync.Pool{New: func() any { return new(pagecache.Entry) }}
 )
 
 var (

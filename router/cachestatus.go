@@ -90,4 +90,18 @@ type Stats struct {
 	BackendErrors    atomic.Uint64                       // requests no backend answered
 	BytesFromCache   atomic.Uint64                       // body bytes served from the cache
 	BytesFromBackend atomic.Uint64                       // body bytes relayed from backends (known lengths)
+	Purges           [numPurgeKinds]atomic.Uint64        // purges carried out, by kind (url, key, all, soft)
+	PurgesRefused    atomic.Uint64                       // purges refused: address or token
 }
+
+// Purge kinds, for Stats.Purges; a soft purge counts under its kind too.
+const (
+	purgeURL = iota
+	purgeKey
+	purgeAll
+	purgeSoft
+	numPurgeKinds
+)
+
+// PurgeKinds names the purge kinds in the order of Stats.Purges.
+func PurgeKinds() []string { return []string{"url", "key", "all", "soft"} }

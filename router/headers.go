@@ -162,8 +162,9 @@ func trusted(addr net.Addr, prefixes []netip.Prefix) (bool, net.IP) {
 // Parsing keeps the backend's Date, and dst keeps the server's settings.
 //
 // read is what the caller already read of the body (a fill that looked at
-// it): it is sent first, then whatever remains in the stream.
-func relay(dst, src *fasthttp.Response, read []byte) error {
+// it): it is sent first, then whatever remains in the stream. Headers for
+// which drop (when not nil) returns true are left out too.
+func relay(dst, src *fasthttp.Response, read []byte, drop func(name []byte) bool) error {
 	src.Header.SetNoDefaultContentType(true) // relay only a Content-Type the backend sent
 	hb := headBufPool.Get().(*headBuf)
 	defer headBufPool.Put(hb)
@@ -179,7 +180,7 @@ func relay(dst, src *fasthttp.Response, read []byte) error {
 	conn := src.Header.Peek(fasthttp.HeaderConnection)
 	for k, v := range src.Header.All() {
 		if isHop(k, conn) || bytes.EqualFold(k, []byte(fasthttp.HeaderContentLength)) ||
-			bytes.EqualFold(k, []byte(fasthttp.HeaderTransferEncoding)) {
+			bytes.EqualFold(k, []byte(fasthttp.HeaderTransferEncoding)) || drop != nil && drop(k) {
 			continue
 		}
 		b = append(b, k...)

@@ -29,6 +29,10 @@ type Options struct {
 	TrustedProxies []netip.Prefix
 	// MaxRequestBodySize bounds request bodies (413 beyond); 0 means 64 MiB.
 	MaxRequestBodySize int
+	// PurgeAllow are the client addresses allowed to purge; PurgeToken,
+	// when set, must come as "Authorization: Bearer <token>" too.
+	PurgeAllow []netip.Prefix
+	PurgeToken string
 	// Logger receives errors, rate-limited; nil discards them.
 	Logger *slog.Logger
 }
@@ -43,6 +47,9 @@ type Router struct {
 	maxBody  int
 	log      *limitedLog
 	stats    Stats
+
+	purgeAllow []netip.Prefix
+	purgeToken string
 }
 
 // New returns a Router for o.
@@ -61,6 +68,9 @@ func New(o Options) (*Router, error) {
 		trusted:  o.TrustedProxies,
 		maxBody:  cmp.Or(o.MaxRequestBodySize, 64<<20),
 		log:      newLimitedLog(logger, time.Second),
+
+		purgeAllow: o.PurgeAllow,
+		purgeToken: o.PurgeToken,
 	}
 	if o.Cache != nil {
 		c, err := newCache(o.Cache)
@@ -92,6 +102,10 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	h := &ctx.Request.Header
+	if bytes.Equal(h.Method(), methodPurge) {
+		r.purgeMethod(ctx)
+		return
+	}
 	if !ctx.IsGet() && !ctx.IsHead() {
 		r.bypass(ctx, bypassMethod)
 		return
@@ -189,7 +203,11 @@ func (r *Router) prepare(ctx *fasthttp.RequestCtx) (closeConn bool) {
 // then the rest of the stream) and adds the Cache-Status. It takes
 // ownership of resp.
 func (r *Router) relayWith(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, read []byte, cacheStatus string, closeConn bool) {
-	if err := relay(&ctx.Response, resp, read); err != nil {
+	var drop func([]byte) bool
+	if r.cache != nil && r.cache.StripTagHeaders {
+		drop = r.cache.isTagHeader
+	}
+	if err := relay(&ctx.Response, resp, read, drop); err != nil {
 		r.backendError(ctx, err)
 		return
 	}
@@ -265,6 +283,8 @@ func (r *Router) backendError(ctx *fasthttp.RequestCtx, err error) {
 func (r *Router) countBackend(status int) {
 	r.stats.BackendResponses[min(max(status/100, 1), 5)].Add(1)
 }
+
+var methodPurge = []byte("PURGE")
 
 func truncate(b []byte, n int) string {
 	if len(b) > n {

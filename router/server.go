@@ -1,6 +1,7 @@
 package router
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -44,7 +45,45 @@ func NewServer(h fasthttp.RequestHandler, o ServerOptions) *fasthttp.Server {
 		MaxRequestBodySize:           o.MaxRequestBodySize,
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{newLimitedLog(logger, time.Second)},
+		ErrorHandler:                 requestError,
 	}
+}
+
+// NewAdminServer returns the admin listener's server: small requests only
+// (a purge body is at most 1 MiB).
+func NewAdminServer(a *Admin, o ServerOptions) *fasthttp.Server {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &fasthttp.Server{
+		Handler:               a.Handle,
+		NoDefaultServerHeader: true,
+		ReadTimeout:           o.ReadTimeout,
+		IdleTimeout:           o.IdleTimeout,
+		MaxRequestBodySize:    1 << 20,
+		CloseOnShutdown:       true,
+		Logger:                fasthttpLogger{newLimitedLog(logger, time.Second)},
+		ErrorHandler:          requestError,
+	}
+}
+
+// requestError answers a request fasthttp could not read.
+func requestError(ctx *fasthttp.RequestCtx, err error) {
+	status, text := fasthttp.StatusBadRequest, "the request could not be read"
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status, text = fasthttp.StatusRequestEntityTooLarge, "the request body is too large"
+	case errors.As(err, &small):
+		status, text = fasthttp.StatusRequestHeaderFieldsTooLarge, "the request headers are too large (listen.max_header_size)"
+	case isTimeout(err):
+		status, text = fasthttp.StatusRequestTimeout, "the request did not arrive in time"
+	}
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.Header.SetStatusCode(status)
+	ctx.Response.SetBodyString(fasthttp.StatusMessage(status) + ": " + text + "\n")
+	ctx.SetConnectionClose()
 }
 
 // Listen opens "host:port" or "unix:/path". A unix socket left behind by a

@@ -1,0 +1,200 @@
+package pagecache
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+)
+
+// Generations are the counters that make every purge one O(1) operation,
+// kept in the shared store so every userrouter instance sees them at once:
+//
+//   - {prefix}ns, the namespace: it is part of every page key, so
+//     changing it makes every page unreachable at once (purge all), without
+//     flush_all on a memcached other programs may share;
+//   - {prefix}u:<hash of the page key>, one per URL: purge by URL;
+//   - {prefix}t:<tag>, one per surrogate key: purge by key;
+//   - {prefix}seq, the purge sequence, bumped by every purge by key: a
+//     fill compares it before and after its request, and does not store an
+//     answer a purge may have overtaken.
+//
+// A page records the URL and tag generations it was fetched under and is
+// valid only while they are unchanged. A counter holds a hard part (high
+// 32 bits) and a soft part (low 32): a hard purge changes the first and
+// makes pages unusable, a soft purge changes the second and makes them
+// stale (served while one request refreshes them). A counter that is
+// missing — evicted, or never set — counts as changed; one created anew
+// starts at a random hard part, so it never matches what pages recorded
+// from an earlier counter. Generations is safe for concurrent use.
+type Generations struct {
+	store  Store
+	prefix string
+	nsKey  string
+	seqKey string
+	local  *otter.Cache[string, uint64]
+}
+
+// Validity is what a page's recorded generation says against the current.
+type Validity uint8
+
+const (
+	Valid   Validity = iota // unchanged
+	Stale                   // soft-purged: serve stale and refresh
+	Invalid                 // hard-purged, or the counter is missing
+)
+
+// Purge steps: a soft purge adds 1, a hard purge 1<<32.
+const (
+	softStep = 1
+	hardStep = 1 << 32
+)
+
+// NewGenerations keeps counters in store under prefix. With localTTL > 0
+// counter values are also kept in process that long: hits skip reading
+// them, and a purge may then take up to localTTL to reach every instance.
+func NewGenerations(store Store, prefix string, localTTL time.Duration) (*Generations, error) {
+	g := &Generations{store: store, prefix: prefix, nsKey: prefix + "ns", seqKey: prefix + "seq"}
+	if localTTL > 0 {
+		c, err := otter.New(&otter.Options[string, uint64]{
+			MaximumSize:      100_000,
+			ExpiryCalculator: otter.ExpiryWriting[string, uint64](localTTL),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("pagecache: local generation cache: %w", err)
+		}
+		g.local = c
+	}
+	return g, nil
+}
+
+// NSKey is the namespace counter's key.
+func (g *Generations) NSKey() string { return g.nsKey }
+
+// SeqKey is the purge sequence's key.
+func (g *Generations) SeqKey() string { return g.seqKey }
+
+// AppendURLKey appends the key of the URL counter for a page key (without
+// its namespace) to dst: the prefix and a 64-bit FNV-1a hash. Two URLs
+// sharing a hash would only share purges.
+func (g *Generations) AppendURLKey(dst, pageKey []byte) []byte {
+	h := uint64(14695981039346656037)
+	for _, c := range pageKey {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	dst = append(dst, g.prefix...)
+	dst = append(dst, "u:"...)
+	return strconv.AppendUint(dst, h, 36)
+}
+
+// TagKey is the key of a surrogate key's counter.
+func (g *Generations) TagKey(tag string) string {
+	if k := g.prefix + "t:" + tag; len(k) <= MaxKeyLength {
+		return k
+	}
+	sum := sha256.Sum256([]byte(tag))
+	return g.prefix + "t#" + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// Local returns a counter's value kept in process, if any.
+func (g *Generations) Local(key string) (uint64, bool) {
+	if g.local == nil {
+		return 0, false
+	}
+	return g.local.GetIfPresent(key)
+}
+
+// Remember keeps a counter's value in process (no-op without localTTL).
+func (g *Generations) Remember(key string, v uint64) {
+	if g.local != nil {
+		g.local.Set(key, v)
+	}
+}
+
+// Check compares a recorded generation with the current one.
+func Check(recorded, current uint64) Validity {
+	switch {
+	case recorded == current:
+		return Valid
+	case recorded>>32 == current>>32:
+		return Stale
+	}
+	return Invalid
+}
+
+// ParseCounter reads a counter value as the store holds it.
+func ParseCounter(it Item) (uint64, bool) {
+	n, err := strconv.ParseUint(string(it.Value), 10, 64)
+	return n, err == nil
+}
+
+// Read returns the current values of counters, creating the missing ones.
+func (g *Generations) Read(keys []string) (map[string]uint64, error) {
+	items := make([]Item, len(keys))
+	if err := g.store.GetMulti(keys, items); err != nil {
+		return nil, err
+	}
+	out := make(map[string]uint64, len(keys))
+	for i, k := range keys {
+		v, ok := ParseCounter(items[i])
+		if !ok {
+			var err error
+			if v, err = g.Create(k); err != nil {
+				return nil, err
+			}
+		}
+		out[k] = v
+		g.Remember(k, v)
+	}
+	return out, nil
+}
+
+// Create makes a missing counter with a random hard part and returns its
+// value (or, when another instance created it first, theirs).
+func (g *Generations) Create(key string) (uint64, error) {
+	v := uint64(rand.Uint32()>>1) << 32
+	err := g.store.Add(key, Item{Value: strconv.AppendUint(nil, v, 10)}, 0)
+	if errors.Is(err, ErrNotStored) {
+		it, err := g.store.Get(key)
+		if err != nil {
+			return 0, err
+		}
+		if v, ok := ParseCounter(it); ok {
+			return v, nil
+		}
+		return 0, fmt.Errorf("pagecache: counter %q holds %q, not a number", key, it.Value)
+	}
+	return v, err
+}
+
+// Bump purges through a counter: soft makes its pages stale, hard makes
+// them unusable. A missing counter is created, which invalidates too.
+func (g *Generations) Bump(key string, soft bool) error {
+	step := uint64(hardStep)
+	if soft {
+		step = softStep
+	}
+	_, err := g.store.Incr(key, step)
+	if errors.Is(err, ErrMiss) {
+		_, err = g.Create(key)
+	}
+	if g.local != nil {
+		g.local.Invalidate(key) // this instance sees its own purge at once
+	}
+	return err
+}
+
+// PurgeTag purges a surrogate key and advances the purge sequence, so
+// that no fill in flight stores an answer fetched before the purge.
+func (g *Generations) PurgeTag(tag string, soft bool) error {
+	if err := g.Bump(g.TagKey(tag), soft); err != nil {
+		return err
+	}
+	return g.Bump(g.seqKey, true)
+}
