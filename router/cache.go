@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/maypok86/otter/v2"
 	"github.com/valyala/fasthttp"
 
 	"github.com/userrouter/userrouter/pagecache"
@@ -89,6 +91,7 @@ type cache struct {
 	bgSlots chan struct{}
 	gens    *pagecache.Generations
 	ns      atomic.Uint64 // the namespace last seen; 0 before the first
+	hints   *otter.Cache[string, tagHint]
 }
 
 func newCache(o *CacheOptions) (*cache, error) {
@@ -119,6 +122,9 @@ func newCache(o *CacheOptions) (*cache, error) {
 		return nil, err
 	}
 	c.gens = gens
+	if c.hints, err = otter.New(&otter.Options[string, tagHint]{MaximumSize: 100_000}); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -240,6 +246,13 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 	if !urlKnown {
 		sc.keys = append(sc.keys, urlKey)
 	}
+	// The page's tags, as last seen: their counters come in the same round
+	// trip, speculatively.
+	tagsAt := len(sc.keys)
+	hint, hinted := c.hints.GetIfPresent(unsafe.String(unsafe.SliceData(sc.key), len(sc.key)))
+	if hinted {
+		sc.keys = append(sc.keys, hint.keys...)
+	}
 	var it pagecache.Item
 	var found bool
 	if len(sc.keys) == 1 {
@@ -249,7 +262,8 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 			r.storeError(err)
 		}
 	} else {
-		items := sc.items[:len(sc.keys)]
+		sc.items = slices.Grow(sc.items[:0], len(sc.keys))[:len(sc.keys)]
+		items := sc.items
 		if err := c.Store.GetMulti(sc.keys, items); err != nil {
 			r.storeError(err)
 		}
@@ -264,8 +278,8 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 		if !urlKnown {
 			urlCur, urlKnown = pagecache.ParseCounter(items[i])
 		}
-		clear(items) // do not keep values alive in the pool
 	}
+	defer clear(sc.items) // do not keep values alive in the pool
 	if !nsKnown {
 		// No namespace yet (a new or flushed store): start one.
 		v, err := g.Create(g.NSKey())
@@ -298,7 +312,15 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 	}
 	valid := pagecache.Check(e.URLGen, urlCur)
 	if valid != pagecache.Invalid && e.NumTags() > 0 {
-		valid = max(valid, r.checkTags(e))
+		v, ok := pagecache.Invalid, false
+		if hinted {
+			v, ok = hint.check(e, sc.items[tagsAt:len(sc.keys)])
+		}
+		if !ok { // no hint, or the page's tags changed: one more round trip
+			v = r.checkTags(e)
+			r.rememberTags(sc.key, e)
+		}
+		valid = max(valid, v)
 	}
 	switch {
 	case valid == pagecache.Invalid:
@@ -352,6 +374,54 @@ func (r *Router) checkTags(e *pagecache.Entry) pagecache.Validity {
 		worst = max(worst, pagecache.Check(recorded[i], cur))
 	}
 	return worst
+}
+
+// A tagHint is what the last decode of a page showed of its tags: their
+// names and their counters' keys, in the entry's order.
+type tagHint struct {
+	names []string
+	keys  []string
+}
+
+// check applies the counters fetched with the page (items, in hint order)
+// to e's tags; ok is false when e's tags are not the hint's.
+func (h tagHint) check(e *pagecache.Entry, items []pagecache.Item) (v pagecache.Validity, ok bool) {
+	if e.NumTags() != len(h.names) || len(items) < len(h.names) {
+		return pagecache.Invalid, false
+	}
+	i := 0
+	ok = true
+	e.Tags(func(tag []byte, gen uint64) bool {
+		if string(tag) != h.names[i] {
+			ok = false
+			return false
+		}
+		cur, found := pagecache.ParseCounter(items[i])
+		if !found {
+			v = pagecache.Invalid // a missing counter counts as purged
+		} else {
+			v = max(v, pagecache.Check(gen, cur))
+		}
+		i++
+		return true
+	})
+	return v, ok
+}
+
+// rememberTags keeps a page's tags as a hint for its next lookups. Not
+// used with tag_cache_ttl, where counters are read locally anyway.
+func (r *Router) rememberTags(base []byte, e *pagecache.Entry) {
+	c := r.cache
+	if c.TagCacheTTL > 0 {
+		return
+	}
+	h := tagHint{names: make([]string, 0, e.NumTags()), keys: make([]string, 0, e.NumTags())}
+	e.Tags(func(tag []byte, _ uint64) bool {
+		h.names = append(h.names, string(tag))
+		h.keys = append(h.keys, c.gens.TagKey(string(tag)))
+		return true
+	})
+	c.hints.Set(string(base), h)
 }
 
 // pageKey builds in sc.page the page key: the base key and the namespace.
@@ -889,13 +959,14 @@ type scratch struct {
 	page  []byte // the page key: base key and namespace
 	url   []byte // the URL counter's key
 	keys  []string
-	items [3]pagecache.Item
+	items []pagecache.Item
 	in    pagecache.KeyInput
 }
 
 var (
 	scratches = sync.Pool{New: func() any {
-		return &scratch{key: make([]byte, 0, 512), page: make([]byte, 0, 512), url: make([]byte, 0, 64), keys: make([]string, 0, 4)}
+		return &scratch{key: make([]byte, 0, 512), page: make([]byte, 0, 512), url: make([]byte, 0, 64),
+			keys: make([]string, 0, 8), items: make([]pagecache.Item, 0, 8)}
 	}}
 	entries = sync.Pool{New: func() any { return new(pagecache.Entry) }}
 )

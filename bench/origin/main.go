@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -25,6 +26,13 @@ func main() {
 			time.Sleep(*render)
 		}
 		ctx.SetContentType("text/html; charset=utf-8")
+		if n, _ := ctx.QueryArgs().GetUint("tags"); n > 0 {
+			tags := make([]string, n)
+			for i := range tags {
+				tags[i] = fmt.Sprintf("tag-%d", i)
+			}
+			ctx.Response.Header.Set("Surrogate-Key", strings.Join(tags, " "))
+		}
 		ctx.SetBody(page)
 	}
 	fmt.Printf("origin on %s, %d-byte pages\n", *addr, *size)
