@@ -18,9 +18,11 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	_ "time/tzdata" // session.time_zone works on hosts without zoneinfo
@@ -77,16 +79,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "userrouter: configuration file %s test is successful\n", *configPath)
 		return 0
 	}
-	logger := newLogger(cfg.Log, stderr)
-	if err := serve(cfg, logger); err != nil {
+	level := new(slog.LevelVar)
+	logger := newLogger(cfg.Log, level, stderr)
+	if err := serve(cfg, logger, level); err != nil {
 		logger.Error("userrouter stopped", "error", err)
 		return 1
 	}
 	return 0
 }
 
-func newLogger(c conf.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
+func newLogger(c conf.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 	_ = level.UnmarshalText([]byte(c.Level)) // validated by conf
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
@@ -95,19 +97,23 @@ func newLogger(c conf.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// serve runs userrouter until SIGTERM or SIGINT, then shuts down gracefully.
-func serve(cfg *conf.Config, logger *slog.Logger) error {
+// serve runs userrouter until SIGTERM or SIGINT, then shuts down
+// gracefully; SIGHUP reloads the config.
+func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
+	d := &daemon{cfg: cfg, logger: logger, level: level}
 	h, err := build(cfg, logger)
 	if err != nil {
 		return err
 	}
+	d.cur.Store(h)
 	mode, _ := strconv.ParseUint(cfg.Listen.SocketMode, 8, 32) // validated by conf
 	ln, err := router.Listen(cfg.Listen.Addr, os.FileMode(mode))
 	if err != nil {
+		h.Close()
 		return err
 	}
 	l := &cfg.Listen
-	srv := router.NewServer(h.Handle, router.ServerOptions{
+	srv := router.NewServer(d.handle, router.ServerOptions{
 		ReadTimeout:        l.ReadTimeout.D(),
 		WriteTimeout:       l.WriteTimeout.D(),
 		IdleTimeout:        l.IdleTimeout.D(),
@@ -121,9 +127,10 @@ func serve(cfg *conf.Config, logger *slog.Logger) error {
 		aln, err := router.Listen(l.AdminAddr, os.FileMode(mode))
 		if err != nil {
 			ln.Close()
+			h.Close()
 			return err
 		}
-		admin := &router.Admin{Router: func() *router.Router { return h.Router }}
+		admin := &router.Admin{Router: func() *router.Router { return d.cur.Load().Router }, Pprof: l.Pprof}
 		servers = append(servers, router.NewAdminServer(admin, router.ServerOptions{
 			ReadTimeout: l.ReadTimeout.D(), IdleTimeout: l.IdleTimeout.D(), Logger: logger}))
 		listeners = append(listeners, aln)
@@ -137,14 +144,23 @@ func serve(cfg *conf.Config, logger *slog.Logger) error {
 		"addr", l.Addr, "admin_addr", l.AdminAddr, "backends", cfg.Backend.Addrs)
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sig)
 	var serveErr error
-	select {
-	case s := <-sig:
-		logger.Info("shutting down", "signal", s.String(), "grace", l.ShutdownTimeout.D().String())
-	case serveErr = <-failed:
-		logger.Error("listener failed, shutting down", "error", serveErr)
+wait:
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				d.reload()
+				continue
+			}
+			logger.Info("shutting down", "signal", s.String(), "grace", l.ShutdownTimeout.D().String())
+			break wait
+		case serveErr = <-failed:
+			logger.Error("listener failed, shutting down", "error", serveErr)
+			break wait
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), l.ShutdownTimeout.D())
@@ -154,7 +170,7 @@ func serve(cfg *conf.Config, logger *slog.Logger) error {
 			logger.Warn("shutdown grace period ended with requests still in flight", "error", err)
 		}
 	}
-	h.Close()
+	d.cur.Load().Close()
 	if serveErr != nil {
 		return serveErr
 	}
@@ -162,10 +178,67 @@ func serve(cfg *conf.Config, logger *slog.Logger) error {
 	return nil
 }
 
+// daemon is the running userrouter: the handler in service, swapped
+// whole on reload.
+type daemon struct {
+	cfg    *conf.Config // the config in service; only the signal loop touches it
+	logger *slog.Logger
+	level  *slog.LevelVar
+	cur    atomic.Pointer[handler]
+}
+
+// handle serves a request with the handler in service, counted, so a
+// replaced handler is released only once its requests are done.
+func (d *daemon) handle(ctx *fasthttp.RequestCtx) {
+	h := d.cur.Load()
+	h.inflight.Add(1)
+	defer h.inflight.Add(-1)
+	h.Handle(ctx)
+}
+
+// reload re-reads the config file. A config with problems, or one whose
+// stores cannot be built, leaves the running one in service. Otherwise a
+// complete new handler (routes, rules, backends, session store, page
+// store) replaces the old at once; requests under way finish on the old
+// one, which is then closed. The listeners stay: changes to [listen]
+// addresses, timeouts and sizes, and to log.format, need a restart.
+func (d *daemon) reload() {
+	d.logger.Info("reloading", "config", d.cfg.File)
+	cfg, err := conf.Load(d.cfg.File)
+	if err != nil {
+		d.logger.Error("reload failed: the config has problems; still serving the previous one", "problems", err.Error())
+		return
+	}
+	old := d.cfg.Listen
+	now := cfg.Listen
+	old.TrustedProxies, now.TrustedProxies = nil, nil // applied by the new router
+	old.MaxRequestBodySize, now.MaxRequestBodySize = 0, 0
+	if !reflect.DeepEqual(old, now) || cfg.Log.Format != d.cfg.Log.Format {
+		d.logger.Warn("reload: listener settings ([listen] addresses, timeouts, sizes) and log.format are applied at restart only; the rest is applied now")
+	}
+	h, err := build(cfg, d.logger)
+	if err != nil {
+		d.logger.Error("reload failed; still serving the previous config", "error", err)
+		return
+	}
+	_ = d.level.UnmarshalText([]byte(cfg.Log.Level))
+	prev := d.cur.Swap(h)
+	d.cfg = cfg
+	go func() {
+		deadline := time.Now().Add(cfg.Listen.ShutdownTimeout.D())
+		for prev.inflight.Load() > 0 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		prev.Close()
+	}()
+	d.logger.Info("reloaded", "config", cfg.File, "backends", cfg.Backend.Addrs)
+}
+
 // handler is the running router and what must be released with it.
 type handler struct {
 	*router.Router
-	closers []io.Closer
+	closers  []io.Closer
+	inflight atomic.Int64
 }
 
 func (h *handler) Close() {
@@ -218,6 +291,14 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 	if cacheOpts != nil {
 		h.closers = append(h.closers, cacheOpts.Store)
 	}
+	access, err := openAccessLog(cfg.Log)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	if access != nil {
+		h.closers = append(h.closers, access)
+	}
 	r, err := router.New(router.Options{
 		Backends:           backends,
 		Keys:               keys,
@@ -227,6 +308,7 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 		MaxRequestBodySize: int(cfg.Listen.MaxRequestBodySize),
 		PurgeAllow:         purgeAllow,
 		PurgeToken:         cfg.Purge.Token,
+		AccessLog:          access,
 		Logger:             logger,
 	})
 	if err != nil {
@@ -236,6 +318,31 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 	h.Router = r
 	return h, nil
 }
+
+// openAccessLog opens the access log the config asks for; nil for none.
+func openAccessLog(c conf.Log) (*router.AccessLog, error) {
+	if c.Access == "" {
+		return nil, nil
+	}
+	var w io.WriteCloser
+	switch c.AccessFile {
+	case "stdout":
+		w = nopCloser{os.Stdout}
+	case "stderr":
+		w = nopCloser{os.Stderr}
+	default:
+		f, err := os.OpenFile(c.AccessFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("log.access_file: %w", err)
+		}
+		w = f
+	}
+	return router.NewAccessLog(w, c.Access, c.AccessQueue), nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 // buildCache builds the page cache the config asks for; nil for none.
 func buildCache(c conf.Cache) (*router.CacheOptions, error) {

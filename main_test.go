@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -100,27 +101,57 @@ func TestVersionFlag(t *testing.T) {
 	}
 }
 
-// TestBinary builds userrouter, runs it on a unix socket with a config
-// file, talks to it, and stops it with SIGTERM.
-func TestBinary(t *testing.T) {
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// binary builds userrouter once for the package's tests.
+func binary(t *testing.T) string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "userrouter")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "userrouter-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "userrouter")
+		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
 	}
+	return binPath
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestBinary builds userrouter, runs it on a unix socket with a config
+// file, talks to it, and stops it with SIGTERM.
+func TestBinary(t *testing.T) {
+	bin := binary(t)
+	dir := t.TempDir()
 
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s %s", r.Host, r.URL.RequestURI())
 	}))
 	defer backend.Close()
 	sock := filepath.Join(dir, "ur.sock")
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	admin := ln.Addr().String()
-	ln.Close()
+	admin := freeAddr(t)
 	cfg := writeConfig(t, fmt.Sprintf(`
 [listen]
 addr = "unix:%s"
@@ -184,4 +215,126 @@ format = "json"
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("the socket file is left behind: %v", err)
 	}
+}
+
+// TestBinaryReload sends SIGHUP ten times under load, switching backends
+// each time, then once with a broken config: no request fails, each valid
+// config takes over, the broken one leaves the last good one serving.
+func TestBinaryReload(t *testing.T) {
+	bin := binary(t)
+	var backends [2]string
+	for i, name := range []string{"A", "B"} {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, name) }))
+		defer s.Close()
+		backends[i] = strings.TrimPrefix(s.URL, "http://")
+	}
+	addr, admin := freeAddr(t), freeAddr(t)
+	path := filepath.Join(t.TempDir(), "userrouter.toml")
+	write := func(backend string) {
+		cfg := fmt.Sprintf("[listen]\naddr = %q\nadmin_addr = %q\n[backend]\naddrs = [%q]\n[cache]\nstore = \"none\"\n", addr, admin, backend)
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(backends[0])
+	var logs syncBuffer
+	cmd := exec.Command(bin, "-config", path)
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	client := &http.Client{Timeout: 5 * time.Second}
+	answer := func() (string, error) {
+		resp, err := client.Get("http://" + addr + "/")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			return "", fmt.Errorf("status %d: %s", resp.StatusCode, b)
+		}
+		return string(b), nil
+	}
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		if got, err := answer(); err == nil && got == "A" {
+			break
+		} else if time.Since(start) > 10*time.Second {
+			t.Fatalf("not serving: %v\n%s", err, logs.String())
+		}
+	}
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []string
+	var served int
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_, err := answer()
+				mu.Lock()
+				served++
+				if err != nil {
+					failures = append(failures, err.Error())
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range 10 {
+		want := []string{"B", "A"}[i%2]
+		write(backends[(i+1)%2])
+		cmd.Process.Signal(syscall.SIGHUP)
+		deadline := time.Now().Add(5 * time.Second)
+		for got, _ := answer(); got != want; got, _ = answer() {
+			if time.Now().After(deadline) {
+				t.Fatalf("reload %d: still %q; want %q\n%s", i, got, want, logs.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Ten switches end on backend A; a broken config must leave it serving.
+	os.WriteFile(path, []byte("[backend]\naddrs = [\"127.0.0.1:8000\"]\nbogus = 1\n"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	if got, err := answer(); got != "A" || err != nil {
+		t.Errorf("after a broken config: %q %v; want the previous config serving", got, err)
+	}
+	if len(failures) > 0 {
+		t.Errorf("%d of %d requests failed during the reloads; first: %s", len(failures), served, failures[0])
+	}
+	if !strings.Contains(logs.String(), "reload failed: the config has problems") || !strings.Contains(logs.String(), "backend.bogus: unknown key") {
+		t.Errorf("the log does not say why the reload failed:\n%s", logs.String())
+	}
+	t.Logf("%d requests during 10 reloads, %d failed", served, len(failures))
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+}
+
+// syncBuffer collects a process's output for the test to read.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

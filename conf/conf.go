@@ -58,8 +58,12 @@ type Listen struct {
 	// 413. Keep it at least nginx's client_max_body_size. Default "64MiB".
 	MaxRequestBodySize Size `toml:"max_request_body_size"`
 	// ShutdownTimeout is how long SIGTERM or SIGINT waits for in-flight
-	// requests before closing what is left. Default "30s".
+	// requests before closing what is left, and how long a reload lets the
+	// previous config's requests finish. Default "30s".
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// Pprof serves Go's profiles under /debug/pprof/ on the admin
+	// listener. Default false.
+	Pprof bool `toml:"pprof"`
 }
 
 // Backend configures the application servers requests are forwarded to.
@@ -300,13 +304,24 @@ type Purge struct {
 	Token string `toml:"token"`
 }
 
-// Log configures userrouter's own log (not an access log).
+// Log configures userrouter's own log and the optional access log.
 type Log struct {
 	// Level is the least severe level written: "debug", "info", "warn" or
-	// "error". Default "info".
+	// "error"; a reload applies it. Default "info".
 	Level string `toml:"level"`
 	// Format is "text" or "json". Default "text".
 	Format string `toml:"format"`
+	// Access is the access log's format: "" (off: nginx logs requests
+	// already), "combined" (nginx's, with cache, verdict, rt and urt
+	// fields) or "json". Default "".
+	Access string `toml:"access"`
+	// AccessFile is where access lines go: a path (opened again on
+	// reload, for log rotation), "stdout" or "stderr". Default "stdout".
+	AccessFile string `toml:"access_file"`
+	// AccessQueue bounds the lines waiting to be written; when the disk
+	// cannot keep up, lines beyond it are dropped and counted, never
+	// slowing requests. Default 8192.
+	AccessQueue int `toml:"access_queue"`
 }
 
 // Default returns the configuration used for every key a file leaves out.
@@ -382,8 +397,10 @@ func Default() *Config {
 			Allow: append([]string(nil), loopback...),
 		},
 		Log: Log{
-			Level:  "info",
-			Format: "text",
+			Level:       "info",
+			Format:      "text",
+			AccessFile:  "stdout",
+			AccessQueue: 8192,
 		},
 	}
 }

@@ -159,6 +159,13 @@ func (c *Config) validate(d *decoder) {
 
 	oneOf(d, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(d, "log.format", c.Log.Format, "text", "json")
+	oneOf(d, "log.access", c.Log.Access, "", "combined", "json")
+	if c.Log.AccessFile == "" {
+		d.errf("log.access_file", "must be a path, \"stdout\" or \"stderr\"")
+	}
+	if c.Log.AccessQueue < 16 {
+		d.errf("log.access_queue", "must be at least 16, not %d", c.Log.AccessQueue)
+	}
 }
 
 // SplitAddr splits a listen or backend address into a network ("tcp" or

@@ -219,5 +219,8 @@ func (m *Memcache) Delete(key string) error {
 	return err
 }
 
+// Ping checks that every server answers.
+func (m *Memcache) Ping() error { return m.client.Ping() }
+
 // Close closes the idle connections.
 func (m *Memcache) Close() error { return m.client.Close() }

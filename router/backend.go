@@ -39,6 +39,7 @@ type Backends struct {
 type backend struct {
 	addr      string
 	hc        *fasthttp.HostClient
+	dialer    *dialer
 	downUntil atomic.Int64 // unix nanoseconds; 0 when healthy
 }
 
@@ -83,7 +84,7 @@ func NewBackends(o BackendOptions) (*Backends, error) {
 			RetryIfErr:                    retryIfErr,
 			Transport:                     rawURITransport{},
 		}
-		b.list = append(b.list, &backend{addr: a, hc: hc})
+		b.list = append(b.list, &backend{addr: a, hc: hc, dialer: d})
 	}
 	return b, nil
 }

@@ -450,10 +450,17 @@ func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, keys pageKeys, rule *
 	closeConn := r.prepare(ctx)
 	prepareFill(&ctx.Request.Header)
 	var resp *fasthttp.Response
+	var start time.Time
+	if r.access != nil {
+		start = time.Now()
+	}
 	res, leader := r.cache.flights.do(keys.page, func() *fillResult {
 		resp = fasthttp.AcquireResponse()
 		return r.fill(&ctx.Request, resp, keys, rule)
 	})
+	if r.access != nil && leader {
+		addUpstream(ctx, time.Since(start))
+	}
 	switch {
 	case leader && res.err != nil:
 		fasthttp.ReleaseResponse(resp)

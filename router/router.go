@@ -33,6 +33,8 @@ type Options struct {
 	// when set, must come as "Authorization: Bearer <token>" too.
 	PurgeAllow []netip.Prefix
 	PurgeToken string
+	// AccessLog, when set, gets a line per request.
+	AccessLog *AccessLog
 	// Logger receives errors, rate-limited; nil discards them.
 	Logger *slog.Logger
 }
@@ -50,6 +52,7 @@ type Router struct {
 
 	purgeAllow []netip.Prefix
 	purgeToken string
+	access     *AccessLog
 }
 
 // New returns a Router for o.
@@ -71,6 +74,7 @@ func New(o Options) (*Router, error) {
 
 		purgeAllow: o.PurgeAllow,
 		purgeToken: o.PurgeToken,
+		access:     o.AccessLog,
 	}
 	if o.Cache != nil {
 		c, err := newCache(o.Cache)
@@ -96,6 +100,12 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	r.stats.Requests.Add(1)
 	r.stats.InFlight.Add(1)
 	defer r.stats.InFlight.Add(-1)
+	if r.access != nil {
+		rec := records.Get().(*accessRecord)
+		*rec = accessRecord{start: time.Now(), verdict: "-"}
+		ctx.SetUserValue(recordKey, rec)
+		defer r.logAccess(ctx, rec)
+	}
 	c := r.cache
 	if c == nil {
 		r.forward(ctx, "")
@@ -152,15 +162,18 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		v, err := r.sessions.Check(ctx, key)
 		if err != nil {
 			r.stats.Doubts.Add(1)
+			setVerdict(ctx, verdictDoubt[sessioncheck.Reason(err)])
 			r.forward(ctx, doubtStatus(err))
 			return
 		}
 		if v == sessioncheck.Identified {
 			r.stats.Identified.Add(1)
+			setVerdict(ctx, "identified")
 			r.forward(ctx, statusIdentified)
 			return
 		}
 	}
+	setVerdict(ctx, "anonymous")
 	r.anonymous(ctx, sc, rule, host, path, query, len(cookies) > 0)
 }
 
@@ -179,7 +192,15 @@ func (r *Router) forward(ctx *fasthttp.RequestCtx, cacheStatus string) {
 	}
 	closeConn := r.prepare(ctx)
 	resp := fasthttp.AcquireResponse()
-	if err := r.backends.Do(&ctx.Request, resp); err != nil {
+	var start time.Time
+	if r.access != nil {
+		start = time.Now()
+	}
+	err := r.backends.Do(&ctx.Request, resp)
+	if r.access != nil {
+		addUpstream(ctx, time.Since(start))
+	}
+	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		r.backendError(ctx, err)
 		return
@@ -187,6 +208,23 @@ func (r *Router) forward(ctx *fasthttp.RequestCtx, cacheStatus string) {
 	r.countBackend(resp.StatusCode())
 	r.relayWith(ctx, resp, nil, cacheStatus, closeConn)
 }
+
+// logAccess writes the access log line of a request.
+func (r *Router) logAccess(ctx *fasthttp.RequestCtx, rec *accessRecord) {
+	var ip [64]byte
+	r.access.write(ctx, rec, r.clientIP(ctx).AppendTo(ip[:0]))
+	ctx.RemoveUserValue(recordKey)
+	records.Put(rec)
+}
+
+// verdictDoubt names each doubt in access log lines: "doubt-timeout".
+var verdictDoubt = func() map[string]string {
+	m := make(map[string]string, len(sessioncheck.DoubtReasons))
+	for _, r := range sessioncheck.DoubtReasons {
+		m[r] = "doubt-" + r
+	}
+	return m
+}()
 
 // prepare readies the client's request for a backend: hop-by-hop headers
 // out, X-Forwarded-* set for an untrusted peer. It reports whether the

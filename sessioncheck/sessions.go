@@ -224,6 +224,20 @@ func (s *Sessions) doubt(err error) error {
 // BreakerState is "closed", "open" or "half-open".
 func (s *Sessions) BreakerState() string { return s.breaker.String() }
 
+// Ping checks the store, when it can be checked, and reports an open
+// circuit breaker.
+func (s *Sessions) Ping(ctx context.Context) error {
+	if p, ok := s.store.(interface{ Ping(context.Context) error }); ok {
+		if err := p.Ping(ctx); err != nil {
+			return err
+		}
+	}
+	if st := s.breaker.String(); st != "closed" {
+		return fmt.Errorf("sessioncheck: circuit breaker %s: recent lookups failed", st)
+	}
+	return nil
+}
+
 // Close closes the store.
 func (s *Sessions) Close() error { return s.store.Close() }
 

@@ -281,6 +281,9 @@ func toRow(v any) Row {
 	return Row{Value: fmt.Appendf(nil, "%v", v)}
 }
 
+// Ping checks that the database answers.
+func (s *SQLStore) Ping(ctx context.Context) error { return s.db.PingContext(ctx) }
+
 // Close closes the database pool.
 func (s *SQLStore) Close() error { return s.db.Close() }
 
