@@ -12,8 +12,9 @@ build: ## build bin/userrouter and bin/bench
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/userrouter .
 	$(GO) build -o bin/bench ./bench
 
-test: ## run every test, integration included, against real memcached and MariaDB (installed and started when missing)
-	bash .ci/with-services $(GO) test -race -count=1 ./...
+test: ## run every test, integration included, against real memcached, MariaDB and Django (installed and started when missing)
+	bash .ci/with-services sh -c '$(GO) test -race -count=1 ./... && "$$USERROUTER_TEST_PYTHON" contrib/django/runtests.py'
+
 
 lint: ## check gofmt and run go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

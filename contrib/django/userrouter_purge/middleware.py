@@ -1,0 +1,72 @@
+"""SurrogateKeyMiddleware: tag responses with surrogate keys, and send the
+request's purges in one request before the response leaves.
+
+Put it first in MIDDLEWARE, so that it sees the database work of every
+other middleware (a page served by a middleware outside it would be cached
+without keys) and their final response. It works under WSGI and ASGI.
+"""
+
+import inspect
+
+from asgiref.sync import sync_to_async
+
+try:  # asgiref >= 3.6 also recognises callables Django marks as coroutines
+    from asgiref.sync import iscoroutinefunction
+except ImportError:  # pragma: no cover
+    iscoroutinefunction = inspect.iscoroutinefunction
+
+from django.utils.decorators import sync_and_async_middleware
+
+from . import keys, purging
+
+ATTR = "_userrouter_purge_collector"
+
+
+def _begin(request):
+    token = keys.begin()
+    setattr(request, ATTR, keys.current())
+    ob = purging.Outbox()
+    return token, purging._outbox.set(ob), ob
+
+
+def _finish(request, response, state):
+    token, ob_token, ob = state
+    collector = keys.current()
+    keys.end(token)
+    purging._outbox.reset(ob_token)
+    if response is not None:
+        keys.tag_response(request, response, collector)
+    return ob
+
+
+@sync_and_async_middleware
+def SurrogateKeyMiddleware(get_response):
+    """Collect the keys of each GET and HEAD response into its surrogate
+    key header (see userrouter_purge.keys), and gather the purges caused
+    while handling the request (see userrouter_purge.purging) into one POST
+    sent before the response is returned, even when the view failed."""
+
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request):
+            state = _begin(request)
+            response = None
+            try:
+                response = await get_response(request)
+            finally:
+                ob = _finish(request, response, state)
+                await sync_to_async(ob.flush, thread_sensitive=False)()
+            return response
+
+    else:
+
+        def middleware(request):
+            state = _begin(request)
+            response = None
+            try:
+                response = get_response(request)
+            finally:
+                _finish(request, response, state).flush()
+            return response
+
+    return middleware
