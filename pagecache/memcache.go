@@ -29,6 +29,9 @@ type MemcacheOptions struct {
 	MaxItemSize int
 	// OpDuration, when set, observes the latency of each operation.
 	OpDuration interface{ UpdateDuration(start time.Time) }
+	// Stats, when set, is counted into (it may outlive the store: a
+	// reload keeps the counters); nil means a new one.
+	Stats *MemcacheStats
 }
 
 // MemcacheStats counts a Memcache store's operations.
@@ -51,7 +54,7 @@ type Memcache struct {
 	maxItem  int
 	observer interface{ UpdateDuration(start time.Time) }
 
-	Stats MemcacheStats
+	Stats *MemcacheStats
 }
 
 var _ Store = (*Memcache)(nil)
@@ -76,6 +79,10 @@ func NewMemcache(o MemcacheOptions) (*Memcache, error) {
 		timeout:  cmp.Or(o.Timeout, 100*time.Millisecond),
 		maxItem:  cmp.Or(o.MaxItemSize, 1<<20),
 		observer: o.OpDuration,
+		Stats:    o.Stats,
+	}
+	if m.Stats == nil {
+		m.Stats = new(MemcacheStats)
 	}
 	inFlight := cmp.Or(o.MaxInFlight, 64)
 	ss.Each(func(a net.Addr) error {

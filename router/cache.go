@@ -146,19 +146,17 @@ type pageKeys struct{ page, url string }
 // anonymous serves a visitor who may share the cache: a fresh page from
 // the store, a stale one while it is refreshed, or a miss filled without
 // credentials.
-func (r *Router) anonymous(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecache.Rule, host, path, query []byte, hasCookies bool) {
+func (r *Router) anonymous(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecache.Rule, host, path, query []byte, hasCookies bool) outcome {
 	c := r.cache
 	sc.in = pagecache.KeyInput{Scheme: r.scheme(ctx), Host: host, Path: path, Query: query, Header: &ctx.Request.Header}
 	var ok bool
 	sc.key, ok = c.Keys.Append(sc.key[:0], &sc.in, nil)
 	sc.in = pagecache.KeyInput{}
 	if !ok {
-		r.bypass(ctx, bypassQuery)
-		return
+		return r.bypass(ctx, bypassQuery)
 	}
 	if c.raw != nil {
-		r.anonymousRaw(ctx, sc, rule, hasCookies)
-		return
+		return r.anonymousRaw(ctx, sc, rule, hasCookies)
 	}
 	e := entries.Get().(*pagecache.Entry)
 	defer entries.Put(e)
@@ -167,52 +165,49 @@ func (r *Router) anonymous(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecach
 	case pageFresh:
 		r.stats.Hits.Add(1)
 		r.serveEntry(ctx, e, statusHit, time.Now().UnixMilli())
-		return
+		return outcomeHit
 	case pageStale:
 		r.stats.StaleHits.Add(1)
 		r.serveEntry(ctx, e, statusStale, time.Now().UnixMilli())
 		r.backgroundFill(ctx, keys.clone(), rule)
-		return
+		return outcomeStale
 	case pageUncacheable:
-		r.bypass(ctx, bypassUncacheable)
-		return
+		return r.bypass(ctx, bypassUncacheable)
 	}
-	r.miss(ctx, keys.clone(), rule, hasCookies)
+	return r.miss(ctx, keys.clone(), rule, hasCookies)
 }
 
 // miss answers a visitor the cache could not: their own request fills the
 // cache when it carries no cookies; otherwise it is forwarded and a
 // credential-free twin fills the cache in the background.
-func (r *Router) miss(ctx *fasthttp.RequestCtx, keys pageKeys, rule *pagecache.Rule, hasCookies bool) {
+func (r *Router) miss(ctx *fasthttp.RequestCtx, keys pageKeys, rule *pagecache.Rule, hasCookies bool) outcome {
 	if ctx.IsGet() && !hasCookies {
-		r.fillFromVisitor(ctx, keys, rule)
-		return
+		return r.fillFromVisitor(ctx, keys, rule)
 	}
 	// A visitor with cookies gets an answer made for them, never stored.
 	r.backgroundFill(ctx, keys, rule)
-	r.forward(ctx, statusMissBackground)
+	return r.forwardAs(ctx, statusMissBackground, outcomeMiss)
 }
 
 // anonymousRaw serves format "raw": values are bodies another program
 // wrote under the key, with no envelope and no generations.
-func (r *Router) anonymousRaw(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecache.Rule, hasCookies bool) {
+func (r *Router) anonymousRaw(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecache.Rule, hasCookies bool) outcome {
 	c := r.cache
 	view := unsafe.String(unsafe.SliceData(sc.key), len(sc.key))
 	it, err := c.Store.Get(view)
 	switch {
 	case err == nil && it.Flags&pickleFlag == 0:
 		r.serveRaw(ctx, it)
-		return
+		return outcomeHit
 	case err == nil:
 		r.stats.Damaged.Add(1) // a pickle is never a page
 	case !errors.Is(err, pagecache.ErrMiss):
 		r.storeError(err)
 	}
 	if !c.raw.Fill {
-		r.forward(ctx, statusMissRaw)
-		return
+		return r.forwardAs(ctx, statusMissRaw, outcomeMiss)
 	}
-	r.miss(ctx, pageKeys{page: strings.Clone(view)}, rule, hasCookies)
+	return r.miss(ctx, pageKeys{page: strings.Clone(view)}, rule, hasCookies)
 }
 
 // A pageState is what the store holds for a request.
@@ -446,47 +441,48 @@ func (r *Router) storeError(err error) {
 // stores the answer if the policy allows. Concurrent misses of the key wait
 // for this one fill and are served the stored page; when it could not be
 // stored, each forwards its own request.
-func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, keys pageKeys, rule *pagecache.Rule) {
+func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, keys pageKeys, rule *pagecache.Rule) outcome {
 	closeConn := r.prepare(ctx)
 	prepareFill(&ctx.Request.Header)
 	var resp *fasthttp.Response
-	var start time.Time
-	if r.access != nil {
-		start = time.Now()
-	}
 	res, leader := r.cache.flights.do(keys.page, func() *fillResult {
 		resp = fasthttp.AcquireResponse()
-		return r.fill(&ctx.Request, resp, keys, rule)
+		start := time.Now()
+		res := r.fill(&ctx.Request, resp, keys, rule)
+		if r.access != nil {
+			addUpstream(ctx, time.Since(start))
+		}
+		return res
 	})
-	if r.access != nil && leader {
-		addUpstream(ctx, time.Since(start))
-	}
 	switch {
 	case leader && res.err != nil:
 		fasthttp.ReleaseResponse(resp)
 		r.backendError(ctx, res.err)
+		return outcomeError
 	case leader:
 		status := statusMissStored
 		if res.reason != pagecache.Storable {
 			status = statusNotStored[res.reason]
 		}
-		r.relayWith(ctx, resp, res.body, status, closeConn)
+		if !r.relayWith(ctx, resp, res.body, status, closeConn) {
+			return outcomeError
+		}
+		return outcomeMiss
 	case res != nil && res.entry != nil:
 		e := entries.Get().(*pagecache.Entry)
 		defer entries.Put(e)
 		if pagecache.Decode(res.entry, e) == nil {
 			r.stats.Collapsed.Add(1)
 			r.serveEntry(ctx, e, statusCollapsed, time.Now().UnixMilli())
-			return
+			return outcomeCollapsed
 		}
-		r.forward(ctx, statusMissBackground)
-	default:
-		reason := pagecache.ReasonStatus
-		if res != nil {
-			reason = res.reason
-		}
-		r.forward(ctx, statusNotStored[reason])
+		return r.forwardAs(ctx, statusMissBackground, outcomeMiss)
 	}
+	reason := pagecache.ReasonStatus
+	if res != nil {
+		reason = res.reason
+	}
+	return r.forwardAs(ctx, statusNotStored[reason], outcomeMiss)
 }
 
 // backgroundFill starts, unless one is running or too many are, a fill of
@@ -541,7 +537,10 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, keys pageK
 	if c.raw == nil {
 		before, genErr = c.gens.Read([]string{c.gens.SeqKey(), keys.url})
 	}
-	if err := r.backends.Do(req, resp); err != nil {
+	start := time.Now()
+	err := r.backends.Do(req, resp)
+	r.backendDone(nil, start)
+	if err != nil {
 		return &fillResult{err: err}
 	}
 	r.countBackend(resp.StatusCode())

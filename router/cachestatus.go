@@ -2,6 +2,7 @@ package router
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/sessioncheck"
@@ -70,9 +71,44 @@ var statusDoubt = func() map[string]string {
 
 func doubtStatus(err error) string { return statusDoubt[sessioncheck.Reason(err)] }
 
+// An outcome is how a request was served, for counters and latency
+// histograms.
+type outcome uint8
+
+const (
+	outcomeHit        outcome = iota // fresh from the cache
+	outcomeStale                     // stale from the cache, refreshed in the background
+	outcomeMiss                      // from the backend, the cache filled (or not) on the way
+	outcomeCollapsed                 // a miss served another request's fill
+	outcomeBypass                    // forwarded without the cache
+	outcomeIdentified                // forwarded: an identified visitor
+	outcomeDoubt                     // forwarded: the session could not be checked
+	outcomePurge                     // a PURGE request
+	outcomeError                     // no backend answered (502, 503, 504)
+	NumOutcomes
+)
+
+var outcomeNames = [NumOutcomes]string{"hit", "stale", "miss", "collapsed", "bypass", "identified", "doubt", "purge", "error"}
+
+// Outcomes names the outcomes in the order of Stats.Outcomes and
+// Durations.Request.
+func Outcomes() []string { return outcomeNames[:] }
+
+// An Observer records how long something took; VictoriaMetrics'
+// histograms are Observers.
+type Observer interface{ UpdateDuration(start time.Time) }
+
+// Durations are the latency histograms a Router feeds; nil ones are
+// skipped.
+type Durations struct {
+	Request [NumOutcomes]Observer // requests, by outcome (see Outcomes)
+	Backend Observer              // backend requests, to the response head
+}
+
 // Stats counts what a Router did. Fields are safe to read at any time.
 type Stats struct {
-	Requests         atomic.Uint64                       // requests handled
+	Requests         atomic.Uint64
+	Outcomes         [NumOutcomes]atomic.Uint64          // requests by outcome (see Outcomes)                       // requests handled
 	InFlight         atomic.Int64                        // requests being handled
 	Hits             atomic.Uint64                       // served fresh from the cache
 	StaleHits        atomic.Uint64                       // served stale while refreshed

@@ -35,20 +35,26 @@ type Options struct {
 	PurgeToken string
 	// AccessLog, when set, gets a line per request.
 	AccessLog *AccessLog
+	// Stats, when set, is counted into (it may outlive the Router: a
+	// reload keeps the counters); nil means the Router's own.
+	Stats *Stats
+	// Durations, when set, are the latency histograms to feed.
+	Durations *Durations
 	// Logger receives errors, rate-limited; nil discards them.
 	Logger *slog.Logger
 }
 
 // Router is the request handler. Router is safe for concurrent use.
 type Router struct {
-	backends *Backends
-	keys     *sessioncheck.KeyFinder
-	sessions sessioncheck.Checker
-	cache    *cache
-	trusted  []netip.Prefix
-	maxBody  int
-	log      *limitedLog
-	stats    Stats
+	backends  *Backends
+	keys      *sessioncheck.KeyFinder
+	sessions  sessioncheck.Checker
+	cache     *cache
+	trusted   []netip.Prefix
+	maxBody   int
+	log       *limitedLog
+	stats     *Stats
+	durations Durations
 
 	purgeAllow []netip.Prefix
 	purgeToken string
@@ -75,6 +81,13 @@ func New(o Options) (*Router, error) {
 		purgeAllow: o.PurgeAllow,
 		purgeToken: o.PurgeToken,
 		access:     o.AccessLog,
+		stats:      o.Stats,
+	}
+	if r.stats == nil {
+		r.stats = new(Stats)
+	}
+	if o.Durations != nil {
+		r.durations = *o.Durations
 	}
 	if o.Cache != nil {
 		c, err := newCache(o.Cache)
@@ -87,7 +100,7 @@ func New(o Options) (*Router, error) {
 }
 
 // Stats returns the router's counters.
-func (r *Router) Stats() *Stats { return &r.stats }
+func (r *Router) Stats() *Stats { return r.stats }
 
 // Handle serves one request:
 //
@@ -106,55 +119,54 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetUserValue(recordKey, rec)
 		defer r.logAccess(ctx, rec)
 	}
+	o := r.route(ctx)
+	r.stats.Outcomes[o].Add(1)
+	if obs := r.durations.Request[o]; obs != nil {
+		obs.UpdateDuration(ctx.Time())
+	}
+}
+
+// route serves the request and says how.
+func (r *Router) route(ctx *fasthttp.RequestCtx) outcome {
 	c := r.cache
 	if c == nil {
-		r.forward(ctx, "")
-		return
+		return r.forwardAs(ctx, "", outcomeBypass)
 	}
 	h := &ctx.Request.Header
 	if bytes.Equal(h.Method(), methodPurge) {
 		r.purgeMethod(ctx)
-		return
+		return outcomePurge
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {
-		r.bypass(ctx, bypassMethod)
-		return
+		return r.bypass(ctx, bypassMethod)
 	}
 	if len(h.Peek(fasthttp.HeaderUpgrade)) > 0 {
-		r.bypass(ctx, bypassUpgrade)
-		return
+		return r.bypass(ctx, bypassUpgrade)
 	}
 	sc := scratches.Get().(*scratch)
 	defer scratches.Put(sc)
 	host, ok := lowerHost(sc.host[:0], h.Host())
 	if !ok || (c.hosts != nil && !c.hosts[string(host)]) {
-		r.bypass(ctx, bypassHost)
-		return
+		return r.bypass(ctx, bypassHost)
 	}
 	path, query := pagecache.SplitURI(h.RequestURI())
 	clean, _ := pagecache.CleanPath(path)
 	cookies := h.Peek(fasthttp.HeaderCookie)
 	switch {
 	case c.bypassPath(path, clean):
-		r.bypass(ctx, bypassPath)
-		return
+		return r.bypass(ctx, bypassPath)
 	case c.bypassQuery(query):
-		r.bypass(ctx, bypassQuery)
-		return
+		return r.bypass(ctx, bypassQuery)
 	case c.bypassCookie(cookies):
-		r.bypass(ctx, bypassCookie)
-		return
+		return r.bypass(ctx, bypassCookie)
 	case len(h.Peek(fasthttp.HeaderAuthorization)) > 0:
-		r.bypass(ctx, bypassAuthorization)
-		return
+		return r.bypass(ctx, bypassAuthorization)
 	case len(h.Peek(fasthttp.HeaderRange)) > 0:
-		r.bypass(ctx, bypassRange)
-		return
+		return r.bypass(ctx, bypassRange)
 	}
 	rule := c.Policy.Rule(host, path, clean)
 	if !rule.Cache {
-		r.bypass(ctx, bypassRule)
-		return
+		return r.bypass(ctx, bypassRule)
 	}
 	// Who is it? Asked before any cache decision; a doubt is forwarded.
 	key, found := r.keys.Find(cookies)
@@ -163,50 +175,63 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		if err != nil {
 			r.stats.Doubts.Add(1)
 			setVerdict(ctx, verdictDoubt[sessioncheck.Reason(err)])
-			r.forward(ctx, doubtStatus(err))
-			return
+			return r.forwardAs(ctx, doubtStatus(err), outcomeDoubt)
 		}
 		if v == sessioncheck.Identified {
 			r.stats.Identified.Add(1)
 			setVerdict(ctx, "identified")
-			r.forward(ctx, statusIdentified)
-			return
+			return r.forwardAs(ctx, statusIdentified, outcomeIdentified)
 		}
 	}
 	setVerdict(ctx, "anonymous")
-	r.anonymous(ctx, sc, rule, host, path, query, len(cookies) > 0)
+	return r.anonymous(ctx, sc, rule, host, path, query, len(cookies) > 0)
 }
 
 // bypass forwards a request the cache does not handle.
-func (r *Router) bypass(ctx *fasthttp.RequestCtx, reason bypassReason) {
+func (r *Router) bypass(ctx *fasthttp.RequestCtx, reason bypassReason) outcome {
 	r.stats.Bypass[reason].Add(1)
-	r.forward(ctx, statusBypass[reason])
+	return r.forwardAs(ctx, statusBypass[reason], outcomeBypass)
+}
+
+// forwardAs forwards and returns o, or outcomeError when no backend
+// answered.
+func (r *Router) forwardAs(ctx *fasthttp.RequestCtx, cacheStatus string, o outcome) outcome {
+	if !r.forward(ctx, cacheStatus) {
+		return outcomeError
+	}
+	return o
 }
 
 // forward sends the client's request to a backend as it came, apart from
 // hop-by-hop headers, and relays the answer as it comes, streaming. A
-// non-empty cacheStatus is added as a Cache-Status entry.
-func (r *Router) forward(ctx *fasthttp.RequestCtx, cacheStatus string) {
+// non-empty cacheStatus is added as a Cache-Status entry. It reports
+// whether a backend answered.
+func (r *Router) forward(ctx *fasthttp.RequestCtx, cacheStatus string) bool {
 	if !r.limitBody(ctx) {
-		return
+		return true // answered 413 or 400 itself
 	}
 	closeConn := r.prepare(ctx)
 	resp := fasthttp.AcquireResponse()
-	var start time.Time
-	if r.access != nil {
-		start = time.Now()
-	}
+	start := time.Now()
 	err := r.backends.Do(&ctx.Request, resp)
-	if r.access != nil {
-		addUpstream(ctx, time.Since(start))
-	}
+	r.backendDone(ctx, start)
 	if err != nil {
 		fasthttp.ReleaseResponse(resp)
 		r.backendError(ctx, err)
-		return
+		return false
 	}
 	r.countBackend(resp.StatusCode())
-	r.relayWith(ctx, resp, nil, cacheStatus, closeConn)
+	return r.relayWith(ctx, resp, nil, cacheStatus, closeConn)
+}
+
+// backendDone accounts for a backend request begun at start.
+func (r *Router) backendDone(ctx *fasthttp.RequestCtx, start time.Time) {
+	if r.durations.Backend != nil {
+		r.durations.Backend.UpdateDuration(start)
+	}
+	if r.access != nil && ctx != nil {
+		addUpstream(ctx, time.Since(start))
+	}
 }
 
 // logAccess writes the access log line of a request.
@@ -239,15 +264,15 @@ func (r *Router) prepare(ctx *fasthttp.RequestCtx) (closeConn bool) {
 
 // relayWith relays resp to the client (body: first the bytes already read,
 // then the rest of the stream) and adds the Cache-Status. It takes
-// ownership of resp.
-func (r *Router) relayWith(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, read []byte, cacheStatus string, closeConn bool) {
+// ownership of resp, and reports whether the answer could be relayed.
+func (r *Router) relayWith(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, read []byte, cacheStatus string, closeConn bool) bool {
 	var drop func([]byte) bool
 	if r.cache != nil && r.cache.StripTagHeaders {
 		drop = r.cache.isTagHeader
 	}
 	if err := relay(&ctx.Response, resp, read, drop); err != nil {
 		r.backendError(ctx, err)
-		return
+		return false
 	}
 	r.stats.BytesFromBackend.Add(uint64(max(0, ctx.Response.Header.ContentLength())))
 	if cacheStatus != "" {
@@ -256,6 +281,7 @@ func (r *Router) relayWith(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, re
 	if closeConn {
 		ctx.SetConnectionClose()
 	}
+	return true
 }
 
 // limitBody enforces MaxRequestBodySize, which fasthttp does not when it

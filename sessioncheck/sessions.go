@@ -45,6 +45,9 @@ type Options struct {
 	// QueryDuration, when set, observes the latency of each query (a
 	// Prometheus histogram, for instance).
 	QueryDuration interface{ UpdateDuration(start time.Time) }
+	// Stats, when set, is counted into (it may outlive the Sessions: a
+	// reload keeps the counters); nil means a new one.
+	Stats *Stats
 }
 
 // Stats counts what a Sessions did. Fields are safe to read at any time.
@@ -82,7 +85,7 @@ type Sessions struct {
 	breaker breaker
 	observe interface{ UpdateDuration(start time.Time) }
 
-	Stats Stats
+	Stats *Stats
 }
 
 var _ Checker = (*Sessions)(nil)
@@ -98,6 +101,10 @@ func New(o Options) (*Sessions, error) {
 		timeout: cmp.Or(o.Timeout, 100*time.Millisecond),
 		slots:   make(chan struct{}, cmp.Or(o.MaxQueries, 8)),
 		observe: o.QueryDuration,
+		Stats:   o.Stats,
+	}
+	if s.Stats == nil {
+		s.Stats = new(Stats)
 	}
 	s.ttl[kindIdentified] = cmp.Or(o.TTLIdentified, 60*time.Second)
 	s.ttl[kindAnonymous] = cmp.Or(o.TTLAnonymous, 60*time.Second)
