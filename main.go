@@ -100,8 +100,8 @@ func newLogger(c conf.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 // serve runs userrouter until SIGTERM or SIGINT, then shuts down
 // gracefully; SIGHUP reloads the config.
 func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
-	d := &daemon{cfg: cfg, logger: logger, level: level}
-	h, err := build(cfg, logger)
+	d := &daemon{cfg: cfg, logger: logger, level: level, metrics: router.NewMetrics(version)}
+	h, err := build(cfg, logger, d.metrics)
 	if err != nil {
 		return err
 	}
@@ -131,6 +131,9 @@ func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 			return err
 		}
 		admin := &router.Admin{Router: func() *router.Router { return d.cur.Load().Router }, Pprof: l.Pprof}
+		if l.Metrics {
+			admin.Metrics = d.metrics
+		}
 		servers = append(servers, router.NewAdminServer(admin, router.ServerOptions{
 			ReadTimeout: l.ReadTimeout.D(), IdleTimeout: l.IdleTimeout.D(), Logger: logger}))
 		listeners = append(listeners, aln)
@@ -181,10 +184,11 @@ wait:
 // daemon is the running userrouter: the handler in service, swapped
 // whole on reload.
 type daemon struct {
-	cfg    *conf.Config // the config in service; only the signal loop touches it
-	logger *slog.Logger
-	level  *slog.LevelVar
-	cur    atomic.Pointer[handler]
+	cfg     *conf.Config // the config in service; only the signal loop touches it
+	logger  *slog.Logger
+	level   *slog.LevelVar
+	metrics *router.Metrics // outlive reloads
+	cur     atomic.Pointer[handler]
 }
 
 // handle serves a request with the handler in service, counted, so a
@@ -206,6 +210,7 @@ func (d *daemon) reload() {
 	d.logger.Info("reloading", "config", d.cfg.File)
 	cfg, err := conf.Load(d.cfg.File)
 	if err != nil {
+		d.metrics.Reloads[1].Add(1)
 		d.logger.Error("reload failed: the config has problems; still serving the previous one", "problems", err.Error())
 		return
 	}
@@ -216,11 +221,13 @@ func (d *daemon) reload() {
 	if !reflect.DeepEqual(old, now) || cfg.Log.Format != d.cfg.Log.Format {
 		d.logger.Warn("reload: listener settings ([listen] addresses, timeouts, sizes) and log.format are applied at restart only; the rest is applied now")
 	}
-	h, err := build(cfg, d.logger)
+	h, err := build(cfg, d.logger, d.metrics)
 	if err != nil {
+		d.metrics.Reloads[1].Add(1)
 		d.logger.Error("reload failed; still serving the previous config", "error", err)
 		return
 	}
+	d.metrics.Reloads[0].Add(1)
 	_ = d.level.UnmarshalText([]byte(cfg.Log.Level))
 	prev := d.cur.Swap(h)
 	d.cfg = cfg
@@ -247,8 +254,9 @@ func (h *handler) Close() {
 	}
 }
 
-// build wires the concrete types the config asks for into a router.
-func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
+// build wires the concrete types the config asks for into a router,
+// counting into m (whose histograms are fed when listen.metrics is on).
+func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics) (*handler, error) {
 	trusted, err := conf.ParsePrefixes(cfg.Listen.TrustedProxies)
 	if err != nil {
 		return nil, err // validated by conf; kept for safety
@@ -276,14 +284,14 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 		return nil, err
 	}
 	h := &handler{}
-	sessions, err := buildSessions(cfg.Session, logger)
+	sessions, err := buildSessions(cfg.Session, logger, m, cfg.Listen.Metrics)
 	if err != nil {
 		return nil, err
 	}
 	if c, ok := sessions.(io.Closer); ok {
 		h.closers = append(h.closers, c)
 	}
-	cacheOpts, err := buildCache(cfg.Cache)
+	cacheOpts, err := buildCache(cfg.Cache, m, cfg.Listen.Metrics)
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -291,7 +299,7 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 	if cacheOpts != nil {
 		h.closers = append(h.closers, cacheOpts.Store)
 	}
-	access, err := openAccessLog(cfg.Log)
+	access, err := openAccessLog(cfg.Log, &m.Access)
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -309,6 +317,8 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 		PurgeAllow:         purgeAllow,
 		PurgeToken:         cfg.Purge.Token,
 		AccessLog:          access,
+		Stats:              &m.Router,
+		Durations:          durations(m, cfg.Listen.Metrics),
 		Logger:             logger,
 	})
 	if err != nil {
@@ -319,8 +329,16 @@ func build(cfg *conf.Config, logger *slog.Logger) (*handler, error) {
 	return h, nil
 }
 
+// durations are the router's histograms, nil when metrics are off.
+func durations(m *router.Metrics, on bool) *router.Durations {
+	if !on {
+		return nil
+	}
+	return &m.Durations
+}
+
 // openAccessLog opens the access log the config asks for; nil for none.
-func openAccessLog(c conf.Log) (*router.AccessLog, error) {
+func openAccessLog(c conf.Log, stats *router.AccessStats) (*router.AccessLog, error) {
 	if c.Access == "" {
 		return nil, nil
 	}
@@ -337,7 +355,7 @@ func openAccessLog(c conf.Log) (*router.AccessLog, error) {
 		}
 		w = f
 	}
-	return router.NewAccessLog(w, c.Access, c.AccessQueue), nil
+	return router.NewAccessLog(w, c.Access, c.AccessQueue, stats), nil
 }
 
 type nopCloser struct{ io.Writer }
@@ -345,7 +363,7 @@ type nopCloser struct{ io.Writer }
 func (nopCloser) Close() error { return nil }
 
 // buildCache builds the page cache the config asks for; nil for none.
-func buildCache(c conf.Cache) (*router.CacheOptions, error) {
+func buildCache(c conf.Cache, m *router.Metrics, observe bool) (*router.CacheOptions, error) {
 	if c.Store == "none" {
 		return nil, nil
 	}
@@ -383,12 +401,17 @@ func buildCache(c conf.Cache) (*router.CacheOptions, error) {
 	for _, p := range c.BypassPathRegexps {
 		regexps = append(regexps, regexp.MustCompile(p)) // validated by conf
 	}
-	store, err := pagecache.NewMemcache(pagecache.MemcacheOptions{
+	mo := pagecache.MemcacheOptions{
 		Servers:     c.Servers,
 		Timeout:     c.Timeout.D(),
 		MaxInFlight: c.MaxInFlight,
 		MaxItemSize: int(c.ItemSizeLimit),
-	})
+		Stats:       &m.Memcache,
+	}
+	if observe {
+		mo.OpDuration = m.MemcacheOp
+	}
+	store, err := pagecache.NewMemcache(mo)
 	if err != nil {
 		return nil, err
 	}
@@ -420,7 +443,7 @@ func buildCache(c conf.Cache) (*router.CacheOptions, error) {
 // query against it. A query the database rejects stops startup; a database
 // that cannot be reached does not: visitors with a session are forwarded
 // until it answers.
-func buildSessions(c conf.Session, logger *slog.Logger) (sessioncheck.Checker, error) {
+func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, observe bool) (sessioncheck.Checker, error) {
 	if c.Driver == "" {
 		logger.Info("no session store configured: visitors with a session cookie are forwarded", "cookie", c.Cookie)
 		return sessioncheck.NoStore{}, nil
@@ -461,7 +484,7 @@ func buildSessions(c conf.Session, logger *slog.Logger) (sessioncheck.Checker, e
 		store.Close()
 		return nil, err
 	}
-	return sessioncheck.New(sessioncheck.Options{
+	so := sessioncheck.Options{
 		Store:           store,
 		Rule:            rule,
 		Timeout:         c.Timeout.D(),
@@ -472,7 +495,12 @@ func buildSessions(c conf.Session, logger *slog.Logger) (sessioncheck.Checker, e
 		TTLNoRow:        c.CacheTTLNoRow.D(),
 		BreakerFailures: c.BreakerFailures,
 		BreakerCooldown: c.BreakerCooldown.D(),
-	})
+		Stats:           &m.Sessions,
+	}
+	if observe {
+		so.QueryDuration = m.SessionQuery
+	}
+	return sessioncheck.New(so)
 }
 
 // driverLog sends the MySQL driver's own messages (dropped connections)

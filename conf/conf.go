@@ -64,6 +64,9 @@ type Listen struct {
 	// Pprof serves Go's profiles under /debug/pprof/ on the admin
 	// listener. Default false.
 	Pprof bool `toml:"pprof"`
+	// Metrics serves Prometheus metrics on the admin listener's /metrics
+	// and times requests for its latency histograms. Default true.
+	Metrics bool `toml:"metrics"`
 }
 
 // Backend configures the application servers requests are forwarded to.
@@ -339,6 +342,7 @@ func Default() *Config {
 			MaxHeaderSize:      16 << 10,
 			MaxRequestBodySize: 64 << 20,
 			ShutdownTimeout:    Duration(30e9),
+			Metrics:            true,
 		},
 		Backend: Backend{
 			ConnectTimeout: Duration(1e9),

@@ -18,19 +18,27 @@ import (
 // When the queue is full the line is dropped and counted, so a slow disk
 // never slows requests. AccessLog is safe for concurrent use.
 type AccessLog struct {
-	json    bool
-	w       io.WriteCloser
-	queue   chan *[]byte
-	done    chan struct{}
+	json  bool
+	w     io.WriteCloser
+	queue chan *[]byte
+	done  chan struct{}
+	Stats *AccessStats
+}
+
+// AccessStats counts an access log's lines.
+type AccessStats struct {
 	Written atomic.Uint64 // lines written
 	Dropped atomic.Uint64 // lines dropped: the queue was full
 }
 
 // NewAccessLog writes to w in format "combined" (nginx's, with
 // cache="<Cache-Status>" verdict=<who> rt=<seconds> urt=<backend seconds>
-// appended) or "json", queueing at most queue lines.
-func NewAccessLog(w io.WriteCloser, format string, queue int) *AccessLog {
-	a := &AccessLog{json: format == "json", w: w, queue: make(chan *[]byte, max(queue, 16)), done: make(chan struct{})}
+// appended) or "json", queueing at most queue lines. stats may be nil.
+func NewAccessLog(w io.WriteCloser, format string, queue int, stats *AccessStats) *AccessLog {
+	if stats == nil {
+		stats = new(AccessStats)
+	}
+	a := &AccessLog{json: format == "json", w: w, queue: make(chan *[]byte, max(queue, 16)), done: make(chan struct{}), Stats: stats}
 	go a.run()
 	return a
 }
@@ -49,7 +57,7 @@ func (a *AccessLog) run() {
 			}
 			bw.Write(*b)
 			lineBufs.Put(b)
-			a.Written.Add(1)
+			a.Stats.Written.Add(1)
 		case <-tick.C:
 			bw.Flush()
 		}
@@ -172,7 +180,7 @@ func (a *AccessLog) write(ctx *fasthttp.RequestCtx, rec *accessRecord, client []
 	select {
 	case a.queue <- bp:
 	default:
-		a.Dropped.Add(1)
+		a.Stats.Dropped.Add(1)
 		lineBufs.Put(bp)
 	}
 }

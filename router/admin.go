@@ -19,6 +19,8 @@ type Admin struct {
 	Router func() *Router
 	// Pprof serves Go's profiles under /debug/pprof/.
 	Pprof bool
+	// Metrics, when set, are served on /metrics.
+	Metrics *Metrics
 }
 
 // Handle serves one admin request.
@@ -30,6 +32,14 @@ func (a *Admin) Handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString("ok\n")
 	case "/purge":
 		a.Router().ServePurgeAPI(ctx)
+	case "/metrics":
+		if a.Metrics == nil {
+			ctx.SetStatusCode(fasthttp.StatusNotFound)
+			ctx.SetBodyString("not found: metrics are off (listen.metrics = false)\n")
+			return
+		}
+		ctx.SetContentType("text/plain; version=0.0.4; charset=utf-8")
+		a.Metrics.WritePrometheus(ctx, a.Router())
 	case "/readyz":
 		// 200 for ok and degraded (userrouter still serves), 503 when no
 		// backend answers; ?strict makes degraded 503 too.

@@ -108,26 +108,27 @@ type Durations struct {
 // Stats counts what a Router did. Fields are safe to read at any time.
 type Stats struct {
 	Requests         atomic.Uint64
-	Outcomes         [NumOutcomes]atomic.Uint64          // requests by outcome (see Outcomes)                       // requests handled
-	InFlight         atomic.Int64                        // requests being handled
-	Hits             atomic.Uint64                       // served fresh from the cache
-	StaleHits        atomic.Uint64                       // served stale while refreshed
-	Collapsed        atomic.Uint64                       // misses served another request's fill
-	Stored           atomic.Uint64                       // fills stored
-	NotStored        [pagecache.NumReasons]atomic.Uint64 // fills not stored, by reason
-	Bypass           [numBypass]atomic.Uint64            // forwarded without the cache, by reason
-	Identified       atomic.Uint64                       // forwarded: identified visitors
-	Doubts           atomic.Uint64                       // forwarded: session doubts (reasons in sessioncheck.Stats)
-	BackgroundFills  atomic.Uint64                       // fills for visitors with cookies
-	FillsSkipped     atomic.Uint64                       // background fills not started: too many running
-	Damaged          atomic.Uint64                       // stored values that could not be read
-	StoreErrors      atomic.Uint64                       // store operations that failed
-	BackendResponses [6]atomic.Uint64                    // by status class: [1] 1xx ... [5] 5xx
-	BackendErrors    atomic.Uint64                       // requests no backend answered
-	BytesFromCache   atomic.Uint64                       // body bytes served from the cache
-	BytesFromBackend atomic.Uint64                       // body bytes relayed from backends (known lengths)
-	Purges           [numPurgeKinds]atomic.Uint64        // purges carried out, by kind (url, key, all, soft)
-	PurgesRefused    atomic.Uint64                       // purges refused: address or token
+	Outcomes         [NumOutcomes]atomic.Uint64                    // requests by outcome (see Outcomes)                       // requests handled
+	InFlight         atomic.Int64                                  // requests being handled
+	Hits             atomic.Uint64                                 // served fresh from the cache
+	StaleHits        atomic.Uint64                                 // served stale while refreshed
+	Collapsed        atomic.Uint64                                 // misses served another request's fill
+	Stored           atomic.Uint64                                 // fills stored
+	NotStored        [pagecache.NumReasons]atomic.Uint64           // fills not stored, by reason
+	Bypass           [numBypass]atomic.Uint64                      // forwarded without the cache, by reason
+	Identified       atomic.Uint64                                 // forwarded: identified visitors
+	Doubts           atomic.Uint64                                 // forwarded: session doubts
+	DoubtReasons     [len(sessioncheck.DoubtReasons)]atomic.Uint64 // forwarded doubts, by reason (see sessioncheck.DoubtReasons)
+	BackgroundFills  atomic.Uint64                                 // fills for visitors with cookies
+	FillsSkipped     atomic.Uint64                                 // background fills not started: too many running
+	Damaged          atomic.Uint64                                 // stored values that could not be read
+	StoreErrors      atomic.Uint64                                 // store operations that failed
+	BackendResponses [6]atomic.Uint64                              // by status class: [1] 1xx ... [5] 5xx
+	BackendErrors    atomic.Uint64                                 // requests no backend answered
+	BytesFromCache   atomic.Uint64                                 // body bytes served from the cache
+	BytesFromBackend atomic.Uint64                                 // body bytes relayed from backends (known lengths)
+	Purges           [numPurgeKinds]atomic.Uint64                  // purges carried out, by kind (url, key, all, soft)
+	PurgesRefused    atomic.Uint64                                 // purges refused: address or token
 }
 
 // Purge kinds, for Stats.Purges; a soft purge counts under its kind too.

@@ -40,7 +40,7 @@ func TestAccessLog(t *testing.T) {
 	for _, format := range []string{"combined", "json"} {
 		t.Run(format, func(t *testing.T) {
 			buf := &syncBuffer{out: make(chan struct{})}
-			log := NewAccessLog(buf, format, 64)
+			log := NewAccessLog(buf, format, 64, nil)
 			base := startRouter(t, Options{AccessLog: log, Cache: memoryCache(t)}, testBackendOptions(backendAddr(s.Server)))
 			fetch(t, "GET", base+"/page?q=\"x\"", "User-Agent", "test \"agent\"", "Referer", "http://ref.example/")
 			fetch(t, "GET", base+"/page?q=\"x\"", "User-Agent", "test \"agent\"")
@@ -93,7 +93,7 @@ func (b *blockingWriter) Close() error                { return nil }
 func TestAccessLogDropsUnderPressure(t *testing.T) {
 	s := newSite(t)
 	w := &blockingWriter{release: make(chan struct{})}
-	log := NewAccessLog(w, "combined", 16)
+	log := NewAccessLog(w, "combined", 16, nil)
 	base := startRouter(t, Options{AccessLog: log, Cache: memoryCache(t)}, testBackendOptions(backendAddr(s.Server)))
 	start := time.Now()
 	for range 1000 {
@@ -104,8 +104,8 @@ func TestAccessLogDropsUnderPressure(t *testing.T) {
 	}
 	// The writer's 64 KiB buffer takes some 400 lines before it blocks; the
 	// queue 16 more: the rest are dropped, and requests went on.
-	if log.Dropped.Load() < 400 {
-		t.Errorf("dropped %d lines of 1000; want the ones that did not fit", log.Dropped.Load())
+	if log.Stats.Dropped.Load() < 400 {
+		t.Errorf("dropped %d lines of 1000; want the ones that did not fit", log.Stats.Dropped.Load())
 	}
 	close(w.release)
 	log.Close()

@@ -174,6 +174,7 @@ func (r *Router) route(ctx *fasthttp.RequestCtx) outcome {
 		v, err := r.sessions.Check(ctx, key)
 		if err != nil {
 			r.stats.Doubts.Add(1)
+			r.stats.DoubtReasons[sessioncheck.ReasonIndex(err)].Add(1)
 			setVerdict(ctx, verdictDoubt[sessioncheck.Reason(err)])
 			return r.forwardAs(ctx, doubtStatus(err), outcomeDoubt)
 		}

@@ -74,6 +74,9 @@ var doubts = [...]error{ErrNoStore, ErrTimeout, ErrBusy, ErrBreakerOpen, ErrStor
 // DoubtReasons lists every word Reason returns, in the order of Stats.Doubts.
 var DoubtReasons = [len(doubts)]string{"no-store", "timeout", "busy", "breaker-open", "store-error", "undecodable", "bad-signature"}
 
+// ReasonIndex is Reason's position in DoubtReasons, for counter arrays.
+func ReasonIndex(err error) int { return doubtIndex(err) }
+
 func doubtIndex(err error) int {
 	for i, e := range doubts {
 		if errors.Is(err, e) {
