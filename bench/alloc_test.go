@@ -1,0 +1,27 @@
+//go:build !race
+
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+// TestRecordResponseAllocs guards the hot path: once a worker has seen a
+// Cache-Status value, recording a response allocates nothing.
+func TestRecordResponseAllocs(t *testing.T) {
+	start := time.Now()
+	r := newRecorder(start, 0, 0)
+	done := start.Add(time.Second)
+	for _, v := range benchValues { // first sight of each value allocates
+		r.recordResponse(time.Millisecond, done, 200, v)
+	}
+	i := 0
+	allocs := testing.AllocsPerRun(1000, func() {
+		r.recordResponse(time.Duration(i%5000)*time.Microsecond, done, 200, benchValues[i%len(benchValues)])
+		i++
+	})
+	if allocs != 0 {
+		t.Errorf("recordResponse allocates %v times per call; want 0", allocs)
+	}
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// A target is one URL to request and the client that reaches its host.
+type target struct {
+	uri    string
+	client *fasthttp.HostClient
+}
+
+// targetRefs returns the paths or URLs a run draws from, before they are
+// resolved against a base URL: the -urls file's lines, the -paths
+// /page/N, or the single reference "" (the base URL itself).
+func targetRefs(cfg *config) ([]string, error) {
+	switch {
+	case cfg.urlsFile != "":
+		return readLines("-urls", cfg.urlsFile)
+	case cfg.paths > 0:
+		refs := make([]string, cfg.paths)
+		for i := range refs {
+			refs[i] = "/page/" + strconv.Itoa(i)
+		}
+		return refs, nil
+	}
+	return []string{""}, nil
+}
+
+// resolveTargets turns refs into absolute URLs: a path (with or without a
+// leading slash, with its query) is appended to base's path, so base
+// http://h/app/ and /page/1 give http://h/app/page/1; an absolute URL is
+// kept. base is "" when there is no -url. With sameHost (for -compare)
+// every reference must be a path, so that it lands on each base. Errors
+// are usage errors.
+func resolveTargets(base string, refs []string, sameHost bool) ([]string, error) {
+	var b *url.URL
+	if base != "" {
+		var err error
+		if b, err = parseBaseURL(base); err != nil {
+			return nil, usagef("%q: %v", base, err)
+		}
+	}
+	out := make([]string, len(refs))
+	for i, ref := range refs {
+		if ref == "" {
+			out[i] = b.String()
+			continue
+		}
+		r, err := url.Parse(ref)
+		if err != nil {
+			return nil, usagef("-urls entry %d %q: %v", i+1, ref, err)
+		}
+		switch {
+		case r.IsAbs() && sameHost:
+			return nil, usagef("-urls entry %d %q is an absolute URL; with -compare give paths, which are joined to each base URL", i+1, ref)
+		case r.IsAbs():
+			if _, err := parseBaseURL(ref); err != nil {
+				return nil, usagef("-urls entry %d %q: %v", i+1, ref, err)
+			}
+			out[i] = ref
+		case b == nil:
+			return nil, usagef("-urls entry %d %q is a relative path: give -url so it can be resolved, or list absolute URLs", i+1, ref)
+		default:
+			out[i] = joinPath(b, r)
+		}
+	}
+	return out, nil
+}
+
+// joinPath appends ref's path and query to base's path.
+func joinPath(base, ref *url.URL) string {
+	s := base.Scheme + "://" + base.Host + strings.TrimSuffix(base.EscapedPath(), "/") + "/" + strings.TrimPrefix(ref.EscapedPath(), "/")
+	if ref.RawQuery != "" {
+		s += "?" + ref.RawQuery
+	}
+	return s
+}
+
+// clientPool hands out one HostClient per scheme and host, shared by all
+// the workers of a run.
+type clientPool struct {
+	conns   int
+	timeout time.Duration
+	clients map[string]*fasthttp.HostClient
+}
+
+func newClientPool(conns int, timeout time.Duration) *clientPool {
+	return &clientPool{conns: conns, timeout: timeout, clients: map[string]*fasthttp.HostClient{}}
+}
+
+// client returns the HostClient for rawURL's scheme and host, creating it
+// on first use. rawURL must have passed parseBaseURL.
+func (p *clientPool) client(rawURL string) *fasthttp.HostClient {
+	u, _ := url.Parse(rawURL)
+	key := u.Scheme + "://" + u.Host
+	if c, ok := p.clients[key]; ok {
+		return c
+	}
+	tlsOn := u.Scheme == "https"
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if tlsOn {
+			port = "443"
+		}
+	}
+	c := &fasthttp.HostClient{
+		Addr:     net.JoinHostPort(u.Hostname(), port),
+		IsTLS:    tlsOn,
+		MaxConns: p.conns,
+		// Workers never want more connections than -c, but a connection
+		// the server closed is given back a moment after its worker has
+		// moved on: wait for it instead of failing with ErrNoFreeConns.
+		MaxConnWaitTimeout: p.timeout,
+		// One attempt per request: retries would hide errors and skew
+		// latency. wrk does not retry either.
+		MaxIdemponentCallAttempts: 1,
+		NoDefaultUserAgentHeader:  true,
+		DisablePathNormalizing:    true,
+		ReadBufferSize:            64 << 10,
+		WriteBufferSize:           4 << 10,
+		// LIFO: a worker takes back the connection it just released,
+		// still warm in its caches.
+		ConnPoolStrategy: fasthttp.LIFO,
+	}
+	if tlsOn {
+		c.TLSConfig = &tls.Config{ServerName: u.Hostname()}
+	}
+	p.clients[key] = c
+	return c
+}
+
+// closeIdle closes every idle connection of the pool's clients.
+func (p *clientPool) closeIdle() {
+	for _, c := range p.clients {
+		c.CloseIdleConnections()
+	}
+}
+
+// makeTargets pairs each URL with its host's client.
+func (p *clientPool) makeTargets(urls []string) []target {
+	ts := make([]target, len(urls))
+	for i, u := range urls {
+		ts[i] = target{uri: u, client: p.client(u)}
+	}
+	return ts
+}
+
+// describeTargets names the URLs of a run for the report: the URL itself
+// when there is one, else the first and the count.
+func describeTargets(urls []string) string {
+	if len(urls) == 1 {
+		return urls[0]
+	}
+	return fmt.Sprintf("%s and %d more", urls[0], len(urls)-1)
+}
