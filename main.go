@@ -10,6 +10,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -101,7 +102,7 @@ func newLogger(c conf.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 // gracefully; SIGHUP reloads the config.
 func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 	d := &daemon{cfg: cfg, logger: logger, level: level, metrics: router.NewMetrics(version)}
-	h, err := build(cfg, logger, d.metrics)
+	h, err := build(cfg, logger, d.metrics, nil)
 	if err != nil {
 		return err
 	}
@@ -221,7 +222,7 @@ func (d *daemon) reload() {
 	if !reflect.DeepEqual(old, now) || cfg.Log.Format != d.cfg.Log.Format {
 		d.logger.Warn("reload: listener settings ([listen] addresses, timeouts, sizes) and log.format are applied at restart only; the rest is applied now")
 	}
-	h, err := build(cfg, d.logger, d.metrics)
+	h, err := build(cfg, d.logger, d.metrics, d.cur.Load().memory)
 	if err != nil {
 		d.metrics.Reloads[1].Add(1)
 		d.logger.Error("reload failed; still serving the previous config", "error", err)
@@ -246,6 +247,7 @@ type handler struct {
 	*router.Router
 	closers  []io.Closer
 	inflight atomic.Int64
+	memory   *pagecache.Memory // the "memory" page store, handed on at reload
 }
 
 func (h *handler) Close() {
@@ -256,7 +258,9 @@ func (h *handler) Close() {
 
 // build wires the concrete types the config asks for into a router,
 // counting into m (whose histograms are fed when listen.metrics is on).
-func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics) (*handler, error) {
+// memory is the running "memory" page store, if any: it is kept, pages
+// and all, when the new config asks for one of the same size.
+func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pagecache.Memory) (*handler, error) {
 	trusted, err := conf.ParsePrefixes(cfg.Listen.TrustedProxies)
 	if err != nil {
 		return nil, err // validated by conf; kept for safety
@@ -291,13 +295,14 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics) (*handler, 
 	if c, ok := sessions.(io.Closer); ok {
 		h.closers = append(h.closers, c)
 	}
-	cacheOpts, err := buildCache(cfg.Cache, m, cfg.Listen.Metrics)
+	cacheOpts, err := buildCache(cfg.Cache, m, cfg.Listen.Metrics, memory)
 	if err != nil {
 		h.Close()
 		return nil, err
 	}
 	if cacheOpts != nil {
 		h.closers = append(h.closers, cacheOpts.Store)
+		h.memory, _ = cacheOpts.Store.(*pagecache.Memory)
 	}
 	access, err := openAccessLog(cfg.Log, &m.Access)
 	if err != nil {
@@ -363,7 +368,8 @@ type nopCloser struct{ io.Writer }
 func (nopCloser) Close() error { return nil }
 
 // buildCache builds the page cache the config asks for; nil for none.
-func buildCache(c conf.Cache, m *router.Metrics, observe bool) (*router.CacheOptions, error) {
+// A "memory" store reuses keep when its options match.
+func buildCache(c conf.Cache, m *router.Metrics, observe bool, keep *pagecache.Memory) (*router.CacheOptions, error) {
 	if c.Store == "none" {
 		return nil, nil
 	}
@@ -401,17 +407,7 @@ func buildCache(c conf.Cache, m *router.Metrics, observe bool) (*router.CacheOpt
 	for _, p := range c.BypassPathRegexps {
 		regexps = append(regexps, regexp.MustCompile(p)) // validated by conf
 	}
-	mo := pagecache.MemcacheOptions{
-		Servers:     c.Servers,
-		Timeout:     c.Timeout.D(),
-		MaxInFlight: c.MaxInFlight,
-		MaxItemSize: int(c.ItemSizeLimit),
-		Stats:       &m.Memcache,
-	}
-	if observe {
-		mo.OpDuration = m.MemcacheOp
-	}
-	store, err := pagecache.NewMemcache(mo)
+	store, err := pageStore(c, m, observe, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -439,6 +435,28 @@ func buildCache(c conf.Cache, m *router.Metrics, observe bool) (*router.CacheOpt
 	return o, nil
 }
 
+// pageStore opens the page store the config names.
+func pageStore(c conf.Cache, m *router.Metrics, observe bool, keep *pagecache.Memory) (pagecache.Store, error) {
+	if c.Store == "memory" {
+		mo := pagecache.MemoryOptions{MaxBytes: int64(c.MemorySize), MaxItemSize: int(c.ItemSizeLimit)}
+		if keep != nil && keep.Options() == mo {
+			return keep, nil
+		}
+		return pagecache.NewMemory(mo)
+	}
+	mo := pagecache.MemcacheOptions{
+		Servers:     c.Servers,
+		Timeout:     c.Timeout.D(),
+		MaxInFlight: c.MaxInFlight,
+		MaxItemSize: int(c.ItemSizeLimit),
+		Stats:       &m.Memcache,
+	}
+	if observe {
+		mo.OpDuration = m.MemcacheOp
+	}
+	return pagecache.NewMemcache(mo)
+}
+
 // buildSessions opens the session store the config names and checks its
 // query against it. A query the database rejects stops startup; a database
 // that cannot be reached does not: visitors with a session are forwarded
@@ -448,19 +466,25 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		logger.Info("no session store configured: visitors with a session cookie are forwarded", "cookie", c.Cookie)
 		return sessioncheck.NoStore{}, nil
 	}
-	mysql.SetLogger(driverLog{logger})
-	db, err := sessioncheck.OpenMySQL(c.DSN, c.MaxConns)
+	zone, _ := time.LoadLocation(c.TimeZone) // validated by conf
+	so := sessioncheck.SQLOptions{Query: c.Query, Placeholder: sessioncheck.QuestionMark, Zone: zone}
+	var db *sql.DB
+	var err error
+	switch c.Driver {
+	case "mysql":
+		mysql.SetLogger(driverLog{logger})
+		db, err = sessioncheck.OpenMySQL(c.DSN, c.MaxConns)
+		so.HashComments, so.QueryError = true, sessioncheck.MySQLQueryError
+	case "sqlite":
+		db, err = sessioncheck.OpenSQLite(c.DSN, c.MaxConns, c.Timeout.D())
+		so.QueryError = sessioncheck.SQLiteQueryError
+	default:
+		err = fmt.Errorf("session.driver %q is not supported", c.Driver) // refused by conf
+	}
 	if err != nil {
 		return nil, err
 	}
-	zone, _ := time.LoadLocation(c.TimeZone) // validated by conf
-	store, err := sessioncheck.NewSQLStore(db, sessioncheck.SQLOptions{
-		Query:        c.Query,
-		Placeholder:  sessioncheck.QuestionMark,
-		HashComments: true,
-		Zone:         zone,
-		QueryError:   sessioncheck.MySQLQueryError,
-	})
+	store, err := sessioncheck.NewSQLStore(db, so)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -484,7 +508,7 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		store.Close()
 		return nil, err
 	}
-	so := sessioncheck.Options{
+	o := sessioncheck.Options{
 		Store:           store,
 		Rule:            rule,
 		Timeout:         c.Timeout.D(),
@@ -498,9 +522,9 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		Stats:           &m.Sessions,
 	}
 	if observe {
-		so.QueryDuration = m.SessionQuery
+		o.QueryDuration = m.SessionQuery
 	}
-	return sessioncheck.New(so)
+	return sessioncheck.New(o)
 }
 
 // driverLog sends the MySQL driver's own messages (dropped connections)

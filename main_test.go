@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -337,4 +338,122 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestBinaryEmbedded runs userrouter on its embedded defaults, with nothing
+// but a SQLite file: the memory page store and Django sessions read from
+// db.sqlite3. Anonymous visitors, with a session or not, are served from
+// the cache; signed-in ones reach the backend; a reload keeps the memory
+// store and its pages unless its size changes.
+func TestBinaryEmbedded(t *testing.T) {
+	bin := binary(t)
+	dbPath := filepath.Join(t.TempDir(), "db.sqlite3")
+	db, err := sql.Open("sqlite", dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	fx := sessiontest.DjangoTable(t, db, sessiontest.SQLiteDDL)
+
+	var mu sync.Mutex
+	seen := map[string]int{}
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path]++
+		mu.Unlock()
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "page %s", r.URL.Path)
+	}))
+	defer backend.Close()
+	backendHits := func(path string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[path]
+	}
+	addr, admin := freeAddr(t), freeAddr(t)
+	path := filepath.Join(t.TempDir(), "userrouter.toml")
+	write := func(size string) {
+		cfg := fmt.Sprintf("[listen]\naddr = %q\nadmin_addr = %q\n[backend]\naddrs = [%q]\n"+
+			"[session]\ndriver = \"sqlite\"\ndsn = %q\nsecret_key = %q\n[cache]\nstore = \"memory\"\nmemory_size = %q\n",
+			addr, admin, strings.TrimPrefix(backend.URL, "http://"), dbPath, fx.SecretKey, size)
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("64MiB")
+	var logs syncBuffer
+	cmd := exec.Command(bin, "-config", path)
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	get := func(p, cookie string) string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+p, nil)
+		if cookie != "" {
+			req.Header.Set("Cookie", "sessionid="+cookie)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v\n%s", p, err, logs.String())
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		return resp.Header.Get("Cache-Status")
+	}
+	for start := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + admin + "/readyz"); err == nil && resp.StatusCode == 200 {
+			resp.Body.Close()
+			break
+		} else if time.Since(start) > 10*time.Second {
+			t.Fatalf("not ready: %v\n%s", err, logs.String())
+		}
+	}
+
+	get("/a", "")
+	if cs := get("/a", ""); !strings.Contains(cs, "hit") {
+		t.Errorf("second anonymous GET: Cache-Status %q; want a hit", cs)
+	}
+	if cs := get("/a", fx.Row("anonymous").SessionKey); !strings.Contains(cs, "hit") {
+		t.Errorf("anonymous session: Cache-Status %q; want a hit", cs)
+	}
+	if cs := get("/a", fx.Row("identified").SessionKey); strings.Contains(cs, "hit") || backendHits("/a") != 2 {
+		t.Errorf("signed in: Cache-Status %q, backend saw /a %d times; want a forward", cs, backendHits("/a"))
+	}
+
+	// A reload with the same store keeps the pages.
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, &logs, `msg=reloaded`, 1)
+	if cs := get("/a", ""); !strings.Contains(cs, "hit") {
+		t.Errorf("after a reload: Cache-Status %q; want the page kept", cs)
+	}
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`(?m)^userrouter_memory_store_bytes [1-9]`).Match(metrics) {
+		t.Errorf("/metrics lacks the memory store's size")
+	}
+	// A new size is a new store.
+	write("32MiB")
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, &logs, `msg=reloaded`, 2)
+	if cs := get("/a", ""); strings.Contains(cs, "hit") || backendHits("/a") != 3 {
+		t.Errorf("after resizing: Cache-Status %q; want a miss", cs)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+}
+
+// waitLog waits until the log holds n lines matching substr.
+func waitLog(t *testing.T, logs *syncBuffer, substr string, n int) {
+	t.Helper()
+	for start := time.Now(); strings.Count(logs.String(), substr) < n; time.Sleep(20 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("no %q in the log:\n%s", substr, logs.String())
+		}
+	}
 }

@@ -108,11 +108,15 @@ type Session struct {
 	// looked up; a key failing it is ignored, as the application would
 	// ignore it. Default "^[a-z0-9]{32}$" (Django's keys).
 	KeyPattern string `toml:"key_pattern"`
-	// Driver is the session store: "mysql", or "" for none. With no store,
-	// every visitor carrying a session cookie is forwarded. Default "".
+	// Driver is the session store: "mysql" (MySQL or MariaDB), "sqlite" (a
+	// SQLite file, Django's default db.sqlite3), or "" for none. With no
+	// store, every visitor carrying a session cookie is forwarded.
+	// Default "".
 	Driver string `toml:"driver"`
-	// DSN is the driver's data source name, e.g.
-	// "django:${DB_PASSWORD}@tcp(127.0.0.1:3306)/app". Default "".
+	// DSN is the driver's data source name. mysql:
+	// "django:${DB_PASSWORD}@tcp(127.0.0.1:3306)/app". sqlite: the database
+	// file, e.g. "/srv/mysite/db.sqlite3", opened read-only; it must exist.
+	// Default "".
 	DSN string `toml:"dsn"`
 	// Query reads one session. It must use the named parameter :key (the
 	// session key) and may use :now (the current UTC time from userrouter).
@@ -167,9 +171,15 @@ type Session struct {
 
 // Cache configures the page cache.
 type Cache struct {
-	// Store is where pages are kept: "memcached", or "none" to forward
-	// everything. Default "memcached".
+	// Store is where pages are kept: "memcached" (shared by every
+	// instance), "memory" (in this process, bounded by MemorySize; purges
+	// reach only this instance), or "none" to forward everything.
+	// Default "memcached".
 	Store string `toml:"store"`
+	// MemorySize bounds the "memory" store (keys, pages and a per-entry
+	// overhead); a reload keeps the store unless this changes.
+	// Default "128MiB".
+	MemorySize Size `toml:"memory_size"`
 	// Servers lists the memcached servers ("host:port" or "unix:/path").
 	// Default ["127.0.0.1:11211"].
 	Servers []string `toml:"servers"`
@@ -179,7 +189,8 @@ type Cache struct {
 	// MaxInFlight bounds the operations in flight to each memcached server
 	// (and the idle connections kept to it). Default 64.
 	MaxInFlight int `toml:"max_in_flight"`
-	// ItemSizeLimit is memcached's -I: larger pages are not stored.
+	// ItemSizeLimit is memcached's -I: larger pages are not stored (in the
+	// "memory" store too).
 	// Default "1MiB".
 	ItemSizeLimit Size `toml:"item_size_limit"`
 	// Key is the template of a page's key, with the tokens {scheme},
@@ -371,6 +382,7 @@ func Default() *Config {
 		},
 		Cache: Cache{
 			Store:              "memcached",
+			MemorySize:         128 << 20,
 			Servers:            []string{"127.0.0.1:11211"},
 			Timeout:            Duration(100e6),
 			MaxInFlight:        64,

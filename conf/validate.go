@@ -56,7 +56,7 @@ func (c *Config) validate(d *decoder) {
 	} else if _, err := regexp.Compile(s.KeyPattern); err != nil {
 		d.errf("session.key_pattern", "is not a regexp: %v", err)
 	}
-	oneOf(d, "session.driver", s.Driver, "", "mysql")
+	oneOf(d, "session.driver", s.Driver, "", "mysql", "sqlite")
 	if s.Driver != "" && s.DSN == "" {
 		d.errf("session.dsn", "is required when session.driver is %q", s.Driver)
 	}
@@ -85,7 +85,10 @@ func (c *Config) validate(d *decoder) {
 	positive(d, "session.breaker_cooldown", s.BreakerCooldown)
 
 	k := &c.Cache
-	oneOf(d, "cache.store", k.Store, "memcached", "none")
+	oneOf(d, "cache.store", k.Store, "memcached", "memory", "none")
+	if k.Store == "memory" {
+		atLeast(d, "cache.memory_size", k.MemorySize, 1<<20)
+	}
 	if k.Store == "memcached" && len(k.Servers) == 0 {
 		d.errf("cache.servers", "is required when cache.store is \"memcached\"")
 	}

@@ -35,6 +35,7 @@ type memItem struct {
 // A Get returns the stored slice itself: callers must not modify it.
 type Memory struct {
 	cache   *otter.Cache[string, memItem]
+	opts    MemoryOptions
 	maxItem int
 	ops     atomic.Uint64
 	counter sync.Mutex // makes Add and Incr atomic
@@ -56,7 +57,7 @@ func NewMemory(o MemoryOptions) (*Memory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pagecache: memory store: %w", err)
 	}
-	return &Memory{cache: c, maxItem: cmp.Or(o.MaxItemSize, 1<<20)}, nil
+	return &Memory{cache: c, opts: o, maxItem: cmp.Or(o.MaxItemSize, 1<<20)}, nil
 }
 
 // Get returns the item under key. It does not keep key.
@@ -139,3 +140,9 @@ func (m *Memory) Close() error { return nil }
 
 // Size returns the weight (bytes, with overhead) held now.
 func (m *Memory) Size() uint64 { return m.cache.WeightedSize() }
+
+// Len returns the number of entries held now, pages and counters.
+func (m *Memory) Len() int { return m.cache.EstimatedSize() }
+
+// Options returns the options m was made with.
+func (m *Memory) Options() MemoryOptions { return m.opts }

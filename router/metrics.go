@@ -112,6 +112,13 @@ func (m *Metrics) WritePrometheus(out io.Writer, current *Router) {
 	w.counter("userrouter_memcached_busy_total", "memcached operations that found no free slot.", one(&ms.Busy))
 	w.counter("userrouter_memcached_too_large_total", "Pages not sent to memcached: over the item size limit.", one(&ms.TooLarge))
 
+	if current != nil && current.cache != nil {
+		if mem, ok := current.cache.Store.(*pagecache.Memory); ok {
+			w.gauge("userrouter_memory_store_bytes", "Bytes the memory page store holds (keys, pages and per-entry overhead).", sample{"", float64(mem.Size())})
+			w.gauge("userrouter_memory_store_items", "Entries the memory page store holds (pages and purge counters).", sample{"", float64(mem.Len())})
+		}
+	}
+
 	w.counter("userrouter_access_log_lines_total", "Access log lines written.", one(&m.Access.Written))
 	w.counter("userrouter_access_log_dropped_total", "Access log lines dropped: the writer could not keep up.", one(&m.Access.Dropped))
 	w.counter("userrouter_reloads_total", "Configuration reloads (SIGHUP), applied or refused.",

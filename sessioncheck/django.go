@@ -9,11 +9,14 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Limits on one session_data value: a Django session larger than this is
@@ -207,6 +210,53 @@ func (s *DjangoSigner) verifyLegacy(hashHex, serialized []byte) bool {
 		}
 	}
 	return false
+}
+
+// Encode writes session as Django 3.1 and later write session_data:
+// django.core.signing.dumps with the session salt, compress=True and the
+// JSON serializer, signed with HMAC-SHA256 under Secrets[0] (the payload
+// is zlib-compressed, with a leading ".", when that makes it shorter). It
+// is for the bench's origin and for tests, which need sessions a real
+// Django reads back; userrouter itself never writes sessions.
+func (s *DjangoSigner) Encode(session any, now time.Time) (string, error) {
+	if len(s.Secrets) == 0 || s.Secrets[0] == "" {
+		return "", errors.New("sessioncheck: encoding a session needs a secret key")
+	}
+	data, err := json.Marshal(session)
+	if err != nil {
+		return "", fmt.Errorf("sessioncheck: session: %w", err)
+	}
+	payload := base64.RawURLEncoding.EncodeToString(data)
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	zw.Write(data)
+	zw.Close()
+	if z.Len() < len(data)-1 {
+		payload = "." + base64.RawURLEncoding.EncodeToString(z.Bytes())
+	}
+	signed := payload + ":" + base62Encode(now.Unix())
+	sig := base64.RawURLEncoding.EncodeToString(saltedHMAC(sha256.New, s.salt()+"signer", s.Secrets[0], []byte(signed)))
+	return signed + ":" + sig, nil
+}
+
+// base62Encode is django.utils.baseconv.base62.encode.
+func base62Encode(n int64) string {
+	if n == 0 {
+		return "0"
+	}
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	var b []byte
+	for ; n > 0; n /= 62 {
+		b = append(b, base62[n%62])
+	}
+	if neg {
+		b = append(b, '-')
+	}
+	slices.Reverse(b)
+	return string(b)
 }
 
 // saltedHMAC is django.utils.crypto.salted_hmac: HMAC keyed with

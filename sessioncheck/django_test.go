@@ -5,9 +5,12 @@ import (
 	"compress/zlib"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/userrouter/userrouter/sessioncheck/sessiontest"
 )
@@ -167,5 +170,67 @@ func BenchmarkParseDjangoSession(b *testing.B) {
 				ParseDjangoSession(data, nil)
 			}
 		})
+	}
+}
+
+// TestEncodeDjangoSession: what Encode writes, ParseDjangoSession reads and
+// verifies, and a real Django decodes to the same dict.
+func TestEncodeDjangoSession(t *testing.T) {
+	s := &DjangoSigner{Secrets: []string{"origin-secret"}}
+	now := time.Unix(1790000000, 0)
+	small := map[string]any{"_auth_user_id": "7"}
+	large := map[string]any{"_auth_user_id": "8", "cart": strings.Repeat("item,", 100)}
+	anon := map[string]any{"cart": []int{1, 2}}
+	var encoded []string
+	for _, tc := range []struct {
+		session    map[string]any
+		identified bool
+		compressed bool
+	}{{small, true, false}, {large, true, true}, {anon, false, false}} {
+		data, err := s.Encode(tc.session, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.HasPrefix(data, "."); got != tc.compressed {
+			t.Errorf("%s: compressed %v; want %v", data, got, tc.compressed)
+		}
+		if ok, err := ParseDjangoSession([]byte(data), s); ok != tc.identified || err != nil {
+			t.Errorf("%s: read back as %v, %v; want %v", data, ok, err, tc.identified)
+		}
+		if _, err := ParseDjangoSession([]byte(data), &DjangoSigner{Secrets: []string{"other"}}); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("%s under another secret: %v; want a bad signature", data, err)
+		}
+		encoded = append(encoded, data)
+	}
+	if _, err := (&DjangoSigner{}).Encode(small, now); err == nil {
+		t.Error("Encode without a secret: no error")
+	}
+	if got := base62Encode(1790000000); got != "1x8elk" { // Django 3.2: baseconv.base62.encode(1790000000)
+		t.Errorf("base62Encode = %s", got)
+	}
+
+	python := sessiontest.Env(t, "USERROUTER_TEST_PYTHON")
+	script := `
+import json, sys
+from django.conf import settings
+settings.configure(SECRET_KEY="origin-secret", INSTALLED_APPS=["django.contrib.sessions"])
+import django
+django.setup()
+from django.contrib.sessions.backends.db import SessionStore
+print(json.dumps([SessionStore().decode(line) for line in sys.stdin.read().split()]))
+`
+	cmd := exec.Command(python, "-c", script)
+	cmd.Stdin = strings.NewReader(strings.Join(encoded, "\n"))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("Django: %v\n%s", err, out)
+	}
+	var decoded []map[string]any
+	if err := json.Unmarshal(out, &decoded); err != nil {
+		t.Fatalf("Django printed %s: %v", out, err)
+	}
+	want, _ := json.Marshal([]any{small, large, anon})
+	if got, _ := json.Marshal(decoded); string(got) != string(want) {
+		t.Errorf("Django decoded %s; want %s", got, want)
 	}
 }

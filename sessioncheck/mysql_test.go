@@ -61,6 +61,14 @@ func TestMySQLDjango(t *testing.T) {
 
 	plain := newMySQLSessions(t, dsn, djangoQuery, "django", nil, Options{})
 	verified := newMySQLSessions(t, dsn, djangoQuery, "django", &DjangoSigner{Secrets: []string{fx.SecretKey}}, Options{})
+	checkDjangoFixtures(t, fx, plain, verified)
+}
+
+// checkDjangoFixtures classifies every fixture row through plain and
+// through verified (which checks signatures), then checks that the second
+// round came from the verdict cache. Every driver must pass it.
+func checkDjangoFixtures(t *testing.T, fx sessiontest.Fixtures, plain, verified *Sessions) {
+	t.Helper()
 	for _, row := range fx.Rows {
 		want := map[string]string{"identified": "identified", "anonymous": "anonymous", "no-row": "anonymous", "doubt": "doubt:undecodable"}[row.Want]
 		if got := check(plain, row.SessionKey); got != want {
