@@ -3,14 +3,19 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build test lint run
+.PHONY: help build test lint run demo
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/userrouter and bin/bench
+build: ## build bin/userrouter, bin/bench, and the demo's bin/origin and bin/demo
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/userrouter .
 	$(GO) build -o bin/bench ./bench
+	$(GO) build -o bin/origin ./bench/origin
+	$(GO) build -o bin/demo ./bench/demo
+
+demo: build ## show what userrouter does on this machine: origin alone vs behind userrouter, ~30 s, nothing to install
+	./bin/demo
 
 test: ## run every test, integration included, against real memcached, MariaDB and Django (installed and started when missing)
 	bash .ci/with-services sh -c '$(GO) test -race -count=1 ./... && "$$USERROUTER_TEST_PYTHON" contrib/django/runtests.py'

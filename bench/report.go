@@ -169,11 +169,21 @@ func (r *runResult) classes() []classSummary {
 
 // timelineSeconds returns the per-second figures of the measured window.
 // The last second is usually partial; its rate is scaled to its length.
+// With -duration, answers after it (requests sent before the end, still
+// in flight) count in the totals but are not plotted as a second of their
+// own: nothing new was sent then, so their rate would read as a collapse.
 func (r *runResult) timelineSeconds() []secondJSON {
 	out := make([]secondJSON, 0, len(r.timeline))
+	end := r.elapsed.Seconds()
+	if d := r.spec.duration.Seconds(); d > 0 && d < end {
+		end = d
+	}
 	for i, s := range r.timeline {
+		if float64(i) >= end {
+			break
+		}
 		span := 1.0
-		if end := r.elapsed.Seconds(); float64(i+1) > end && end > float64(i) {
+		if float64(i+1) > end {
 			span = end - float64(i)
 		}
 		if span < 0.05 { // a sliver of a second after the window: too noisy to plot
