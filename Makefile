@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build test lint run demo
+.PHONY: help build test lint run demo bench-peers
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -16,6 +16,9 @@ build: ## build bin/userrouter, bin/bench, and the demo's bin/origin and bin/dem
 
 demo: build ## show what userrouter does on this machine: origin alone vs behind userrouter, ~30 s, nothing to install
 	./bin/demo
+
+bench-peers: build ## userrouter vs nginx memcached module, proxy_cache, origin alone, ~5 min (docs/benchmarks.md); installs nginx, memcached when missing
+	bash bench/peers.sh
 
 test: ## run every test, integration included, against real memcached, MariaDB and Django (installed and started when missing)
 	bash .ci/with-services sh -c '$(GO) test -race -count=1 ./... && "$$USERROUTER_TEST_PYTHON" contrib/django/runtests.py'

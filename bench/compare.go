@@ -175,24 +175,5 @@ func runCompare(ctx context.Context, cfg *config, specs []*runSpec, stdout, stde
 		}
 		c.rounds = append(c.rounds, pair)
 	}
-	var err error
-	if cfg.json {
-		err = writeJSON(stdout, c.toJSON())
-	} else {
-		c.writeText(stdout)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "%swriting the report: %v\n", prefix, err)
-		status = exitFailed
-	}
-	for _, m := range msgs {
-		fmt.Fprintf(stderr, "%s%s\n", prefix, m)
-	}
-	if cfg.htmlFile != "" {
-		if err := writeHTMLFile(cfg.htmlFile, htmlCompare(c)); err != nil {
-			fmt.Fprintf(stderr, "%s-html %s: %v\n", prefix, cfg.htmlFile, err)
-			status = exitFailed
-		}
-	}
-	return status
+	return emit(cfg, stdout, stderr, status, msgs, func() any { return c.toJSON() }, c.writeText, func() *htmlPage { return htmlCompare(c) })
 }

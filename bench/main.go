@@ -113,20 +113,26 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer, au
 	if failed {
 		status = exitFailed
 	}
+	return emit(cfg, stdout, stderr, status, msgs, func() any { return r.toJSON() }, r.writeText, func() *htmlPage { return htmlRun(r) })
+}
+
+// emit writes a report: JSON or text on stdout, then the warnings on
+// stderr, then the HTML file when -html asks for one. It returns status,
+// or exitFailed when a write failed.
+func emit(cfg *config, stdout, stderr io.Writer, status int, msgs []string, asJSON func() any, text func(io.Writer), page func() *htmlPage) int {
 	if cfg.json {
-		err = writeJSON(stdout, r.toJSON())
+		if err := writeJSON(stdout, asJSON()); err != nil {
+			fmt.Fprintf(stderr, "%swriting the report: %v\n", prefix, err)
+			status = exitFailed
+		}
 	} else {
-		r.writeText(stdout)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "%swriting the report: %v\n", prefix, err)
-		status = exitFailed
+		text(stdout)
 	}
 	for _, m := range msgs {
 		fmt.Fprintf(stderr, "%s%s\n", prefix, m)
 	}
 	if cfg.htmlFile != "" {
-		if err := writeHTMLFile(cfg.htmlFile, htmlRun(r)); err != nil {
+		if err := writeHTMLFile(cfg.htmlFile, page()); err != nil {
 			fmt.Fprintf(stderr, "%s-html %s: %v\n", prefix, cfg.htmlFile, err)
 			status = exitFailed
 		}
