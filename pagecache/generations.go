@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/maypok86/otter/v2"
@@ -111,9 +112,10 @@ func (g *Generations) Local(key string) (uint64, bool) {
 }
 
 // Remember keeps a counter's value in process (no-op without localTTL).
+// The key is copied: callers may pass one that aliases a reused buffer.
 func (g *Generations) Remember(key string, v uint64) {
 	if g.local != nil {
-		g.local.Set(key, v)
+		g.local.Set(strings.Clone(key), v)
 	}
 }
 

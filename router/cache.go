@@ -141,7 +141,14 @@ type fillResult struct {
 
 // pageKeys names a page in the store: its key (namespace included) and
 // its URL counter's. Empty url in raw mode.
-type pageKeys struct{ page, url string }
+type pageKeys struct {
+	page, url string
+	// The purge sequence and URL counter as the lookup read them, before
+	// any fill request: a fill uses them as its fence instead of reading
+	// them again. Known says which were read.
+	seq, urlGen        uint64
+	seqKnown, urlKnown bool
+}
 
 // anonymous serves a visitor who may share the cache: a fresh page from
 // the store, a stale one while it is refreshed, or a miss filled without
@@ -233,13 +240,26 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 	pageKey := r.pageKey(sc, ns)
 
 	sc.keys = append(sc.keys[:0], pageKey)
-	nsCur, nsKnown := g.Local(g.NSKey())
+	// Counters known in process (tag_cache_ttl) are not read; those read
+	// from the store are remembered, and only those: remembering a value
+	// known in process would extend its life at every hit, and another
+	// instance's purge would never show.
+	nsCur, nsLocal := g.Local(g.NSKey())
+	nsKnown := nsLocal
 	if !nsKnown {
 		sc.keys = append(sc.keys, g.NSKey())
 	}
-	urlCur, urlKnown := g.Local(urlKey)
+	urlCur, urlLocal := g.Local(urlKey)
+	urlKnown := urlLocal
 	if !urlKnown {
 		sc.keys = append(sc.keys, urlKey)
+	}
+	// The purge sequence is only needed on a miss, as the fill's fence;
+	// one more key in this round trip saves the fill one.
+	seqCur, seqLocal := g.Local(g.SeqKey())
+	seqKnown := seqLocal
+	if !seqKnown {
+		sc.keys = append(sc.keys, g.SeqKey())
 	}
 	// The page's tags, as last seen: their counters come in the same round
 	// trip, speculatively.
@@ -272,7 +292,17 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 		}
 		if !urlKnown {
 			urlCur, urlKnown = pagecache.ParseCounter(items[i])
+			i++
 		}
+		if !seqKnown {
+			seqCur, seqKnown = pagecache.ParseCounter(items[i])
+		}
+	}
+	if urlKnown && !urlLocal {
+		g.Remember(urlKey, urlCur)
+	}
+	if seqKnown && !seqLocal {
+		g.Remember(g.SeqKey(), seqCur)
 	}
 	defer clear(sc.items) // do not keep values alive in the pool
 	if !nsKnown {
@@ -284,7 +314,9 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 		}
 		nsCur = v
 	}
-	g.Remember(g.NSKey(), nsCur)
+	if !nsLocal {
+		g.Remember(g.NSKey(), nsCur)
+	}
 	if nsCur != ns {
 		// Everything was purged (or this is the first request): the page
 		// lives under the new namespace.
@@ -296,11 +328,10 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 			r.storeError(err)
 		}
 	}
-	keys := pageKeys{page: pageKey, url: urlKey}
+	keys := pageKeys{page: pageKey, url: urlKey, seq: seqCur, seqKnown: seqKnown, urlGen: urlCur, urlKnown: urlKnown}
 	if !found || !urlKnown {
 		return pageMissing, keys // a missing URL counter counts as purged
 	}
-	g.Remember(urlKey, urlCur)
 	if err := pagecache.Decode(it.Value, e); err != nil {
 		r.stats.Damaged.Add(1)
 		return pageMissing, keys
@@ -429,7 +460,8 @@ func (r *Router) pageKey(sc *scratch, ns uint64) string {
 
 // clone copies keys out of the scratch buffers they alias.
 func (k pageKeys) clone() pageKeys {
-	return pageKeys{page: strings.Clone(k.page), url: strings.Clone(k.url)}
+	k.page, k.url = strings.Clone(k.page), strings.Clone(k.url)
+	return k
 }
 
 func (r *Router) storeError(err error) {
@@ -535,7 +567,7 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, keys pageK
 	var before map[string]uint64
 	var genErr error
 	if c.raw == nil {
-		before, genErr = c.gens.Read([]string{c.gens.SeqKey(), keys.url})
+		before, genErr = r.fence(keys)
 	}
 	start := time.Now()
 	err := r.backends.Do(req, resp)
@@ -601,6 +633,30 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, keys pageK
 		}
 	}
 	return res
+}
+
+// fence returns the purge sequence and URL counter a fill stores its
+// page under, read before its request is sent: the lookup's values when
+// it read them (older is safe: a purge since then only keeps the page
+// from being stored), else read now, creating a missing counter.
+func (r *Router) fence(keys pageKeys) (map[string]uint64, error) {
+	g := r.cache.gens
+	before := make(map[string]uint64, 2)
+	for _, k := range []struct {
+		key   string
+		v     uint64
+		known bool
+	}{{g.SeqKey(), keys.seq, keys.seqKnown}, {keys.url, keys.urlGen, keys.urlKnown}} {
+		if !k.known {
+			var err error
+			if k.v, err = g.Create(k.key); err != nil {
+				return nil, err
+			}
+			g.Remember(k.key, k.v)
+		}
+		before[k.key] = k.v
+	}
+	return before, nil
 }
 
 // store writes the page; it returns why not when it could not.

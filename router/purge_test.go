@@ -281,8 +281,9 @@ func TestPurgeSoft(t *testing.T) {
 }
 
 // TestPurgeTagCacheTTL: with tag_cache_ttl, another instance may serve a
-// purged page for up to that long, never longer; the purging one stops at
-// once.
+// purged page for up to that long, never longer, even while it keeps
+// serving the page (each hit must not extend the life of what it knows);
+// the purging one stops at once. For each kind of purge.
 func TestPurgeTagCacheTTL(t *testing.T) {
 	addr := pagecachetest.Memcached(t)
 	s := newTaggedSite(t)
@@ -290,22 +291,36 @@ func TestPurgeTagCacheTTL(t *testing.T) {
 	ttl := func(o *Options) { o.Cache.TagCacheTTL = time.Second }
 	a := newPurgeRouter(t, s, memcachedStore(t, addr), prefix, ttl)
 	b := newPurgeRouter(t, s, memcachedStore(t, addr), prefix, ttl)
-	old := a.get(t, "/t?tags=ttl")
-	b.get(t, "/t?tags=ttl")
-	a.purge(t, `{"keys": ["ttl"]}`)
-	purged := time.Now()
-	if got := a.get(t, "/t?tags=ttl"); got.body == old.body {
-		t.Error("the purging instance served the purged page")
-	}
-	for {
-		got := b.get(t, "/t?tags=ttl")
-		if got.body != old.body {
-			break
+	for _, tc := range []struct{ path, purge string }{
+		{"/t?tags=ttl", `{"keys": ["ttl"]}`},
+		{"/u", `{"urls": ["http://example.com/u"]}`},
+		{"/v", `{"all": true}`},
+	} {
+		old := a.get(t, tc.path)
+		b.get(t, tc.path)
+		if got := b.get(t, tc.path); got.cacheStatus != "userrouter; hit" {
+			t.Fatalf("%s: b did not cache the page: %q", tc.path, got.cacheStatus)
 		}
-		if time.Since(purged) > 1500*time.Millisecond {
-			t.Fatalf("b served the purged page %v after the purge; the bound is 1s", time.Since(purged))
+		a.purge(t, tc.purge)
+		purged := time.Now()
+		// b, polled, must stop serving the page within the bound (a is not
+		// asked meanwhile, so nobody refills it before b notices).
+		for {
+			got := b.get(t, tc.path)
+			if got.body != old.body {
+				break
+			}
+			if time.Since(purged) > 1500*time.Millisecond {
+				t.Fatalf("%s: b served the purged page %v after the purge; the bound is 1s", tc.purge, time.Since(purged))
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		time.Sleep(50 * time.Millisecond)
+		// The purging instance stops at once.
+		again := a.get(t, tc.path)
+		a.purge(t, tc.purge)
+		if got := a.get(t, tc.path); got.body == again.body {
+			t.Errorf("%s: the purging instance served the purged page", tc.purge)
+		}
 	}
 }
 
