@@ -107,8 +107,8 @@ type Durations struct {
 
 // Stats counts what a Router did. Fields are safe to read at any time.
 type Stats struct {
-	Requests         atomic.Uint64
-	Outcomes         [NumOutcomes]atomic.Uint64                    // requests by outcome (see Outcomes)                       // requests handled
+	Requests         atomic.Uint64                                 // requests handled
+	Outcomes         [NumOutcomes]atomic.Uint64                    // requests by outcome (see Outcomes)
 	InFlight         atomic.Int64                                  // requests being handled
 	Hits             atomic.Uint64                                 // served fresh from the cache
 	StaleHits        atomic.Uint64                                 // served stale while refreshed
