@@ -238,13 +238,7 @@ func TestBinaryReload(t *testing.T) {
 		}
 	}
 	write(backends[0])
-	var logs syncBuffer
-	cmd := exec.Command(bin, "-config", path)
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	cmd, logs := startDaemon(t, bin, path)
 	client := &http.Client{Timeout: 5 * time.Second}
 	answer := func() (string, error) {
 		resp, err := client.Get("http://" + addr + "/")
@@ -322,6 +316,25 @@ func TestBinaryReload(t *testing.T) {
 	cmd.Wait()
 }
 
+// startDaemon runs bin -config path, its log kept, killed when the test
+// ends if it is still running.
+func startDaemon(t *testing.T, bin, path string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	logs := new(syncBuffer)
+	cmd := exec.Command(bin, "-config", path)
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil { // not waited for by the test
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return cmd, logs
+}
+
 // syncBuffer collects a process's output for the test to read.
 type syncBuffer struct {
 	mu sync.Mutex
@@ -381,13 +394,7 @@ func TestBinaryEmbedded(t *testing.T) {
 		}
 	}
 	write("64MiB")
-	var logs syncBuffer
-	cmd := exec.Command(bin, "-config", path)
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	cmd, logs := startDaemon(t, bin, path)
 	get := func(p, cookie string) string {
 		t.Helper()
 		req, _ := http.NewRequest("GET", "http://"+addr+p, nil)
@@ -424,7 +431,7 @@ func TestBinaryEmbedded(t *testing.T) {
 
 	// A reload with the same store keeps the pages.
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitLog(t, &logs, `msg=reloaded`, 1)
+	waitLog(t, logs, `msg=reloaded`, 1)
 	if cs := get("/a", ""); !strings.Contains(cs, "hit") {
 		t.Errorf("after a reload: Cache-Status %q; want the page kept", cs)
 	}
@@ -440,7 +447,7 @@ func TestBinaryEmbedded(t *testing.T) {
 	// A new size is a new store.
 	write("32MiB")
 	cmd.Process.Signal(syscall.SIGHUP)
-	waitLog(t, &logs, `msg=reloaded`, 2)
+	waitLog(t, logs, `msg=reloaded`, 2)
 	if cs := get("/a", ""); strings.Contains(cs, "hit") || backendHits("/a") != 3 {
 		t.Errorf("after resizing: Cache-Status %q; want a miss", cs)
 	}

@@ -28,10 +28,10 @@ import (
 // large uploads and downloads, PURGE, and ten SIGHUP reloads of userrouter
 // during 20 seconds of load without one failed request.
 func TestNginxEndToEnd(t *testing.T) {
+	bin := binary(t) // first: it skips in -short mode
 	nginx := sessiontest.Env(t, "USERROUTER_TEST_NGINX")
 	mc := sessiontest.Env(t, "USERROUTER_TEST_MEMCACHED")
 	dsn := sessiontest.MySQLDSN(t)
-	bin := binary(t)
 	db, err := sql.Open("mysql", dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -87,13 +87,7 @@ default_ttl = %q
 		}
 	}
 	writeConfig("1h")
-	var urLog syncBuffer
-	ur := exec.Command(bin, "-config", cfgPath)
-	ur.Stderr = &urLog
-	if err := ur.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ur.Process.Kill(); ur.Wait() })
+	ur, urLog := startDaemon(t, bin, cfgPath)
 
 	// nginx with the shipped site snippet, addresses replaced.
 	snippet, err := os.ReadFile("contrib/nginx/userrouter.conf")
@@ -104,7 +98,9 @@ default_ttl = %q
 	if site == string(snippet) {
 		t.Fatal("the snippet's addresses were not found to replace")
 	}
-	os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	main := fmt.Sprintf(`daemon off;
 user root;
 worker_processes 2;
@@ -121,7 +117,9 @@ http {
     include %[1]s/site.conf;
 }
 `, dir)
-	os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if out, err := exec.Command(nginx, "-t", "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput(); err != nil {
 		t.Fatalf("nginx -t: %v\n%s", err, out)
 	}
@@ -160,15 +158,34 @@ http {
 	t.Run("hits", func(t *testing.T) {
 		_, first, _ := get("/article/1")
 		resp, second, err := get("/article/1")
-		if err != nil || resp.Header.Get("Cache-Status") != "userrouter; hit" || second != first {
-			t.Errorf("second request: %v %q %q", err, resp.Header.Get("Cache-Status"), second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Header.Get("Cache-Status") != "userrouter; hit" || second != first {
+			t.Errorf("second request: %q %q", resp.Header.Get("Cache-Status"), second)
 		}
 	})
 	t.Run("identified visitors are forwarded", func(t *testing.T) {
 		cookie := "sessionid=" + fx.Row("identified").SessionKey
 		resp, body, err := get("/article/1", "Cookie", cookie)
-		if err != nil || resp.Header.Get("Cache-Status") != "userrouter; fwd=bypass; detail=identified" || !strings.Contains(body, cookie) {
-			t.Errorf("identified: %v %q %q", err, resp.Header.Get("Cache-Status"), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Header.Get("Cache-Status") != "userrouter; fwd=bypass; detail=identified" || !strings.Contains(body, cookie) {
+			t.Errorf("identified: %q %q", resp.Header.Get("Cache-Status"), body)
+		}
+		// What was made for them is never served to anyone else: an
+		// anonymous visitor of a page an identified one saw first gets a
+		// page of their own.
+		if _, _, err := get("/article/personal", "Cookie", cookie); err != nil {
+			t.Fatal(err)
+		}
+		resp, body, err = get("/article/personal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(body, cookie) || strings.Contains(resp.Header.Get("Cache-Status"), "hit") {
+			t.Errorf("anonymous after identified: %q %q", resp.Header.Get("Cache-Status"), body)
 		}
 	})
 	t.Run("client address", func(t *testing.T) {
@@ -205,7 +222,11 @@ http {
 			t.Fatalf("PURGE: %v %v", resp, err)
 		}
 		resp.Body.Close()
-		if resp, _, _ := get("/article/1"); strings.Contains(resp.Header.Get("Cache-Status"), "hit") {
+		resp, _, err = get("/article/1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(resp.Header.Get("Cache-Status"), "hit") {
 			t.Errorf("after PURGE: %q", resp.Header.Get("Cache-Status"))
 		}
 	})

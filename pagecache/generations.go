@@ -111,8 +111,11 @@ func (g *Generations) Local(key string) (uint64, bool) {
 	return g.local.GetIfPresent(key)
 }
 
-// Remember keeps a counter's value in process (no-op without localTTL).
-// The key is copied: callers may pass one that aliases a reused buffer.
+// Remember keeps a counter's value in process (no-op without localTTL)
+// for localTTL from now. Pass only values just read from the store: a
+// value taken from Local and remembered again would live on past its TTL,
+// and purges from other instances would never show. The key is copied:
+// callers may pass one that aliases a reused buffer.
 func (g *Generations) Remember(key string, v uint64) {
 	if g.local != nil {
 		g.local.Set(strings.Clone(key), v)

@@ -12,7 +12,7 @@ import (
 const (
 	MaxTagLength   = 1024     // bytes in one tag
 	MaxTagsPerPage = 256      // distinct tags on one response
-	MaxTagHeader   = 16 << 10 // bytes of tag header values on one response
+	MaxTagHeader   = 16 << 10 // bytes in one tag header value (all of them together are bounded by the tags and the header size)
 )
 
 // ErrTags: a response's surrogate keys break the rules.

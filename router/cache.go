@@ -475,7 +475,7 @@ func (r *Router) storeError(err error) {
 // stored, each forwards its own request.
 func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, keys pageKeys, rule *pagecache.Rule) outcome {
 	closeConn := r.prepare(ctx)
-	prepareFill(&ctx.Request.Header)
+	r.prepareFill(&ctx.Request.Header)
 	var resp *fasthttp.Response
 	res, leader := r.cache.flights.do(keys.page, func() *fillResult {
 		resp = fasthttp.AcquireResponse()
@@ -844,6 +844,11 @@ func (r *Router) serveRaw(ctx *fasthttp.RequestCtx, it pagecache.Item) {
 			resp.Header.SetContentEncodingBytes(strGzip)
 		} else if b, err := gunzipBody(body); err == nil {
 			body = b
+		} else {
+			// Flagged gzip but not: say what it is rather than send
+			// compressed bytes unlabelled.
+			r.log.Log(slog.LevelWarn, "gunzip", "raw value flagged gzip does not decompress; serving it as stored", slog.String("error", err.Error()))
+			resp.Header.SetContentEncodingBytes(strGzip)
 		}
 		resp.Header.SetBytesKV(strVary, strAcceptEncoding)
 	}
@@ -921,13 +926,13 @@ func gunzipBody(b []byte) ([]byte, error) {
 	return out.Bytes(), err
 }
 
-// prepareFill makes a visitor's own request fit to fill the cache: no
-// conditional or range headers (the cache needs the whole page), and an
-// Accept-Encoding of gzip or nothing, so the stored body is one both kinds
-// of clients can be served.
-func prepareFill(h *fasthttp.RequestHeader) {
+// prepareFill makes a visitor's own request fit to fill the cache: none of
+// the headers a fill never carries (see fillNever), and an Accept-Encoding
+// of gzip or nothing, so the stored body is one both kinds of clients can
+// be served.
+func (r *Router) prepareFill(h *fasthttp.RequestHeader) {
 	gz := acceptsGzip(h)
-	for _, name := range fillDropHeaders {
+	for name := range r.fillNever {
 		h.Del(name)
 	}
 	h.Del(fasthttp.HeaderAcceptEncoding)
@@ -936,10 +941,31 @@ func prepareFill(h *fasthttp.RequestHeader) {
 	}
 }
 
-var fillDropHeaders = []string{
-	fasthttp.HeaderIfNoneMatch, fasthttp.HeaderIfModifiedSince, fasthttp.HeaderIfMatch,
-	fasthttp.HeaderIfUnmodifiedSince, fasthttp.HeaderIfRange, fasthttp.HeaderRange,
+// fillNever yields the headers no fill request carries, whether it is a
+// visitor's own request or a background twin: credentials (Cookie,
+// Authorization), the operator's fill_strip_headers (the answer is
+// shared), and conditional and range headers (the cache needs the whole
+// page).
+func (r *Router) fillNever(yield func(string) bool) {
+	for _, names := range [][]string{fillCredentials, fillConditionals, r.cache.FillStripHeaders} {
+		for _, name := range names {
+			if !yield(name) {
+				return
+			}
+		}
+	}
 }
+
+var (
+	fillCredentials  = []string{fasthttp.HeaderCookie, fasthttp.HeaderAuthorization}
+	fillConditionals = []string{
+		fasthttp.HeaderIfNoneMatch, fasthttp.HeaderIfModifiedSince, fasthttp.HeaderIfMatch,
+		fasthttp.HeaderIfUnmodifiedSince, fasthttp.HeaderIfRange, fasthttp.HeaderRange,
+	}
+	// fillFraming are set anew on a background twin (a bodiless GET).
+	fillFraming = []string{fasthttp.HeaderHost, fasthttp.HeaderContentLength, fasthttp.HeaderContentType,
+		fasthttp.HeaderTransferEncoding, fasthttp.HeaderAcceptEncoding, fasthttp.HeaderExpect}
+)
 
 // fillRequest builds in req the credential-free twin of the visitor's
 // request: a GET for the same URI and Host, with the visitor's headers but
@@ -968,19 +994,12 @@ func (r *Router) dropFromFill(k, conn []byte) bool {
 	if isHop(k, conn) {
 		return true
 	}
-	for _, name := range [...]string{fasthttp.HeaderHost, fasthttp.HeaderCookie, fasthttp.HeaderAuthorization,
-		fasthttp.HeaderContentLength, fasthttp.HeaderContentType, fasthttp.HeaderTransferEncoding,
-		fasthttp.HeaderAcceptEncoding, fasthttp.HeaderExpect} {
+	for _, name := range fillFraming {
 		if bytes.EqualFold(k, []byte(name)) {
 			return true
 		}
 	}
-	for _, name := range fillDropHeaders {
-		if bytes.EqualFold(k, []byte(name)) {
-			return true
-		}
-	}
-	for _, name := range r.cache.FillStripHeaders {
+	for name := range r.fillNever {
 		if bytes.EqualFold(k, []byte(name)) {
 			return true
 		}

@@ -3,7 +3,6 @@ package router
 import (
 	"bytes"
 	"compress/gzip"
-	"database/sql"
 	"fmt"
 	"io"
 	"net/http"
@@ -103,6 +102,9 @@ func (s *site) serve(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Authorization") != "" {
 		body += "<p>authorized</p>"
 	}
+	if v := r.Header.Get("X-Visitor"); v != "" {
+		body += "<p>visitor " + v + "</p>"
+	}
 	io.WriteString(w, body)
 }
 
@@ -165,6 +167,32 @@ func fetch(t *testing.T, method, url string, header ...string) answer {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	return answer{resp.StatusCode, resp.Header.Get("Cache-Status"), resp.Header, string(b)}
+}
+
+// TestCacheFillStripHeaders: the operator's fill_strip_headers never reach
+// the backend on a fill, whether the fill is the visitor's own request (no
+// cookies) or the background twin of a visitor with cookies, so a page
+// rendered for what they carry is never stored.
+func TestCacheFillStripHeaders(t *testing.T) {
+	s := newSite(t)
+	base := cacheRouter(t, s, memcachedStore(t, pagecachetest.Memcached(t)), Options{},
+		func(co *CacheOptions) { co.FillStripHeaders = []string{"X-Visitor"} })
+	for _, tc := range []struct{ path, cookie string }{{"/strip-own", ""}, {"/strip-twin", "csrftoken=abc"}} {
+		h := []string{"X-Visitor", "alice"}
+		if tc.cookie != "" {
+			h = append(h, "Cookie", tc.cookie)
+		}
+		fetch(t, "GET", base+tc.path, h...)
+		var hit answer
+		for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if hit = fetch(t, "GET", base+tc.path); hit.cacheStatus == "userrouter; hit" || time.Now().After(deadline) {
+				break
+			}
+		}
+		if hit.cacheStatus != "userrouter; hit" || strings.Contains(hit.body, "alice") {
+			t.Errorf("%s: %q %q; want a stored page rendered without X-Visitor", tc.path, hit.cacheStatus, hit.body)
+		}
+	}
 }
 
 func TestCacheFillsOnceThenHits(t *testing.T) {
@@ -450,10 +478,7 @@ func TestCacheRawFormat(t *testing.T) {
 // personal page.
 func TestCacheNeverStoresPersonalPages(t *testing.T) {
 	mc := pagecachetest.Start(t)
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	dsn, _, fx := sessiontest.MySQLDjango(t)
 	s := newSite(t)
 	base := cacheRouter(t, s, memcachedStore(t, mc.Addr), Options{Sessions: mysqlSessions(t, dsn)}, nil)
 
@@ -526,10 +551,7 @@ func TestCacheNeverStoresPersonalPages(t *testing.T) {
 }
 
 func TestCacheIdentifiedAlwaysForwarded(t *testing.T) {
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	dsn, _, fx := sessiontest.MySQLDjango(t)
 	s := newSite(t)
 	base := cacheRouter(t, s, memcachedStore(t, pagecachetest.Memcached(t)), Options{Sessions: mysqlSessions(t, dsn)}, nil)
 	fetch(t, "GET", base+"/page") // cached for anonymous visitors

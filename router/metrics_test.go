@@ -1,7 +1,6 @@
 package router
 
 import (
-	"database/sql"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -75,18 +74,11 @@ next:
 
 func TestMetrics(t *testing.T) {
 	mc := pagecachetest.Start(t)
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	dsn, _, fx := sessiontest.MySQLDjango(t)
 	s := newSite(t)
 	m := NewMetrics("test")
 
-	pool, _ := sessioncheck.OpenMySQL(dsn, 4)
-	store, _ := sessioncheck.NewSQLStore(pool, sessioncheck.SQLOptions{Query: "SELECT session_data FROM django_session WHERE session_key = :key", Placeholder: sessioncheck.QuestionMark})
-	rule, _ := sessioncheck.NewRule("django", nil)
-	sessions, _ := sessioncheck.New(sessioncheck.Options{Store: store, Rule: rule, Stats: &m.Sessions, QueryDuration: m.SessionQuery})
-	defer sessions.Close()
+	sessions := mysqlSessions(t, dsn, func(o *sessioncheck.Options) { o.Stats, o.QueryDuration = &m.Sessions, m.SessionQuery })
 	mstore, _ := pagecache.NewMemcache(pagecache.MemcacheOptions{Servers: []string{mc.Addr}, Timeout: 100 * time.Millisecond, Stats: &m.Memcache, OpDuration: m.MemcacheOp})
 	keys, _ := pagecache.NewKeyTemplate(pagecache.KeyOptions{})
 	b, _ := NewBackends(testBackendOptions(backendAddr(s.Server)))

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"database/sql"
 	"io"
 	"net"
 	"net/http"
@@ -18,9 +17,9 @@ import (
 	"github.com/userrouter/userrouter/sessioncheck/sessiontest"
 )
 
-// mysqlSessions returns Sessions over a fresh django_session table filled
-// with the Django fixtures.
-func mysqlSessions(t *testing.T, dsn string) *sessioncheck.Sessions {
+// mysqlSessions returns Sessions over the django_session table at dsn;
+// tweaks adjust the options (counters, histograms) before it is made.
+func mysqlSessions(t *testing.T, dsn string, tweaks ...func(*sessioncheck.Options)) *sessioncheck.Sessions {
 	t.Helper()
 	pool, err := sessioncheck.OpenMySQL(dsn, 4)
 	if err != nil {
@@ -34,7 +33,11 @@ func mysqlSessions(t *testing.T, dsn string) *sessioncheck.Sessions {
 		t.Fatal(err)
 	}
 	rule, _ := sessioncheck.NewRule("django", nil)
-	s, err := sessioncheck.New(sessioncheck.Options{Store: store, Rule: rule, Timeout: 300 * time.Millisecond})
+	o := sessioncheck.Options{Store: store, Rule: rule, Timeout: 300 * time.Millisecond}
+	for _, tweak := range tweaks {
+		tweak(&o)
+	}
+	s, err := sessioncheck.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,10 +83,7 @@ func get(t *testing.T, url, method, cookie string) (status int, cacheStatus, bod
 }
 
 func TestRouterVerdicts(t *testing.T) {
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	dsn, _, fx := sessiontest.MySQLDjango(t)
 	sessions := mysqlSessions(t, dsn)
 	backend, _ := echoBackend(t)
 	base := startRouter(t, Options{Sessions: sessions, Cache: memoryCache(t)}, testBackendOptions(backendAddr(backend)))

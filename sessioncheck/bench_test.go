@@ -117,10 +117,7 @@ func TestMySQLSteadyStateQueryRate(t *testing.T) {
 	if os.Getenv("USERROUTER_SOAK") == "" {
 		t.Skip("two-minute measurement; set USERROUTER_SOAK=1 to run it")
 	}
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	dsn, db, fx := sessiontest.MySQLDjango(t)
 	const sessions, rate = 10000, 5000
 	tx, _ := db.Begin()
 	stmt, _ := tx.Prepare("INSERT INTO django_session VALUES (?, ?, ?)")

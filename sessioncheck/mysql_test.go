@@ -54,10 +54,7 @@ func check(s *Sessions, key string) string {
 }
 
 func TestMySQLDjango(t *testing.T) {
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	dsn, _, fx := sessiontest.MySQLDjango(t)
 
 	plain := newMySQLSessions(t, dsn, djangoQuery, "django", nil, Options{})
 	verified := newMySQLSessions(t, dsn, djangoQuery, "django", &DjangoSigner{Secrets: []string{fx.SecretKey}}, Options{})
@@ -109,10 +106,7 @@ func checkDjangoFixtures(t *testing.T, fx sessiontest.Fixtures, plain, verified 
 // the database as one bound value: the row whose key is literally the
 // attack string is found, and nothing else is.
 func TestMySQLInjection(t *testing.T) {
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL) // identified rows are there to be matched by mistake
+	dsn, db, _ := sessiontest.MySQLDjango(t) // identified rows are there to be matched by mistake
 	attack := "x' OR '1'='1"
 	anon := sessiontest.LoadFixtures(t).Row("anonymous").SessionData
 	sessiontest.InsertSession(t, db, attack, anon, time.Now().Add(time.Hour))
@@ -158,10 +152,7 @@ func TestMySQLInjection(t *testing.T) {
 }
 
 func TestMySQLCoalescesConcurrentLookups(t *testing.T) {
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	dsn, _, fx := sessiontest.MySQLDjango(t)
 	// SLEEP keeps the first query in flight while the others arrive.
 	s := newMySQLSessions(t, dsn, djangoQuery+" AND (SELECT SLEEP(0.05)) = 0", "django", nil, Options{Timeout: 2 * time.Second})
 	var wg sync.WaitGroup
@@ -180,10 +171,7 @@ func TestMySQLCoalescesConcurrentLookups(t *testing.T) {
 }
 
 func TestMySQLQueryCap(t *testing.T) {
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	dsn, _, fx := sessiontest.MySQLDjango(t)
 	s := newMySQLSessions(t, dsn, djangoQuery, "django", nil, Options{MaxQueries: 2, Timeout: 100 * time.Millisecond})
 	// Two queries hold both slots (as slow queries would).
 	s.slots <- struct{}{}
@@ -242,10 +230,7 @@ func TestMySQLOtherFrameworks(t *testing.T) {
 }
 
 func TestMySQLValidate(t *testing.T) {
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	dsn, _, _ := sessiontest.MySQLDjango(t)
 	pool, _ := OpenMySQL(dsn, 2)
 	defer pool.Close()
 	for _, tc := range []struct {
@@ -380,10 +365,7 @@ func (p *tcpProxy) start(t testing.TB, hang bool) {
 }
 
 func TestMySQLOutageAndRecovery(t *testing.T) {
-	dsn := sessiontest.MySQLDSN(t)
-	db, _ := sql.Open("mysql", dsn)
-	defer db.Close()
-	fx := sessiontest.DjangoTable(t, db, sessiontest.MySQLDDL)
+	dsn, _, fx := sessiontest.MySQLDjango(t)
 	cfg, _ := mysql.ParseDSN(dsn)
 	proxy := newTCPProxy(t, cfg.Addr)
 	cfg.Addr = proxy.addr

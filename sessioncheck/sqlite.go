@@ -19,15 +19,28 @@ import (
 // database file (Django's db.sqlite3). It is pure Go (modernc.org/sqlite),
 // so CGO_ENABLED=0 builds keep it.
 //
-// path is the file's path, or a SQLite URI ("file:...") taken as it is.
+// path is the file's path, or a SQLite URI ("file:...") taken as it is
+// but for the driver's _query_only and _busy_timeout, added when missing.
 // userrouter opens a path read-only (mode=ro, PRAGMA query_only): it never
 // creates, migrates or writes the application's database. Each connection
 // waits up to busyTimeout for a writer holding the database lock, so a
 // lookup racing Django's commit waits instead of failing. The file must
 // exist: a missing one is a configuration mistake, not an outage.
 func OpenSQLite(path string, maxConns int, busyTimeout time.Duration) (*sql.DB, error) {
+	busy := strconv.FormatInt(max(busyTimeout.Milliseconds(), 1), 10)
 	dsn := path
-	if !strings.HasPrefix(path, "file:") {
+	if strings.HasPrefix(path, "file:") {
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		for _, p := range [][2]string{{"_query_only", "1"}, {"_busy_timeout", busy}} {
+			if !strings.Contains(path, p[0]+"=") {
+				dsn += sep + p[0] + "=" + p[1]
+				sep = "&"
+			}
+		}
+	} else {
 		abs, err := filepath.Abs(path)
 		if err != nil {
 			return nil, fmt.Errorf("sessioncheck: session.dsn %q: %w", path, err)
@@ -39,7 +52,7 @@ func OpenSQLite(path string, maxConns int, busyTimeout time.Duration) (*sql.DB, 
 		}
 		q := url.Values{}
 		q.Set("mode", "ro")
-		q.Set("_busy_timeout", strconv.FormatInt(max(busyTimeout.Milliseconds(), 1), 10))
+		q.Set("_busy_timeout", busy)
 		q.Set("_query_only", "1")
 		dsn = (&url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}).String()
 	}

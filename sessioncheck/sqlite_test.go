@@ -164,6 +164,16 @@ func TestSQLiteValidate(t *testing.T) {
 		t.Error("a write through the session pool succeeded; want the database opened read-only")
 	}
 
+	// Nor through a URI the operator wrote (it gets query_only too).
+	uri, err := OpenSQLite("file:"+path, 1, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uri.Close()
+	if _, err := uri.Exec("DELETE FROM django_session"); err == nil {
+		t.Error("a write through a file: URI pool succeeded; want query_only")
+	}
+
 	// A missing file or a directory is a configuration mistake, said at once.
 	for _, bad := range []string{filepath.Join(t.TempDir(), "missing.sqlite3"), t.TempDir()} {
 		if _, err := OpenSQLite(bad, 1, time.Millisecond); err == nil || !strings.Contains(err.Error(), "session.dsn") {

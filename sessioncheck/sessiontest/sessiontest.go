@@ -57,6 +57,20 @@ func MySQLDSN(t testing.TB) string {
 	return cfg.FormatDSN()
 }
 
+// MySQLDjango creates a database on the test MariaDB with django_session
+// as Django creates it, filled with the fixture rows (see DjangoTable). It
+// returns the database's DSN and an open handle, closed when the test ends.
+func MySQLDjango(t testing.TB) (string, *sql.DB, Fixtures) {
+	t.Helper()
+	dsn := MySQLDSN(t)
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return dsn, db, DjangoTable(t, db, MySQLDDL)
+}
+
 // A Row is one django_session row made by Django.
 type Row struct {
 	Name        string `json:"name"`
