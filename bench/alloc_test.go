@@ -3,6 +3,7 @@
 package main
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -23,5 +24,28 @@ func TestRecordResponseAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Errorf("recordResponse allocates %v times per call; want 0", allocs)
+	}
+}
+
+// TestOverflowValueAllocs: a value past maxKinds, once seen, is
+// remembered, not parsed again on each answer.
+func TestOverflowValueAllocs(t *testing.T) {
+	start := time.Now()
+	r := newRecorder(start, 0, 0)
+	done := start.Add(time.Second)
+	for i := range maxKinds {
+		r.recordResponse(time.Millisecond, done, 200, []byte(fmt.Sprintf("c; hit; ttl=%d", i)))
+	}
+	values := [][]byte{[]byte("c; hit; ttl=1000"), []byte("c; fwd=miss; ttl=1000")}
+	for _, v := range values {
+		r.recordResponse(time.Millisecond, done, 200, v)
+	}
+	i := 0
+	allocs := testing.AllocsPerRun(1000, func() {
+		r.recordResponse(time.Millisecond, done, 200, values[i%2])
+		i++
+	})
+	if allocs != 0 {
+		t.Errorf("recording a remembered value past maxKinds allocates %v times per call; want 0", allocs)
 	}
 }

@@ -477,6 +477,7 @@ func TestBadInput(t *testing.T) {
 		{name: "keys without share", args: []string{"-url", s.URL, "-identified-keys", "testdata/identified-keys.txt"}, code: 2, want: "-identified is 0"},
 		{name: "shares above one", args: []string{"-url", s.URL, "-identified", "0.7", "-anon-sessions", "0.5", "-identified-keys", "testdata/identified-keys.txt", "-anon-keys", "testdata/anon-keys.txt"}, code: 2, want: "at most 1"},
 		{name: "share above one", args: []string{"-url", s.URL, "-anon-sessions", "1.5"}, code: 2, want: "between 0 and 1"},
+		{name: "too many paths", args: []string{"-url", s.URL, "-paths", "2000000000"}, code: 2, want: "-paths 2000000000: at most 10000000"},
 		{name: "zipf at one", args: []string{"-url", s.URL, "-paths", "10", "-zipf", "1"}, code: 2, want: "-zipf 1"},
 		{name: "zipf without paths", args: []string{"-url", s.URL, "-zipf", "1.2"}, code: 2, want: "-paths N or -urls FILE"},
 		{name: "mint without url", args: []string{"-url", s.URL, "-mint", "3"}, code: 2, want: "-login-url"},
@@ -793,5 +794,137 @@ func TestReportsWithoutAnswers(t *testing.T) {
 	c.writeText(&text)
 	if !strings.Contains(text.String(), "throughput -") {
 		t.Errorf("compare table with no answers should show '-' ratios:\n%s", text.String())
+	}
+}
+
+// hugeBodyServer answers /big with an 8 MiB body, and /endless with a
+// header announcing 1 TiB of body followed by a trickle that never ends.
+func hugeBodyServer(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); l.Close() })
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if strings.HasPrefix(string(buf[:n]), "GET /endless ") {
+						c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n"))
+						for {
+							if _, err := c.Write([]byte("x")); err != nil {
+								return
+							}
+							select {
+							case <-done:
+								return
+							case <-time.After(10 * time.Millisecond):
+							}
+						}
+					}
+					c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 8388608\r\n\r\n"))
+					for range 128 {
+						if _, err := c.Write(chunk); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return "http://" + l.Addr().String()
+}
+
+// TestHugeBodiesAreNotHeld loads a target whose bodies are huge or never
+// end: bench reads them through without keeping them (a body read into
+// memory would take 8 MiB per connection, and the announced 1 TiB would
+// crash it), and a body that does not arrive within -timeout is a timeout.
+func TestHugeBodiesAreNotHeld(t *testing.T) {
+	t.Parallel()
+	base := hugeBodyServer(t)
+	urls := filepath.Join(t.TempDir(), "urls.txt")
+	os.WriteFile(urls, []byte("/big\n/endless\n"), 0o644) // the reachability check takes the first
+	start := time.Now()
+	r := benchJSON(t, "-url", base, "-urls", urls, "-requests", "12", "-c", "4", "-warmup", "0", "-timeout", "1s")
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v; every request should be bounded by -timeout 1s", d)
+	}
+	if r.Requests != 12 || r.StatusCodes["200"] == 0 || r.ErrorsByKind["timeout"] == 0 || r.Responses+r.Errors != r.Requests {
+		t.Errorf("requests %d, status %v, errors by kind %v; want 12, answers for /big and timeouts for /endless", r.Requests, r.StatusCodes, r.ErrorsByKind)
+	}
+}
+
+// TestCompareStopsWhenInterrupted interrupts -compare during A's run: B
+// must not be loaded at all (its requests would wait for a slow target),
+// and the report still comes out.
+func TestCompareStopsWhenInterrupted(t *testing.T) {
+	t.Parallel()
+	var bServed atomic.Int64
+	a, _ := countingServer(t)
+	b := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if bServed.Add(1) > 1 { // the reachability check is answered at once
+			time.Sleep(2 * time.Second)
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(300*time.Millisecond, cancel)
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	code := runContext(ctx, []string{"-compare", a.URL + "," + b.URL, "-duration", "5s", "-warmup", "0", "-c", "4", "-timeout", "5s", "-json"}, &out, &errOut, 0)
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("took %v after an interruption at 300ms; want bench to stop at once", d)
+	}
+	if code != exitFailed || !strings.Contains(errOut.String(), "interrupted") {
+		t.Errorf("exit status %d, stderr %q; want 1 and the interruption reported", code, errOut.String())
+	}
+	if n := bServed.Load(); n > 1 {
+		t.Errorf("B got %d requests; want only the reachability check, B's run starts after the interruption", n)
+	}
+	var c compareJSON
+	if err := json.Unmarshal(out.Bytes(), &c); err != nil {
+		t.Errorf("the report must still be printed: %v\n%s", err, out.String())
+	}
+}
+
+// TestManyCacheStatusValues loads a target whose Cache-Status carries a
+// parameter that changes from answer to answer (RFC 9211's ttl), half of
+// them hits: far more distinct values than a connection tracks. The hit
+// ratio must stay right, and the report must stay short.
+func TestManyCacheStatusValues(t *testing.T) {
+	t.Parallel()
+	var n atomic.Int64
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		i := n.Add(1)
+		if i%2 == 0 {
+			w.Header().Set("Cache-Status", fmt.Sprintf("cdn; hit; ttl=%d", i))
+		} else {
+			w.Header().Set("Cache-Status", fmt.Sprintf("cdn; fwd=miss; ttl=%d", i))
+		}
+	})
+	r := benchJSON(t, "-url", s.URL, "-requests", "2000", "-c", "8", "-warmup", "0")
+	if r.HitRatio < 0.45 || r.HitRatio > 0.55 {
+		t.Errorf("hit_ratio %v; want about 0.5 (every other answer a hit)", r.HitRatio)
+	}
+	if len(r.CacheStatus) > maxKinds+2 {
+		t.Errorf("cache_status has %d values; want at most %d, the rarest folded", len(r.CacheStatus), maxKinds+2)
+	}
+	var total uint64
+	for _, c := range r.CacheStatus {
+		total += c
+	}
+	if total != 2000 || r.CacheClasses["hit"].Count+r.CacheClasses["fwd=miss"].Count+r.CacheClasses["other"].Count != 2000 {
+		t.Errorf("cache_status adds up to %d, classes %v; want 2000", total, r.CacheClasses)
 	}
 }

@@ -100,6 +100,40 @@ func FuzzParseCacheStatus(f *testing.F) {
 	})
 }
 
+// TestRecorderOverflow gives two workers more distinct values than they
+// track: the values past maxKinds count under "(other hits)" and "(other
+// values)", and the merged report keeps the maxKinds most frequent.
+func TestRecorderOverflow(t *testing.T) {
+	start := time.Now()
+	done := start.Add(time.Second)
+	a, b := newRecorder(start, 0, 0), newRecorder(start, 0, 0)
+	for i := range 3 * maxKinds {
+		a.recordResponse(time.Millisecond, done, 200, []byte(fmt.Sprintf("c; hit; ttl=%d", i)))
+		b.recordResponse(time.Millisecond, done, 200, []byte(fmt.Sprintf("c; fwd=miss; ttl=%d", i)))
+	}
+	for range 10 { // the most frequent value, tracked by a
+		a.recordResponse(time.Millisecond, done, 200, []byte("c; hit; ttl=0"))
+	}
+	if len(a.kinds) != maxKinds+1 || a.kinds[maxKinds].value != otherHitKind || a.kinds[maxKinds].count != 2*maxKinds {
+		t.Errorf("worker a has %d rows, the last %q with %d; want %d tracked and %q with %d", len(a.kinds), a.kinds[len(a.kinds)-1].value, a.kinds[len(a.kinds)-1].count, maxKinds, otherHitKind, 2*maxKinds)
+	}
+	m := mergeRecorders([]*recorder{a, b})
+	var total, hits, top uint64
+	for _, k := range m.kinds {
+		total += k.Count
+		if k.Hit {
+			hits += k.Count
+		}
+		if k.Value == "c; hit; ttl=0" {
+			top = k.Count
+		}
+	}
+	if len(m.kinds) != maxKinds+2 || top != 11 || total != 6*maxKinds+10 || hits != 3*maxKinds+10 {
+		t.Errorf("merged: %d rows, ttl=0 hit %d, %d answers of which %d hits; want %d rows, ttl=0 with 11, %d answers, %d hits",
+			len(m.kinds), top, total, hits, maxKinds+2, 6*maxKinds+10, 3*maxKinds+10)
+	}
+}
+
 func TestRecorderMergesWorkers(t *testing.T) {
 	start := time.Now()
 	a, b := newRecorder(start, 2, 0), newRecorder(start, 2, 0)

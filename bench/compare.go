@@ -103,7 +103,7 @@ func (c *comparison) medians() (a, b ratioJSON) {
 // toJSON builds the -compare JSON report. Ratios that cannot be computed
 // (a zero figure for A) are reported as 0.
 func (c *comparison) toJSON() compareJSON {
-	j := compareJSON{Mode: "compare", A: c.a.urls[0], B: c.b.urls[0], Load: c.a.describeLoad()}
+	j := compareJSON{Mode: "compare", A: c.a.urls[0], B: c.b.urls[0], Load: c.a.describeLoad(), Rounds: []roundJSON{}}
 	ratios := c.ratios()
 	for i, r := range c.rounds {
 		j.Rounds = append(j.Rounds, roundJSON{Round: i + 1, A: r[0].toJSON(), B: r[1].toJSON(), Ratio: finite(ratios[i])})
@@ -145,6 +145,10 @@ func (c *comparison) writeText(w io.Writer) {
 		}
 	}
 	tw.Flush()
+	if len(c.rounds) == 0 {
+		fmt.Fprintf(w, "\nno round was run\n")
+		return
+	}
 	a, b := c.medians()
 	m := medianOf(c.ratios())
 	fmt.Fprintf(w, "\nmedian A  %.1f req/s  p50 %s  p99 %s\n", a.RequestsPerSecond, fmtMs(a.P50), fmtMs(a.P99))
@@ -164,7 +168,7 @@ func runCompare(ctx context.Context, cfg *config, specs []*runSpec, stdout, stde
 				fmt.Fprintf(progress, "%sround %d/%d, %s: %s\n", prefix, round, cfg.rounds, s.label, describeTargets(s.urls))
 			}
 			pair[i] = execute(ctx, s, progress)
-			closeIdle(s)
+			s.pool.closeIdle() // the next run starts from cold connections, as this one did
 			m, failed := pair[i].warnings()
 			for _, x := range m {
 				msgs = append(msgs, fmt.Sprintf("round %d, %s", round, x))
@@ -174,6 +178,12 @@ func runCompare(ctx context.Context, cfg *config, specs []*runSpec, stdout, stde
 			}
 		}
 		c.rounds = append(c.rounds, pair)
+	}
+	if len(c.rounds) < cfg.rounds {
+		// Interrupted before a round started (during the reachability
+		// checks or the minting, or between rounds).
+		msgs = append(msgs, fmt.Sprintf("interrupted: %d of %d rounds run", len(c.rounds), cfg.rounds))
+		status = exitFailed
 	}
 	return emit(cfg, stdout, stderr, status, msgs, func() any { return c.toJSON() }, c.writeText, func() *htmlPage { return htmlCompare(c) })
 }

@@ -48,6 +48,9 @@ type config struct {
 	htmlFile string
 }
 
+// maxPaths bounds -paths: bench builds every URL before the run.
+const maxPaths = 10_000_000
+
 // A header is one -H flag.
 type header struct{ name, value string }
 
@@ -126,7 +129,7 @@ traffic mix
                          are appended to -url (http://h/app/ and /p give
                          http://h/app/p), URLs are used as they are
   -paths N               generate paths /page/0 ... /page/N-1, appended to
-                         -url
+                         -url (N at most 10000000)
   -zipf S                popularity skew over -urls or -paths: S > 1 is Zipf
                          with exponent S, 0 is uniform (default 0)
 
@@ -270,6 +273,8 @@ func (cfg *config) validate(set map[string]bool) error {
 		return usagef("-method %q: want an HTTP method such as GET or HEAD", cfg.method)
 	case cfg.paths < 0:
 		return usagef("-paths %d: want a positive count of generated paths", cfg.paths)
+	case cfg.paths > maxPaths:
+		return usagef("-paths %d: at most %d generated paths (each takes memory for its URL)", cfg.paths, maxPaths)
 	case cfg.paths > 0 && cfg.urlsFile != "":
 		return usagef("-paths and -urls both given: pick one source of paths")
 	case cfg.paths > 0 && cfg.url == "" && !compare:

@@ -6,7 +6,6 @@ import (
 	"html/template"
 	"math"
 	"os"
-	"sort"
 	"strings"
 	"time"
 
@@ -50,6 +49,12 @@ var (
 )
 
 const errorColor = "#dc2626"
+
+// roundColor is the color of -compare's run j (0: A, 1: B) in round i.
+func roundColor(i, j int) string {
+	shades := [2][]string{blues, oranges}[j]
+	return shades[i%len(shades)]
+}
 
 // percentileCurve samples h (µs) along the percentile axis, in ms.
 func percentileCurve(h *hdrhistogram.Histogram, top float64) []chartPoint {
@@ -178,8 +183,7 @@ func compareThroughputChart(c *comparison) template.HTML {
 	n := 0
 	for i, pair := range c.rounds {
 		for j, r := range pair {
-			colors := []([]string){blues, oranges}[j]
-			s := chartSeries{name: fmt.Sprintf("%s round %d", r.spec.label, i+1), color: colors[i%len(colors)], style: "line"}
+			s := chartSeries{name: fmt.Sprintf("%s round %d", r.spec.label, i+1), color: roundColor(i, j), style: "line"}
 			for _, sec := range r.timelineSeconds() {
 				s.pts = append(s.pts, chartPoint{float64(sec.Second), sec.RequestsPerSecond})
 				top = max(top, sec.RequestsPerSecond)
@@ -235,16 +239,10 @@ func runTables(r *runResult) []htmlTable {
 		summary.Rows = append(summary.Rows, []string{"schedule", fmt.Sprintf("sent %d of %d scheduled requests (%s); latency counts from each request's scheduled time", r.requests, r.scheduled, pct(r.requests, r.scheduled))})
 	}
 	if len(s.urls) > 1 {
-		how := "uniform"
-		if s.zipf > 1 {
-			how = fmt.Sprintf("Zipf, s=%g", s.zipf)
-		}
-		summary.Rows = append(summary.Rows, []string{"URLs", fmt.Sprintf("%d, %s", len(s.urls), how)})
+		summary.Rows = append(summary.Rows, []string{"URLs", fmt.Sprintf("%d, %s", len(s.urls), s.describePick())})
 	}
 	if len(s.identified)+len(s.anon) > 0 {
-		summary.Rows = append(summary.Rows, []string{"visitors", fmt.Sprintf("%d without cookie, %d identified (%d of %d keys used), %d anonymous-session (%d of %d keys used)",
-			r.visitors[visitorNone], r.visitors[visitorIdentified], r.keysUsed[visitorIdentified], len(s.identified),
-			r.visitors[visitorAnon], r.keysUsed[visitorAnon], len(s.anon))})
+		summary.Rows = append(summary.Rows, []string{"visitors", r.describeVisitors()})
 	}
 	tables := []htmlTable{summary}
 
@@ -273,12 +271,7 @@ func runTables(r *runResult) []htmlTable {
 	}
 
 	st := htmlTable{Title: "Status codes", Head: []string{"status", "count", "share"}, Numeric: []bool{false, true, true}, Half: true}
-	codes := make([]int, 0, len(r.status))
-	for c := range r.status {
-		codes = append(codes, c)
-	}
-	sort.Ints(codes)
-	for _, c := range codes {
+	for _, c := range r.statusCodes() {
 		st.Rows = append(st.Rows, []string{fmt.Sprint(c), fmt.Sprint(r.status[c]), pct(r.status[c], r.responses)})
 	}
 	if r.badStatus > 0 {
@@ -341,7 +334,7 @@ func htmlCompare(c *comparison) *htmlPage {
 			}
 			runs = append(runs, r)
 			names = append(names, fmt.Sprintf("%s round %d", r.spec.label, i+1))
-			colors = append(colors, []([]string){blues, oranges}[j][i%len(blues)])
+			colors = append(colors, roundColor(i, j))
 			dashes = append(dashes, "")
 		}
 	}

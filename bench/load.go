@@ -27,6 +27,7 @@ const userAgent = "userrouter-bench"
 type runSpec struct {
 	label    string   // "A" or "B" under -compare, else ""
 	urls     []string // absolute URLs, in popularity order for -zipf
+	pool     *clientPool
 	targets  []target
 	conns    int
 	rate     float64 // 0: closed loop
@@ -150,6 +151,10 @@ func execute(ctx context.Context, spec *runSpec, progress io.Writer) *runResult 
 		}
 	}
 
+	// An interruption that came before (under -compare, during the
+	// previous run) stops the workers before their first request;
+	// AfterFunc would run too late to.
+	s.stopped.Store(ctx.Err() != nil)
 	stopWatch := context.AfterFunc(ctx, func() {
 		s.stopped.Store(true)
 		close(s.stop)
@@ -327,7 +332,7 @@ func (w *worker) sleep(d time.Duration) bool {
 // counted from intended. It returns when the answer (or error) came.
 func (w *worker) do(intended time.Time, measured bool) (done time.Time) {
 	t, visitor, key := w.pick()
-	err := t.client.DoTimeout(&w.req, &w.resp, w.spec.timeout)
+	err := exchange(t.client, &w.req, &w.resp, w.spec.timeout)
 	done = time.Now()
 	w.rec.live.done.Add(1)
 	if err != nil {
@@ -398,7 +403,7 @@ func preflight(spec *runSpec) error {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		prepareRequest(req, spec)
 		req.SetRequestURI(t.uri)
-		err := t.client.DoTimeout(req, resp, spec.timeout)
+		err := exchange(t.client, req, resp, spec.timeout)
 		fasthttp.ReleaseRequest(req)
 		fasthttp.ReleaseResponse(resp)
 		if err != nil {
@@ -414,7 +419,7 @@ func explainError(err error, timeout time.Duration) string {
 	case errRefused:
 		return "connection refused: nothing listens there; start the target or fix the URL"
 	case errTimeout:
-		return fmt.Sprintf("no answer within -timeout %v; check the address, or raise -timeout if the target is just slow", timeout)
+		return fmt.Sprintf("no complete answer within -timeout %v; check the address, or raise -timeout if the target is just slow", timeout)
 	case errClosed:
 		return "the connection closed before an answer (" + err.Error() + "); is it an HTTP server, and is the scheme (http/https) right?"
 	}

@@ -106,7 +106,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer, au
 		fmt.Fprintf(progress, "%s%s against %s\n", prefix, spec.describeLoad(), describeTargets(spec.urls))
 	}
 	r := execute(ctx, spec, progress)
-	closeIdle(spec)
+	spec.pool.closeIdle()
 
 	status := exitOK
 	msgs, failed := r.warnings()
@@ -173,6 +173,7 @@ func buildSpecs(cfg *config) ([]*runSpec, error) {
 		specs = append(specs, &runSpec{
 			label:        labels[i],
 			urls:         urls,
+			pool:         pool,
 			targets:      pool.makeTargets(urls),
 			conns:        cfg.conns,
 			rate:         cfg.rate,
@@ -218,12 +219,4 @@ func mintAll(ctx context.Context, cfg *config, specs []*runSpec) error {
 		}
 	}
 	return nil
-}
-
-// closeIdle closes the idle connections of spec's clients, so that the
-// next run starts from cold connections like the first one did.
-func closeIdle(spec *runSpec) {
-	for _, t := range spec.targets {
-		t.client.CloseIdleConnections()
-	}
 }

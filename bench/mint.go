@@ -58,7 +58,7 @@ func mintCookies(ctx context.Context, flag, rawURL string, n int, cookieName str
 			c := fasthttp.AcquireCookie()
 			defer fasthttp.ReleaseCookie(c)
 			for take() {
-				if err := client.DoTimeout(req, resp, timeout); err != nil {
+				if err := exchange(client, req, resp, timeout); err != nil {
 					fail(fmt.Errorf("%s %s: %s", flag, rawURL, explainError(err, timeout)))
 					return
 				}

@@ -85,14 +85,18 @@ cleanup() {
 	trap - EXIT
 	trap '' INT TERM
 	set +e
-	if [ -n "$current" ]; then kill -TERM "$current" 2>/dev/null; fi
-	local pid i
-	for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+	local pid i alive
+	for pid in "${pids[@]}" $current; do kill -TERM "$pid" 2>/dev/null; done
+	# One 5 s grace period for all of them (not 5 s each: timeout(1)
+	# kills this script 20 s after its SIGTERM, and whatever is still
+	# running then is left behind).
+	for ((i = 0; i < 50; i++)); do
+		alive=0
+		for pid in "${pids[@]}" $current; do kill -0 "$pid" 2>/dev/null && alive=1; done
+		[ "$alive" = 1 ] || break
+		sleep 0.1
+	done
 	for pid in "${pids[@]}" $current; do
-		for ((i = 0; i < 50; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
 		if kill -KILL "$pid" 2>/dev/null; then log "process $pid did not stop within 5 s of SIGTERM: killed"; fi
 	done
 	wait 2>/dev/null
@@ -350,8 +354,12 @@ cp "$tmp/ur-memcached.toml" "$tmp/ur-memory.toml" "$tmp/ur-raw-filler.toml" "$tm
 
 # --- sessions, and the warm sets -------------------------------------------
 
+# Every curl below has --max-time: bash runs the INT and TERM traps only
+# once the foreground command has ended, so an unbounded one could hold
+# the script past timeout(1)'s final SIGKILL, and leave its processes.
+
 # Signed-in sessions, as Django's login writes them; one cookie per line.
-curl -fsS -X POST -o /dev/null -D "$tmp/login.headers" "http://127.0.0.1:$P_ORIGIN/login?n=[1-$IDENTIFIED_KEYS]"
+curl -fsS --max-time 10 -X POST -o /dev/null -D "$tmp/login.headers" "http://127.0.0.1:$P_ORIGIN/login?n=[1-$IDENTIFIED_KEYS]"
 sed -n 's/^[Ss]et-[Cc]ookie: sessionid=\([a-z0-9]*\);.*/\1/p' "$tmp/login.headers" >"$tmp/identified.txt"
 [ "$(wc -l <"$tmp/identified.txt")" = "$IDENTIFIED_KEYS" ] || die "minting $IDENTIFIED_KEYS sessions at /login gave $(wc -l <"$tmp/identified.txt")"
 
@@ -359,16 +367,19 @@ sed -n 's/^[Ss]et-[Cc]ookie: sessionid=\([a-z0-9]*\);.*/\1/p' "$tmp/login.header
 # writes the warm pages for it, then stops.
 start ur-raw-filler "$BIN/userrouter" -config "$tmp/ur-raw-filler.toml"
 wait_url ur-raw-filler "http://127.0.0.1:$P_FILL_ADMIN/readyz"
-curl -fsS -o /dev/null "http://127.0.0.1:$P_FILL/page/[0-$((HIT_PAGES - 1))]"
+curl -fsS --max-time 10 -o /dev/null "http://127.0.0.1:$P_FILL/page/[0-$((HIT_PAGES - 1))]"
 kill -TERM "${PID[ur-raw-filler]}"
 wait "${PID[ur-raw-filler]}" || true
+# Forget it: its PID is free again, and the cleanup must not signal
+# whatever process gets it next.
+for i in "${!pids[@]}"; do [ "${pids[$i]}" != "${PID[ur-raw-filler]}" ] || unset 'pids[i]'; done
 
 # The other caches warm themselves: one request per page.
 for p in $P_URMC $P_URMEM $P_NGPC; do
-	curl -fsS -o /dev/null "http://127.0.0.1:$p/page/[0-$((HIT_PAGES - 1))]"
+	curl -fsS --max-time 10 -o /dev/null "http://127.0.0.1:$p/page/[0-$((HIT_PAGES - 1))]"
 done
 for p in $P_URMC $P_URMEM $P_NGMC $P_NGPC; do
-	st=$(curl -fsS -o /dev/null -D - "http://127.0.0.1:$p/page/$((HIT_PAGES - 1))" | tr -d '\r' | sed -n 's/^[Cc]ache-[Ss]tatus: //p')
+	st=$(curl -fsS --max-time 10 -o /dev/null -D - "http://127.0.0.1:$p/page/$((HIT_PAGES - 1))" | tr -d '\r' | sed -n 's/^[Cc]ache-[Ss]tatus: //p')
 	case "$st" in *"; hit"*) ;; *) die "127.0.0.1:$p/page/$((HIT_PAGES - 1)) is not a hit after warming: Cache-Status \"$st\"" ;; esac
 done
 

@@ -24,19 +24,28 @@ const (
 	histMax       = 60_000_000
 	histDigits    = 3
 	kindHistDigit = 2
-	// maxKinds bounds the distinct Cache-Status values a worker tracks;
-	// further values are counted under otherKind.
+	// maxKinds bounds the distinct Cache-Status values a worker tracks,
+	// and a report lists; further values are counted under otherHitKind
+	// or otherKind, by whether they are hits.
 	maxKinds = 32
+	// maxOverflowMemo bounds the values past maxKinds whose verdict (hit
+	// or not) a worker remembers, so that they are parsed once, not on
+	// every answer; memoLen bounds the length of a value remembered.
+	maxOverflowMemo = 1024
+	memoLen         = 256
 )
 
-// otherKind is the Cache-Status key under which values beyond maxKinds
-// are counted.
-const otherKind = "(other values)"
+// The Cache-Status rows under which the values beyond maxKinds are
+// counted: the hits, and the others.
+const (
+	otherHitKind = "(other hits)"
+	otherKind    = "(other values)"
+)
 
 // Error kinds, in report order.
 const (
 	errRefused = iota // the target refused the connection
-	errTimeout        // no answer within -timeout
+	errTimeout        // no complete answer (body included) within -timeout
 	errClosed         // the connection closed or reset before an answer
 	errOther          // anything else
 	numErrKinds
@@ -70,11 +79,14 @@ const (
 	numVisitorKinds
 )
 
-// A kindStat counts the responses that carried one Cache-Status value.
+// A kindStat counts the responses that carried one Cache-Status value,
+// or, for an overflow row, several (value is then otherHitKind or
+// otherKind).
 type kindStat struct {
-	value string
-	count uint64
-	hist  *hdrhistogram.Histogram // nil in merged results past maxKinds
+	value    string
+	overflow bool
+	count    uint64
+	hist     *hdrhistogram.Histogram
 }
 
 // A second holds what happened during one second of the measured window,
@@ -107,9 +119,11 @@ type recorder struct {
 	errs      [numErrKinds]uint64
 	errSample [numErrKinds]string // the first error message of each kind
 
-	kinds   []kindStat     // by Cache-Status value, in order of first sight
-	kindIdx map[string]int // value → index into kinds
-	last    int            // index of the previous response's value, or -1
+	kinds    []kindStat     // by Cache-Status value, in order of first sight
+	kindIdx  map[string]int // value → index into kinds, for the tracked values
+	overIdx  map[string]int // value past maxKinds → index of its overflow row
+	otherIdx [2]int         // index of the overflow rows (non-hits, hits), or -1
+	last     int            // index of the previous response's value, or -1
 
 	visitors [numVisitorKinds]uint64
 	keysUsed [numVisitorKinds][]uint64 // bit sets over the cookie lists
@@ -124,10 +138,11 @@ type recorder struct {
 // nIdentified and nAnon size the bit sets of cookie keys used.
 func newRecorder(start time.Time, nIdentified, nAnon int) *recorder {
 	r := &recorder{
-		start:   start,
-		hist:    hdrhistogram.New(histMin, histMax, histDigits),
-		kindIdx: make(map[string]int),
-		last:    -1,
+		start:    start,
+		hist:     hdrhistogram.New(histMin, histMax, histDigits),
+		kindIdx:  make(map[string]int),
+		otherIdx: [2]int{-1, -1},
+		last:     -1,
 	}
 	r.keysUsed[visitorIdentified] = make([]uint64, (nIdentified+63)/64)
 	r.keysUsed[visitorAnon] = make([]uint64, (nAnon+63)/64)
@@ -162,9 +177,7 @@ func (r *recorder) recordResponse(latency time.Duration, done time.Time, status 
 	k := r.kind(cacheStatus)
 	ks := &r.kinds[k]
 	ks.count++
-	if ks.hist != nil {
-		ks.hist.RecordValue(us) //nolint:errcheck // clamped into range
-	}
+	ks.hist.RecordValue(us) //nolint:errcheck // clamped into range
 
 	sec := r.slot(done)
 	sec.Responses++
@@ -200,24 +213,43 @@ func (r *recorder) kind(v []byte) int {
 	}
 	i, ok := r.kindIdx[string(v)] // no allocation: the compiler avoids the copy
 	if !ok {
+		i, ok = r.overIdx[string(v)]
+	}
+	if !ok {
 		i = r.addKind(string(v))
 	}
 	r.last = i
 	return i
 }
 
-// addKind adds a kindStat for value v, or returns otherKind's once maxKinds
-// values are tracked.
+// addKind adds a kindStat for value v while fewer than maxKinds values
+// are tracked. Past that, v counts under an overflow row, otherHitKind or
+// otherKind by whether it is a hit, so that the hit ratio stays right when
+// a value changes from answer to answer (RFC 9211's ttl parameter does).
 func (r *recorder) addKind(v string) int {
-	if len(r.kinds) >= maxKinds {
-		if i, ok := r.kindIdx[otherKind]; ok {
-			return i
-		}
-		v = otherKind
+	if len(r.kindIdx) < maxKinds {
+		r.kinds = append(r.kinds, kindStat{value: v, hist: hdrhistogram.New(histMin, histMax, kindHistDigit)})
+		r.kindIdx[v] = len(r.kinds) - 1
+		return len(r.kinds) - 1
 	}
-	r.kinds = append(r.kinds, kindStat{value: v, hist: hdrhistogram.New(histMin, histMax, kindHistDigit)})
-	r.kindIdx[v] = len(r.kinds) - 1
-	return len(r.kinds) - 1
+	hit := 0
+	if classifyCacheStatus(v).Hit {
+		hit = 1
+	}
+	i := r.otherIdx[hit]
+	if i < 0 {
+		label := [2]string{otherKind, otherHitKind}[hit]
+		r.kinds = append(r.kinds, kindStat{value: label, overflow: true, hist: hdrhistogram.New(histMin, histMax, kindHistDigit)})
+		i = len(r.kinds) - 1
+		r.otherIdx[hit] = i
+	}
+	if len(v) <= memoLen {
+		if r.overIdx == nil || len(r.overIdx) >= maxOverflowMemo {
+			r.overIdx = make(map[string]int) // start afresh: values drift
+		}
+		r.overIdx[v] = i
+	}
+	return i
 }
 
 // slot returns the timeline entry for the second in which t falls.
@@ -232,12 +264,69 @@ func (r *recorder) slot(t time.Time) *second {
 	return &r.timeline[i]
 }
 
-// A kindResult is the merged count and latency of one Cache-Status value.
+// A kindResult is the merged count and latency of one Cache-Status value,
+// or of an overflow row.
 type kindResult struct {
 	Value string
 	cacheClass
-	Count uint64
-	Hist  *hdrhistogram.Histogram
+	Count    uint64
+	Hist     *hdrhistogram.Histogram
+	overflow bool
+}
+
+// newKindResult returns an empty kindResult for value v, classified.
+func newKindResult(v string, overflow bool) kindResult {
+	k := kindResult{Value: v, overflow: overflow, Hist: hdrhistogram.New(histMin, histMax, kindHistDigit)}
+	switch {
+	case !overflow:
+		k.cacheClass = classifyCacheStatus(v)
+	case v == otherHitKind:
+		k.cacheClass = cacheClass{Class: "hit", Hit: true}
+	default:
+		k.cacheClass = cacheClass{Class: "other"}
+	}
+	return k
+}
+
+// add counts count answers, with latencies h, in k.
+func (k *kindResult) add(count uint64, h *hdrhistogram.Histogram) {
+	k.Count += count
+	k.Hist.Merge(h)
+}
+
+// foldRare returns kinds, sorted by count, with the values past the
+// maxKinds most frequent counted under the overflow rows: each worker
+// tracks maxKinds values of its own, and together they may have seen
+// many more.
+func foldRare(kinds []kindResult) []kindResult {
+	byCount := func(ks []kindResult) {
+		sort.SliceStable(ks, func(i, j int) bool { return ks[i].Count > ks[j].Count })
+	}
+	byCount(kinds)
+	var out []kindResult
+	var other [2]*kindResult // non-hits, hits
+	for _, k := range kinds {
+		if !k.overflow && len(out) < maxKinds {
+			out = append(out, k)
+			continue
+		}
+		hit := 0
+		if k.Hit {
+			hit = 1
+		}
+		if other[hit] == nil {
+			o := newKindResult([2]string{otherKind, otherHitKind}[hit], true)
+			other[hit] = &o
+		}
+		other[hit].add(k.Count, k.Hist)
+	}
+	for _, o := range other {
+		if o != nil {
+			out = append(out, *o)
+		}
+	}
+	byCount(out)
+	return out
 }
 
 // merged is the sum of every worker's recorder.
@@ -258,7 +347,11 @@ type merged struct {
 // has stopped.
 func mergeRecorders(rs []*recorder) *merged {
 	m := &merged{hist: hdrhistogram.New(histMin, histMax, histDigits), status: map[int]uint64{}}
-	byValue := map[string]int{}
+	type kindKey struct {
+		value    string
+		overflow bool
+	}
+	byValue := map[kindKey]int{}
 	var used [numVisitorKinds][]uint64
 	for _, r := range rs {
 		m.hist.Merge(r.hist)
@@ -275,21 +368,14 @@ func mergeRecorders(rs []*recorder) *merged {
 			}
 		}
 		for _, ks := range r.kinds {
-			i, ok := byValue[ks.value]
+			key := kindKey{ks.value, ks.overflow}
+			i, ok := byValue[key]
 			if !ok {
 				i = len(m.kinds)
-				byValue[ks.value] = i
-				m.kinds = append(m.kinds, kindResult{
-					Value:      ks.value,
-					cacheClass: classifyCacheStatus(ks.value),
-					Hist:       hdrhistogram.New(histMin, histMax, kindHistDigit),
-				})
-				if ks.value == otherKind {
-					m.kinds[i].cacheClass = cacheClass{Class: "other"}
-				}
+				byValue[key] = i
+				m.kinds = append(m.kinds, newKindResult(ks.value, ks.overflow))
 			}
-			m.kinds[i].Count += ks.count
-			m.kinds[i].Hist.Merge(ks.hist)
+			m.kinds[i].add(ks.count, ks.hist)
 		}
 		for k := range numVisitorKinds {
 			m.visitors[k] += r.visitors[k]
@@ -319,6 +405,6 @@ func mergeRecorders(rs []*recorder) *merged {
 			m.keysUsed[k] += bits.OnesCount64(w)
 		}
 	}
-	sort.SliceStable(m.kinds, func(i, j int) bool { return m.kinds[i].Count > m.kinds[j].Count })
+	m.kinds = foldRare(m.kinds)
 	return m
 }

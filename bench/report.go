@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -319,6 +321,26 @@ func (s *runSpec) describeLoad() string {
 	return b.String()
 }
 
+// describePick says how a run with several URLs picks them.
+func (s *runSpec) describePick() string {
+	if s.zipf > 1 {
+		return fmt.Sprintf("Zipf s=%g", s.zipf)
+	}
+	return "uniform"
+}
+
+// statusCodes returns the status codes of r's answers, in order.
+func (r *runResult) statusCodes() []int {
+	return slices.Sorted(maps.Keys(r.status))
+}
+
+// describeVisitors says which cookies r's requests carried.
+func (r *runResult) describeVisitors() string {
+	return fmt.Sprintf("%d without cookie, %d identified (%d of %d keys used), %d anonymous-session (%d of %d keys used)",
+		r.visitors[visitorNone], r.visitors[visitorIdentified], r.keysUsed[visitorIdentified], len(r.spec.identified),
+		r.visitors[visitorAnon], r.keysUsed[visitorAnon], len(r.spec.anon))
+}
+
 // describeProcs says how many CPUs bench ran on.
 func describeProcs() string {
 	if n := runtime.GOMAXPROCS(0); n != 1 {
@@ -333,11 +355,7 @@ func (r *runResult) writeText(w io.Writer) {
 	s := r.spec
 	fmt.Fprintf(tw, "target\t%s", describeTargets(s.urls))
 	if len(s.urls) > 1 {
-		how := "uniform"
-		if s.zipf > 1 {
-			how = fmt.Sprintf("Zipf s=%g", s.zipf)
-		}
-		fmt.Fprintf(tw, " (%d URLs, %s)", len(s.urls), how)
+		fmt.Fprintf(tw, " (%d URLs, %s)", len(s.urls), s.describePick())
 	}
 	fmt.Fprintf(tw, "\nload\t%s; %s\n", s.describeLoad(), describeProcs())
 	fmt.Fprintf(tw, "requests\t%d in %.2fs: %.1f req/s answered\n", r.requests, r.elapsed.Seconds(), r.rps())
@@ -351,13 +369,8 @@ func (r *runResult) writeText(w io.Writer) {
 		fmt.Fprintf(tw, "\t(a request that waited for a free connection counts from its scheduled time)\n")
 	}
 
-	codes := make([]int, 0, len(r.status))
-	for c := range r.status {
-		codes = append(codes, c)
-	}
-	sort.Ints(codes)
 	var parts []string
-	for _, c := range codes {
+	for _, c := range r.statusCodes() {
 		parts = append(parts, fmt.Sprintf("%d: %d", c, r.status[c]))
 	}
 	if r.badStatus > 0 {
@@ -380,9 +393,7 @@ func (r *runResult) writeText(w io.Writer) {
 	}
 
 	if r.visitors[visitorIdentified]+r.visitors[visitorAnon] > 0 || len(s.identified)+len(s.anon) > 0 {
-		fmt.Fprintf(tw, "visitors\t%d without cookie, %d identified (%d of %d keys used), %d anonymous-session (%d of %d keys used)\n",
-			r.visitors[visitorNone], r.visitors[visitorIdentified], r.keysUsed[visitorIdentified], len(s.identified),
-			r.visitors[visitorAnon], r.keysUsed[visitorAnon], len(s.anon))
+		fmt.Fprintf(tw, "visitors\t%s\n", r.describeVisitors())
 	}
 	tw.Flush()
 

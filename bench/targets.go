@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strconv"
@@ -126,8 +127,12 @@ func (p *clientPool) client(rawURL string) *fasthttp.HostClient {
 		MaxIdemponentCallAttempts: 1,
 		NoDefaultUserAgentHeader:  true,
 		DisablePathNormalizing:    true,
-		ReadBufferSize:            64 << 10,
-		WriteBufferSize:           4 << 10,
+		// Bodies are streamed and discarded (see exchange), never held:
+		// a huge or endless body, or a hostile Content-Length, costs no
+		// memory. Headers must fit in the read buffer.
+		StreamResponseBody: true,
+		ReadBufferSize:     64 << 10,
+		WriteBufferSize:    4 << 10,
 		// LIFO: a worker takes back the connection it just released,
 		// still warm in its caches.
 		ConnPoolStrategy: fasthttp.LIFO,
@@ -137,6 +142,24 @@ func (p *clientPool) client(rawURL string) *fasthttp.HostClient {
 	}
 	p.clients[key] = c
 	return c
+}
+
+// exchange sends req with client and reads the answer to its end within
+// timeout, discarding the body as it arrives (the pool's clients stream
+// bodies), so that no answer, whatever its size, is held in memory. The
+// error is the request's or, when the body broke off or came too slowly,
+// the body's. Every request bench sends goes through here.
+func exchange(client *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
+	err := client.DoTimeout(req, resp, timeout)
+	if body := resp.BodyStream(); err == nil && body != nil {
+		_, err = io.Copy(io.Discard, body)
+	}
+	// Closing a stream read to its end gives the connection back for
+	// the next request; any other is closed.
+	if cerr := resp.CloseBodyStream(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // closeIdle closes every idle connection of the pool's clients.

@@ -27,6 +27,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -112,8 +113,27 @@ type demo struct {
 type process struct {
 	name string
 	cmd  *exec.Cmd
-	out  bytes.Buffer
+	out  lockedBuffer
 	done chan struct{}
+}
+
+// A lockedBuffer is a bytes.Buffer that a process writes while the demo
+// may read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.stderr, "demo: "+format+"\n", args...) }
@@ -247,12 +267,9 @@ func (d *demo) cleanup() {
 func waitHTTP(ctx context.Context, url string, p *process) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(url)
+		err := getOK(ctx, url)
 		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
+			return nil
 		}
 		select {
 		case <-p.done:
@@ -265,6 +282,25 @@ func waitHTTP(ctx context.Context, url string, p *process) error {
 			return fmt.Errorf("%s did not answer %s within 10s: %v\n%s", p.name, url, err, p.out.String())
 		}
 	}
+}
+
+// getOK GETs url, within a second, and wants status 200.
+func getOK(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
 }
 
 // freeAddrs returns three loopback addresses nothing listens on.
@@ -291,6 +327,7 @@ type result struct {
 
 type runJSON struct {
 	RequestsPerSecond float64 `json:"requests_per_second"`
+	DurationS         float64 `json:"duration_s"`
 	Responses         uint64  `json:"responses"`
 	Errors            uint64  `json:"errors"`
 	Latency           struct {
@@ -329,7 +366,10 @@ func (d *demo) table(origin, router runJSON) {
 	row("served from the cache", "-", fmt.Sprintf("%.1f%%", 100*router.HitRatio), "")
 	// Under userrouter the origin renders what was not a hit.
 	renders := router.Responses - router.CacheClasses["hit"].Count
-	perSecond := float64(renders) / d.o.duration.Seconds()
+	perSecond := 0.0
+	if router.DurationS > 0 {
+		perSecond = float64(renders) / router.DurationS // the measured window, as requests/s
+	}
 	row("pages the origin rendered/s", fmt.Sprintf("%.0f", origin.RequestsPerSecond), fmt.Sprintf("%.0f", perSecond), "")
 	w.Flush()
 	fmt.Fprintf(d.stdout, "\nSame machine, same mix, one run each: %d connections for %v. Signed-in visitors always reach the\n"+

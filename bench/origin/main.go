@@ -36,9 +36,10 @@ import (
 	"syscall"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql"
 	"github.com/valyala/fasthttp"
 	_ "modernc.org/sqlite"
+
+	"github.com/userrouter/userrouter/sessioncheck"
 )
 
 func main() {
@@ -95,19 +96,25 @@ func run(args []string, stderr io.Writer) int {
 // OpenSessionDB opens the session database and creates django_session the
 // way Django's migration does when it is missing.
 func OpenSessionDB(driver, dsn string) (*sql.DB, error) {
-	ddl := `CREATE TABLE IF NOT EXISTS django_session (session_key varchar(40) NOT NULL PRIMARY KEY, session_data longtext NOT NULL, expire_date datetime(6) NOT NULL)`
+	var (
+		db  *sql.DB
+		err error
+		ddl string
+	)
 	switch driver {
 	case "sqlite":
 		// WAL lets userrouter read while origin writes; busy_timeout
-		// makes concurrent logins wait for each other.
-		dsn = "file:" + dsn + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)"
+		// makes concurrent logins wait for each other. (userrouter's
+		// sessioncheck.OpenSQLite opens read-only: origin writes.)
+		db, err = sql.Open("sqlite", "file:"+dsn+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)")
 		ddl = `CREATE TABLE IF NOT EXISTS "django_session" ("session_key" varchar(40) NOT NULL PRIMARY KEY, "session_data" text NOT NULL, "expire_date" datetime NOT NULL)`
 	case "mysql":
-		if !strings.Contains(dsn, "parseTime") {
-			dsn += map[bool]string{false: "?", true: "&"}[strings.Contains(dsn, "?")] + "parseTime=true"
-		}
+		// userrouter's own settings: parseTime, UTC, bounded timeouts.
+		db, err = sessioncheck.OpenMySQL(dsn, 64)
+		ddl = `CREATE TABLE IF NOT EXISTS django_session (session_key varchar(40) NOT NULL PRIMARY KEY, session_data longtext NOT NULL, expire_date datetime(6) NOT NULL)`
+	default:
+		return nil, fmt.Errorf("session store: unknown driver %q", driver)
 	}
-	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("session store: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"html"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -114,7 +115,7 @@ func (g *Origin) page(ctx *fasthttp.RequestCtx, path string) {
 	}
 	var body bytes.Buffer
 	body.Grow(g.o.Size + 256)
-	fmt.Fprintf(&body, "<!doctype html>\n<title>%s</title>\n", htmlEscape(path))
+	fmt.Fprintf(&body, "<!doctype html>\n<title>%s</title>\n", html.EscapeString(path))
 	if signedIn {
 		g.Stats.Personal.Add(1)
 		h.Set("Cache-Control", "private")
@@ -247,8 +248,4 @@ func tagSafe(s string) string {
 	h := fnv.New64a()
 	h.Write([]byte(s))
 	return fmt.Sprintf("h-%016x", h.Sum64())
-}
-
-func htmlEscape(s string) string {
-	return strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;", `"`, "&quot;").Replace(s)
 }
