@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,9 +26,7 @@ import (
 // what it must, so that the next request is fresh: an edited article, a new
 // one in a list, a newly tagged one in a list that was empty, a deleted one.
 func TestDjangoEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts gunicorn and userrouter")
-	}
+	bin := binary(t) // first: it skips in -short mode
 	python := sessiontest.Env(t, "USERROUTER_TEST_PYTHON")
 	gunicorn := sessiontest.Env(t, "USERROUTER_TEST_GUNICORN")
 	memcached := sessiontest.Env(t, "USERROUTER_TEST_MEMCACHED")
@@ -46,12 +43,7 @@ func TestDjangoEndToEnd(t *testing.T) {
 	contrib := filepath.Join(repo, "contrib", "django")
 	project := filepath.Join(contrib, "testproject")
 
-	bin := filepath.Join(dir, "userrouter")
-	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-
-	listen, admin, backend := djangoFreeAddr(t), djangoFreeAddr(t), djangoFreeAddr(t)
+	listen, admin, backend := freeAddr(t), freeAddr(t), freeAddr(t)
 	env := append(os.Environ(),
 		"PYTHONPATH="+contrib+string(os.PathListSeparator)+project,
 		"PYTHONDONTWRITEBYTECODE=1", // keep the source tree clean
@@ -214,17 +206,6 @@ Article.objects.get(pk=`+ids[1]+`).delete()`, true)
 	contains(list, body, "Brand new article", "Third article")
 	page(second, 404, false)
 	page(second, 404, true)
-}
-
-// djangoFreeAddr returns a loopback address with a port that was free a moment ago.
-func djangoFreeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // djangoStart runs a server in its own process group, its output in dir/name.log,

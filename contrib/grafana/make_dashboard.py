@@ -37,7 +37,7 @@ def row(title):
 
 def rate(metric, s=ALL, by=None):
     agg = "sum by (%s) " % by if by else "sum"
-    return "%s(rate(%s%s[%s]))" % (agg if by else "sum", metric, s, R) if not by else "sum by (%s) (rate(%s%s[%s]))" % (by, metric, s, R)
+    return "%s(rate(%s%s[%s]))" % (agg, metric, s, R)
 
 def quantile(q, metric, by="le"):
     return "histogram_quantile(%s, sum by (%s) (rate(%s_bucket%s[%s])))" % (q, by, metric, ALL, R)
@@ -103,5 +103,7 @@ dash = {"title": "userrouter", "uid": "userrouter", "tags": ["userrouter"], "tim
             {"name": "instance", "type": "query", "datasource": DS, "query": 'label_values(userrouter_build_info{job=~"$job"}, instance)', "includeAll": True, "multi": True, "current": {"text": "All", "value": "$__all"}, "refresh": 2},
         ]},
         "panels": L}
-json.dump(dash, open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "userrouter-dashboard.json"), "w"), indent=1)
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "userrouter-dashboard.json"), "w") as f:
+    json.dump(dash, f, indent=1)
+    f.write("\n")
 print(len(L), "panels")

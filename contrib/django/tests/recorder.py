@@ -7,33 +7,43 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Recorder:
-    """Serves on 127.0.0.1:<free port> until close(). Thread-safe."""
+    """Serves on 127.0.0.1:<free port> until close(). Thread-safe.
 
-    def __init__(self, status=200, delay=0):
+    status is the answer's status, or a function of the request's parsed
+    body that returns it; headers are added to every answer."""
+
+    def __init__(self, status=200, delay=0, headers=None):
         self.status = status
         self.delay = delay
-        self.requests = []  # dicts: path, headers, body (parsed JSON)
+        self.headers = headers or {}
+        self.requests = []  # dicts: method, path, headers, body (parsed JSON, None when empty)
         self._lock = threading.Lock()
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                b = json.loads(raw) if raw else None
                 with rec._lock:
-                    rec.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+                    rec.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers), "body": b})
                 if rec.delay:
                     time.sleep(rec.delay)
-                if rec.status == 200:
-                    b = json.loads(body)
+                status = rec.status(b) if callable(rec.status) else rec.status
+                if status == 200:
+                    b = b or {}
                     answer = {"urls": len(b.get("urls") or []), "keys": len(b.get("keys") or []), "all": False, "soft": False}
                 else:
-                    answer = {"error": "test says %d" % rec.status}
+                    answer = {"error": "test says %d" % status}
                 out = json.dumps(answer).encode()
-                self.send_response(rec.status)
+                self.send_response(status)
+                for name, value in rec.headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
+
+            do_GET = do_POST  # a followed redirect would arrive as a GET
 
             def log_message(self, *args):
                 pass

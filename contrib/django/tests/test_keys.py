@@ -1,4 +1,7 @@
 """Key format, limits and the SQL reader, without requests."""
+import types
+
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.test import SimpleTestCase, override_settings
 
 from blog.models import Article, Tag
@@ -9,6 +12,8 @@ from userrouter_purge.keys import (
     Collector,
     check_key,
     fits,
+    install_query_wrapper,
+    query_wrapper,
     split_header,
     tables_read,
 )
@@ -154,3 +159,16 @@ class TablesReadTests(SimpleTestCase):
         for name, sql, want in tests:
             with self.subTest(name):
                 self.assertEqual(set(tables_read(sql)), want)
+
+
+class QueryHookTests(SimpleTestCase):
+    def test_connection_opened_inside_an_execute_wrapper_block(self):
+        # The block's exit pops the last wrapper: it must be the block's own.
+        conn = types.SimpleNamespace(execute_wrappers=[])
+
+        def mine(execute, sql, params, many, context):
+            return execute(sql, params, many, context)
+
+        with BaseDatabaseWrapper.execute_wrapper(conn, mine):
+            install_query_wrapper(conn)  # connection_created, inside the block
+        self.assertEqual(conn.execute_wrappers, [query_wrapper])

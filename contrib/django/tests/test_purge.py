@@ -1,8 +1,11 @@
 """Purges: which keys, when (after commit, batched), and failures. The purge
 API is a real HTTP server (tests.recorder) on 127.0.0.1."""
+import contextlib
 import os
 import socket
+import threading
 import time
+from unittest import mock
 
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import transaction
@@ -16,6 +19,21 @@ from .models import Code, Page, PageProxy, Post
 from .recorder import Recorder
 
 O = OVERFLOW_KEY
+
+
+class _Rollback(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def rolled_back():
+    """A transaction (a savepoint when nested) that an exception rolls back."""
+    try:
+        with transaction.atomic():
+            yield
+            raise _Rollback
+    except _Rollback:
+        pass
 
 
 class PurgeTestCase(TransactionTestCase):
@@ -147,12 +165,8 @@ class TransactionTests(PurgeTestCase):
         self.assertPurges({"blog.article:%d" % a.pk, "blog.article:%d" % b.pk, "blog.article"})
 
     def test_rollback_sends_nothing(self):
-        try:
-            with transaction.atomic():
-                Article.objects.create(title="a")
-                raise RuntimeError
-        except RuntimeError:
-            pass
+        with rolled_back():
+            Article.objects.create(title="a")
         self.assertPurges()
         Article.objects.create(title="after")  # a later transaction is not lost with it
         self.assertEqual(len(self.rec.requests), 1)
@@ -160,12 +174,8 @@ class TransactionTests(PurgeTestCase):
     def test_savepoint_rollback(self):
         with transaction.atomic():
             Code.objects.create(code="kept")
-            try:
-                with transaction.atomic():
-                    Code.objects.create(code="rolled-back")
-                    raise RuntimeError
-            except RuntimeError:
-                pass
+            with rolled_back():
+                Code.objects.create(code="rolled-back")
             with transaction.atomic():
                 Code.objects.create(code="inner")
             Code.objects.create(code="after")
@@ -194,12 +204,8 @@ class TransactionTests(PurgeTestCase):
 
     def test_batch_drops_rolled_back_work(self):
         with batch():
-            try:
-                with transaction.atomic():
-                    Article.objects.create(title="x")
-                    raise RuntimeError
-            except RuntimeError:
-                pass
+            with rolled_back():
+                Article.objects.create(title="x")
         self.assertPurges()
 
 
@@ -247,6 +253,8 @@ class ByHandTests(PurgeTestCase):
             purge(urls="https://example.com/")
         with self.assertRaisesMessage(TypeError, "keys is a list"):
             send_purge(keys="abc")
+        with self.assertRaisesMessage(ValueError, "cannot be soft"):
+            send_purge(all=True, soft=True)
         with self.assertRaisesMessage(ValueError, "has no pk"):
             purge(Article())
         self.assertPurges()
@@ -297,6 +305,11 @@ class FailureTests(TransactionTestCase):
         s.close()
         return "http://127.0.0.1:%d/purge" % port
 
+    def recorder(self, **kwargs):
+        rec = Recorder(**kwargs)
+        self.addCleanup(rec.close)
+        return rec
+
     def test_unreachable(self):
         with self.settings(USERROUTER_PURGE_URL=self.closed_port_url()):
             with self.assertLogs("userrouter_purge", "ERROR") as logs:
@@ -312,8 +325,7 @@ class FailureTests(TransactionTestCase):
         self.assertEqual(r.status_code, 200)
 
     def test_timeout(self):
-        rec = Recorder(delay=2)
-        self.addCleanup(rec.close)
+        rec = self.recorder(delay=2)
         with self.settings(USERROUTER_PURGE_URL=rec.url, USERROUTER_PURGE_TIMEOUT=0.2):
             start = time.monotonic()
             with self.assertLogs("userrouter_purge", "ERROR") as logs:
@@ -324,8 +336,7 @@ class FailureTests(TransactionTestCase):
     def test_refused(self):
         for status, hint in [(403, "USERROUTER_PURGE_TOKEN"), (400, "test says 400"), (503, "store"), (404, "admin listener")]:
             with self.subTest(status=status):
-                rec = Recorder(status=status)
-                self.addCleanup(rec.close)
+                rec = self.recorder(status=status)
                 with self.settings(USERROUTER_PURGE_URL=rec.url):
                     with self.assertLogs("userrouter_purge", "ERROR") as logs:
                         self.assertFalse(send_purge(keys=["k"]))
@@ -343,19 +354,60 @@ class FailureTests(TransactionTestCase):
         self.assertIn("USERROUTER_PURGE_URL is not set", logs.output[0])
 
     def test_no_proxy(self):
-        rec = Recorder()
-        self.addCleanup(rec.close)
-        old = os.environ.get("http_proxy")
-        os.environ["http_proxy"] = self.closed_port_url()
-        try:
+        rec = self.recorder()
+        with mock.patch.dict(os.environ, {"http_proxy": self.closed_port_url()}):
             with self.settings(USERROUTER_PURGE_URL=rec.url):
                 self.assertTrue(send_purge(keys=["k"]))
-        finally:
-            if old is None:
-                del os.environ["http_proxy"]
-            else:
-                os.environ["http_proxy"] = old
         self.assertEqual(len(rec.requests), 1)
+
+    def test_redirect_is_not_followed(self):
+        # Followed, it would become a GET carrying the token, and a 200 there
+        # would count as a purge done.
+        target = self.recorder()
+        rec = self.recorder(status=302, headers={"Location": target.url})
+        with self.settings(USERROUTER_PURGE_URL=rec.url, USERROUTER_PURGE_TOKEN="s3cret"):
+            with self.assertLogs("userrouter_purge", "ERROR") as logs:
+                self.assertFalse(send_purge(keys=["k"]))
+        self.assertEqual(len(rec.requests), 1)
+        self.assertEqual(target.requests, [])
+        self.assertIn("302", logs.output[0])
+
+    def test_bad_token_is_not_logged(self):
+        rec = self.recorder()
+        with self.settings(USERROUTER_PURGE_URL=rec.url, USERROUTER_PURGE_TOKEN="s3cret\n"):
+            with self.assertLogs("userrouter_purge", "ERROR") as logs:
+                self.assertFalse(send_purge(keys=["k"]))
+        self.assertEqual(rec.requests, [])
+        self.assertIn("USERROUTER_PURGE_TOKEN", logs.output[0])
+        self.assertNotIn("s3cret", "".join(logs.output))
+
+    def test_garbage_answer_is_logged_not_raised(self):
+        ls = socket.socket()
+        self.addCleanup(ls.close)
+        ls.bind(("127.0.0.1", 0))
+        ls.listen()
+
+        def answer():
+            c, _ = ls.accept()
+            with c:
+                c.recv(1 << 16)
+                c.sendall(b"not http\r\n\r\n")
+
+        t = threading.Thread(target=answer, daemon=True)
+        t.start()
+        with self.settings(USERROUTER_PURGE_URL="http://127.0.0.1:%d/purge" % ls.getsockname()[1]):
+            with self.assertLogs("userrouter_purge", "ERROR"):
+                self.assertFalse(send_purge(keys=["k"]))
+        t.join(5)
+
+    def test_refused_url_does_not_cost_the_keys(self):
+        # userrouter refuses a body for one URL it cannot take (a path while
+        # it caches several hosts): the keys are sent again on their own.
+        rec = self.recorder(status=lambda body: 400 if body["urls"] else 200)
+        with self.settings(USERROUTER_PURGE_URL=rec.url):
+            with self.assertLogs("userrouter_purge", "ERROR"):
+                self.assertFalse(send_purge(keys=["k"], urls=["/feed.xml"]))
+        self.assertEqual([(b["urls"], b["keys"]) for b in rec.bodies()], [(["/feed.xml"], ["k", O]), ([], ["k", O])])
 
 
 class ChecksTests(TransactionTestCase):
@@ -368,6 +420,8 @@ class ChecksTests(TransactionTestCase):
             ({"MIDDLEWARE": ["django.middleware.common.CommonMiddleware", "userrouter_purge.middleware.SurrogateKeyMiddleware"]}, "userrouter_purge.W002"),
             ({"USERROUTER_PURGE_URL": "127.0.0.1:8091/purge"}, "userrouter_purge.E001"),
             ({"USERROUTER_SURROGATE_KEY_HEADER": "Surrogate Key"}, "userrouter_purge.E002"),
+            ({"USERROUTER_PURGE_TOKEN": "s3cret\n"}, "userrouter_purge.E003"),
+            ({"USERROUTER_PURGE_TIMEOUT": None}, "userrouter_purge.E004"),
         ]
         for settings, want in tests:
             with self.subTest(want), self.settings(**settings):

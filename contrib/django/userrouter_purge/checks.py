@@ -1,12 +1,13 @@
-"""System checks: the middleware is installed first, and the purge URL is
-an http(s) URL."""
+"""System checks: the middleware is installed first, the purge URL is an
+http(s) URL, the token fits in a header, the timeout is bounded, the header
+name is one."""
 
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
-from . import conf
+from . import conf, purging
 
 MIDDLEWARE = "userrouter_purge.middleware.SurrogateKeyMiddleware"
 
@@ -44,6 +45,25 @@ def check_settings(app_configs, **kwargs):
                     id="userrouter_purge.E001",
                 )
             )
+    token = conf.get("USERROUTER_PURGE_TOKEN")
+    if token and (not isinstance(token, str) or not purging._TOKEN_RE.fullmatch(token)):
+        out.append(
+            Error(
+                "USERROUTER_PURGE_TOKEN holds spaces or control characters: no purge can be sent.",
+                hint="Strip the value (a trailing newline from a file?).",
+                id="userrouter_purge.E003",
+            )
+        )
+    timeout = conf.get("USERROUTER_PURGE_TIMEOUT")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        out.append(
+            Error(
+                "USERROUTER_PURGE_TIMEOUT %r is not a positive number of seconds: a save could wait "
+                "without bound for userrouter, or no purge could be sent." % (timeout,),
+                hint="Leave the default (2).",
+                id="userrouter_purge.E004",
+            )
+        )
     name = conf.get("USERROUTER_SURROGATE_KEY_HEADER")
     if not isinstance(name, str) or not name or any(c in name for c in " :\r\n\t"):
         out.append(

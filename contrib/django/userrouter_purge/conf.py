@@ -9,9 +9,10 @@ USERROUTER_PURGE_URL
     warning is logged once per process.
 USERROUTER_PURGE_TOKEN
     Sent as ``Authorization: Bearer <token>``; must match userrouter's
-    ``[purge] token``. Default None (no header).
+    ``[purge] token``; visible ASCII only. Default None (no header).
 USERROUTER_PURGE_TIMEOUT
-    Seconds one purge POST may take, connecting included. Default 2.
+    Seconds a purge POST may wait to connect, and for each read of the
+    answer (a host name is resolved outside this bound). Default 2.
 USERROUTER_SURROGATE_KEY_HEADER
     The response header carrying the keys; must be one of userrouter's
     ``[cache] tag_headers``. Default ``"Surrogate-Key"``.

@@ -198,6 +198,9 @@ class Collector:
 
 _current = contextvars.ContextVar("userrouter_purge_collector", default=None)
 
+#: The request attribute where SurrogateKeyMiddleware puts the collector.
+REQUEST_ATTR = "_userrouter_purge_collector"
+
 
 def current():
     """Return the collector of the request being handled in this context, or None."""
@@ -231,7 +234,7 @@ def tag_response(request, response, collector):
     if request.method not in ("GET", "HEAD"):
         return
     name = conf.get("USERROUTER_SURROGATE_KEY_HEADER")
-    existing = split_header(response.get(name, "")) if response.has_header(name) else []
+    existing = split_header(response.get(name, ""))
     if getattr(response, "streaming", False):
         value = " ".join(dict.fromkeys(existing + [OVERFLOW_KEY]))
         if not fits(value.split(" ")):
@@ -261,12 +264,11 @@ def add_surrogate_keys(request_or_response, *keys):
         c = Collector()
         c.add(*keys)
         name = conf.get("USERROUTER_SURROGATE_KEY_HEADER")
-        existing = split_header(response.get(name, "")) if response.has_header(name) else []
-        value = c.header(existing)
+        value = c.header(split_header(response.get(name, "")))
         if value:
             response[name] = value
         return
-    c = getattr(request_or_response, "_userrouter_purge_collector", None)
+    c = getattr(request_or_response, REQUEST_ATTR, None)
     if c is not None:
         c.add(*keys)
 
@@ -373,6 +375,10 @@ def query_wrapper(execute, sql, params, many, context):
 
 
 def install_query_wrapper(connection, **kwargs):
-    """Add query_wrapper to a connection (a connection_created receiver)."""
+    """Add query_wrapper to a connection (a connection_created receiver).
+
+    It goes first, not last: a connection can open inside
+    ``with connection.execute_wrapper(w):``, whose exit pops the last
+    wrapper, which must still be w."""
     if query_wrapper not in connection.execute_wrappers:
-        connection.execute_wrappers.append(query_wrapper)
+        connection.execute_wrappers.insert(0, query_wrapper)

@@ -19,24 +19,21 @@ from django.utils.decorators import sync_and_async_middleware
 
 from . import keys, purging
 
-ATTR = "_userrouter_purge_collector"
-
 
 def _begin(request):
     token = keys.begin()
-    setattr(request, ATTR, keys.current())
-    ob = purging.Outbox()
-    return token, purging._outbox.set(ob), ob
-
-
-def _finish(request, response, state):
-    token, ob_token, ob = state
     collector = keys.current()
+    setattr(request, keys.REQUEST_ATTR, collector)
+    ob = purging.Outbox()
+    return token, purging._outbox.set(ob), ob, collector
+
+
+def _end(state):
+    """Stop collecting; return the collector and the outbox to flush."""
+    token, ob_token, ob, collector = state
     keys.end(token)
     purging._outbox.reset(ob_token)
-    if response is not None:
-        keys.tag_response(request, response, collector)
-    return ob
+    return collector, ob
 
 
 @sync_and_async_middleware
@@ -44,29 +41,31 @@ def SurrogateKeyMiddleware(get_response):
     """Collect the keys of each GET and HEAD response into its surrogate
     key header (see userrouter_purge.keys), and gather the purges caused
     while handling the request (see userrouter_purge.purging) into one POST
-    sent before the response is returned, even when the view failed."""
+    sent before the response is returned, even when the view failed (and
+    before the response is tagged, so that no failure there loses them)."""
 
     if iscoroutinefunction(get_response):
 
         async def middleware(request):
             state = _begin(request)
-            response = None
             try:
                 response = await get_response(request)
             finally:
-                ob = _finish(request, response, state)
+                collector, ob = _end(state)
                 await sync_to_async(ob.flush, thread_sensitive=False)()
+            keys.tag_response(request, response, collector)
             return response
 
     else:
 
         def middleware(request):
             state = _begin(request)
-            response = None
             try:
                 response = get_response(request)
             finally:
-                _finish(request, response, state).flush()
+                collector, ob = _end(state)
+                ob.flush()
+            keys.tag_response(request, response, collector)
             return response
 
     return middleware

@@ -42,17 +42,22 @@ is purged whenever its full key set would have been.
 Failures
 --------
 A purge that fails (userrouter unreachable, timeout, an answer other than
-200) is logged on the "userrouter_purge" logger and never raised into the
-application; the pages it should have purged stay cached until their TTL.
-There is no retry: a purge is cheap to repeat by hand with
-``send_purge(keys=[...])``.
+200, a redirect, which is never followed) is logged on the "userrouter_purge"
+logger and never raised into the application; the pages it should have
+purged stay cached until their TTL. There is no retry, but for one case: a
+body refused with 400 that held URLs and keys is sent again without its
+URLs, so that a URL userrouter refuses (a path while it caches several
+hosts) does not cost the keys. A purge is cheap to repeat by hand with
+``send_purge(keys=[...])``. The token is never logged.
 """
 
 import contextlib
 import contextvars
 import functools
+import http.client
 import json
 import logging
+import re
 import socket
 import threading
 import urllib.error
@@ -69,7 +74,22 @@ MAX_ITEMS = 10000  # URLs and keys in one purge request (userrouter's maxPurgeIt
 MAX_BODY = 1000000  # bytes of one request body; userrouter takes up to 1 MiB
 
 _warned_unset = False
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via http_proxy
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib would follow a 301, 302 or 303 with a GET,
+    carrying the Authorization header to wherever it points, and report the
+    purge done. Refused, the 3xx is an HTTPError, logged as a failure."""
+
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)  # never via http_proxy
+
+# What a bearer token may hold: visible ASCII. A token with a newline (read
+# from a file) would make http.client raise an error that quotes it.
+_TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 
 
 def _chunks(urls, keys, all_):
@@ -97,12 +117,14 @@ def send_purge(keys=(), urls=(), soft=False, all=False):
     each instance key, are added. urls are
     absolute ("https://example.com/a?b=1"), or paths when userrouter caches
     one host. soft makes pages stale (served while one request refreshes
-    them) instead of gone; all purges every page. Returns True when
-    userrouter confirmed every request (or there was nothing to send),
-    False otherwise; failures are logged, never raised.
+    them) instead of gone; all purges every page (it cannot be soft).
+    Returns True when userrouter confirmed every request (or there was
+    nothing to send), False otherwise; failures are logged, never raised.
     """
     global _warned_unset
     _check_lists(keys, urls)
+    if all and soft:
+        raise ValueError("purge all cannot be soft: userrouter refuses it")
     keys = list(dict.fromkeys(check_key(k) for k in keys))
     urls = list(dict.fromkeys(urls))
     if not keys and not urls and not all:
@@ -131,7 +153,12 @@ def send_purge(keys=(), urls=(), soft=False, all=False):
     for body in _chunks(urls, keys, all):
         body["all"], body["soft"] = bool(all), bool(soft)
         all = False  # once is enough
-        ok = _post(url, body) and ok
+        status = _post(url, body)
+        if status == 400 and body["urls"] and body["keys"]:
+            # userrouter refuses the whole body for one URL it cannot take
+            # (a path while it caches several hosts): keep the keys.
+            _post(url, dict(body, urls=[]))
+        ok = status == 200 and ok
     return ok
 
 
@@ -149,14 +176,23 @@ def _model_labels():
 
 
 def _post(url, body):
+    """POST one purge body; return userrouter's HTTP status, 0 when there was
+    no answer. Failures are logged."""
     data = json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="POST")
     req.add_header("Content-Type", "application/json")
+    what = "purge of %d keys and %d URLs" % (len(body["keys"]), len(body["urls"]))
     token = conf.get("USERROUTER_PURGE_TOKEN")
     if token:
+        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
+            logger.error(
+                "%s not sent: USERROUTER_PURGE_TOKEN holds spaces or control characters (a trailing "
+                "newline?); the pages stay cached until their TTL",
+                what,
+            )
+            return 0
         req.add_header("Authorization", "Bearer " + token)
     timeout = conf.get("USERROUTER_PURGE_TIMEOUT")
-    what = "purge of %d keys and %d URLs" % (len(body["keys"]), len(body["urls"]))
     try:
         with _opener.open(req, timeout=timeout) as resp:
             answer = resp.read(64 << 10)
@@ -168,7 +204,7 @@ def _post(url, body):
         finally:
             e.close()
         hint = {
-            400: "a bug in the request, or the cache is off in userrouter",
+            400: "a URL userrouter cannot take, or the cache is off in userrouter",
             403: "check USERROUTER_PURGE_TOKEN against userrouter's [purge] token, "
             "and that this host is in [purge] allow",
             503: "userrouter's store (memcached) failed",
@@ -176,8 +212,8 @@ def _post(url, body):
         logger.error(
             "%s refused by %s: %d %s (%s); the pages stay cached until their TTL", what, url, e.code, why, hint
         )
-        return False
-    except (urllib.error.URLError, socket.timeout, OSError, ValueError) as e:
+        return e.code
+    except (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         logger.error(
             "%s failed: userrouter at %s did not answer within %ss (%s); the pages stay cached "
@@ -187,9 +223,9 @@ def _post(url, body):
             timeout,
             reason,
         )
-        return False
+        return 0
     logger.debug("%s: userrouter answered %s", what, answer.decode("utf-8", "replace").strip()[:200])
-    return True
+    return 200
 
 
 class Outbox:
