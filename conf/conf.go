@@ -26,7 +26,8 @@ type Listen struct {
 	// Addr is the main listener nginx proxies to: "host:port" or
 	// "unix:/path/to.sock". Default "127.0.0.1:8090".
 	Addr string `toml:"addr"`
-	// SocketMode is the permission of a unix socket Addr, in octal.
+	// SocketMode is the permission of a unix socket Addr (and of a unix
+	// socket AdminAddr), in octal.
 	// Default "0660" (nginx's user must share userrouter's group).
 	SocketMode string `toml:"socket_mode"`
 	// AdminAddr serves /healthz and the other admin endpoints. Keep it on
@@ -35,8 +36,9 @@ type Listen struct {
 	AdminAddr string `toml:"admin_addr"`
 	// TrustedProxies lists the peers (IPs or CIDRs) whose X-Forwarded-For,
 	// X-Real-IP and X-Forwarded-Proto pass to the backend untouched. For any
-	// other peer userrouter appends the peer address to X-Forwarded-For and
-	// sets X-Real-IP to it. Unix socket peers are always trusted.
+	// other peer userrouter appends the peer address to X-Forwarded-For,
+	// sets X-Real-IP to it and X-Forwarded-Proto to "http". Unix socket
+	// peers are always trusted.
 	// Default ["127.0.0.0/8", "::1/128"].
 	TrustedProxies []string `toml:"trusted_proxies"`
 	// ReadTimeout bounds reading one whole request (headers and body) from
@@ -51,8 +53,9 @@ type Listen struct {
 	// long. Keep it above nginx's upstream keepalive_timeout (60s), so nginx
 	// is the side that closes. Default "90s".
 	IdleTimeout Duration `toml:"idle_timeout"`
-	// MaxHeaderSize bounds the request line and headers of one request, and
-	// the status line and headers of one backend response. Default "16KiB".
+	// MaxHeaderSize bounds the request line and headers of one request; a
+	// backend response's status line and headers may take this or 32 KiB,
+	// whichever is larger. Default "16KiB".
 	MaxHeaderSize Size `toml:"max_header_size"`
 	// MaxRequestBodySize bounds a request body (an upload); larger ones get
 	// 413. Keep it at least nginx's client_max_body_size. Default "64MiB".
@@ -119,8 +122,10 @@ type Session struct {
 	// Default "".
 	DSN string `toml:"dsn"`
 	// Query reads one session. It must use the named parameter :key (the
-	// session key) and may use :now (the current UTC time from userrouter).
-	// Both are bound parameters, never spliced into the SQL.
+	// session key) and may use :now (userrouter's current time, written in
+	// time_zone) and :now_unix (the current Unix time in seconds). They are
+	// bound parameters, never spliced into the SQL; "?" and other names are
+	// refused.
 	// Default "SELECT session_data FROM django_session WHERE session_key = :key AND expire_date > :now".
 	Query string `toml:"query"`
 	// Rule says what a row means: "django" (decode session_data and look
@@ -157,8 +162,8 @@ type Session struct {
 	// a verdict is cached. Safe because Django, Rails and Laravel give a
 	// session a new key at login and logout: a key's verdict only ends when
 	// it expires or is deleted. No-row verdicts stay short in case a new
-	// session has not reached a replica yet. Doubts are never cached.
-	// Defaults "60s", "60s", "5s".
+	// session has not reached a replica yet. Doubts are never cached. Each
+	// entry's TTL varies by ±10%. Defaults "60s", "60s", "5s".
 	CacheTTLIdentified Duration `toml:"cache_ttl_identified"`
 	CacheTTLAnonymous  Duration `toml:"cache_ttl_anonymous"`
 	CacheTTLNoRow      Duration `toml:"cache_ttl_no_row"`
@@ -190,8 +195,8 @@ type Cache struct {
 	// (and the idle connections kept to it). Default 64.
 	MaxInFlight int `toml:"max_in_flight"`
 	// ItemSizeLimit is memcached's -I: larger pages are not stored (in the
-	// "memory" store too).
-	// Default "1MiB".
+	// "memory" store too); a page's body may use it less 8 KiB, kept for
+	// the key, headers and tags. Default "1MiB".
 	ItemSizeLimit Size `toml:"item_size_limit"`
 	// Key is the template of a page's key, with the tokens {scheme},
 	// {host}, {path}, {query}, {uri} and {header:Name}. Match what another
@@ -203,7 +208,9 @@ type Cache struct {
 	// Default "ur:".
 	Prefix string `toml:"prefix"`
 	// TagHeaders are the response headers carrying surrogate keys (space
-	// or comma separated). Default ["Surrogate-Key", "xkey", "Cache-Tag"].
+	// or comma separated). A tag is printable ASCII of at most 1024 bytes;
+	// a response with more than 256 tags, or a tag header line over 16 KiB,
+	// is not stored. Default ["Surrogate-Key", "xkey", "Cache-Tag"].
 	TagHeaders []string `toml:"tag_headers"`
 	// StripTagHeaders removes the tag headers from what clients see.
 	// Default true.
@@ -221,7 +228,8 @@ type Cache struct {
 	SortQuery bool `toml:"sort_query"`
 	// Format is how a page is stored: "envelope" (status, headers, times
 	// and body; userrouter's own) or "raw" (the body alone, as another
-	// program writes it). Default "envelope".
+	// program writes it; only purges by URL reach raw pages).
+	// Default "envelope".
 	Format string `toml:"format"`
 	// RawContentType is the Content-Type of raw pages.
 	// Default "text/html; charset=utf-8".
@@ -244,7 +252,8 @@ type Cache struct {
 	Grace Duration `toml:"grace"`
 	// UncacheableTTL is how long a URL whose response could not be stored
 	// goes straight to the backend, with the visitor's cookies and no fill
-	// (Varnish's hit-for-pass). Default "2m".
+	// (Varnish's hit-for-pass); a 5xx answer leaves no such marker.
+	// Default "2m".
 	UncacheableTTL Duration `toml:"uncacheable_ttl"`
 	// Statuses that may be stored. Default [200, 203, 301, 404, 410].
 	Statuses []int `toml:"statuses"`
@@ -309,9 +318,10 @@ func (r *CacheRule) setDefaults() {
 // Purge configures who may purge the cache: PURGE /path on the main
 // listener, POST /purge on the admin listener.
 type Purge struct {
-	// Allow lists the client IPs or CIDRs allowed to purge. Behind a
-	// trusted proxy the client is X-Real-IP (or the last X-Forwarded-For
-	// address). Default ["127.0.0.0/8", "::1/128"].
+	// Allow lists the client IPs or CIDRs allowed to purge. On the main
+	// listener, behind a trusted proxy, the client is X-Real-IP (or the last
+	// X-Forwarded-For address); on the admin listener it is the peer.
+	// Default ["127.0.0.0/8", "::1/128"].
 	Allow []string `toml:"allow"`
 	// Token, when set, must also be sent as "Authorization: Bearer
 	// <token>". Use ${ENV_VAR}. Default "".
@@ -323,7 +333,7 @@ type Log struct {
 	// Level is the least severe level written: "debug", "info", "warn" or
 	// "error"; a reload applies it. Default "info".
 	Level string `toml:"level"`
-	// Format is "text" or "json". Default "text".
+	// Format is "text" or "json"; a change needs a restart. Default "text".
 	Format string `toml:"format"`
 	// Access is the access log's format: "" (off: nginx logs requests
 	// already), "combined" (nginx's, with cache, verdict, rt and urt
