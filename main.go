@@ -295,7 +295,7 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 	if c, ok := sessions.(io.Closer); ok {
 		h.closers = append(h.closers, c)
 	}
-	cacheOpts, err := buildCache(cfg.Cache, m, cfg.Listen.Metrics, memory)
+	cacheOpts, err := buildCache(cfg.Cache, cfg.Backend.ReadTimeout.D(), m, cfg.Listen.Metrics, memory)
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -369,7 +369,7 @@ func (nopCloser) Close() error { return nil }
 
 // buildCache builds the page cache the config asks for; nil for none.
 // A "memory" store reuses keep when its options match.
-func buildCache(c conf.Cache, m *router.Metrics, observe bool, keep *pagecache.Memory) (*router.CacheOptions, error) {
+func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metrics, observe bool, keep *pagecache.Memory) (*router.CacheOptions, error) {
 	if c.Store == "none" {
 		return nil, nil
 	}
@@ -424,6 +424,7 @@ func buildCache(c conf.Cache, m *router.Metrics, observe bool, keep *pagecache.M
 		UncacheableTTL:     c.UncacheableTTL.D(),
 		MaxBodySize:        int(c.ItemSizeLimit) - 8<<10,
 		MaxBackgroundFills: c.MaxBackgroundFills,
+		CollapseTimeout:    cmp.Or(c.CollapseTimeout.D(), backendReadTimeout),
 		Prefix:             c.Prefix,
 		TagHeaders:         c.TagHeaders,
 		StripTagHeaders:    c.StripTagHeaders,

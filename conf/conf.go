@@ -265,8 +265,11 @@ type Cache struct {
 	// standard ones (content, validators, Location, Cache-Control and the
 	// security headers). Default [].
 	KeepHeaders []string `toml:"keep_headers"`
-	// FillStripHeaders are request headers removed from fill requests,
-	// besides Cookie and Authorization. Default [].
+	// FillStripHeaders are request headers removed from fill requests.
+	// A fill carries only what the page key is built from (Host, the
+	// query the key keeps, the {header:Name} headers) and userrouter's
+	// own forwarding headers, so this only matters for a header the key
+	// names. Default [].
 	FillStripHeaders []string `toml:"fill_strip_headers"`
 	// Hosts lists the Host values whose pages may be cached; requests for
 	// any other host are forwarded, never cached. Empty means every host,
@@ -286,6 +289,11 @@ type Cache struct {
 	// MaxBackgroundFills bounds the fills running for visitors who carry
 	// cookies. Default 64.
 	MaxBackgroundFills int `toml:"max_background_fills"`
+	// CollapseTimeout bounds how long a miss waits for another request's
+	// fill of the same page; then it forwards its own request
+	// (Cache-Status detail=collapse-timeout). Default "0s": the backend's
+	// read_timeout.
+	CollapseTimeout Duration `toml:"collapse_timeout"`
 	// Rules set caching per URL, the first match applying; see CacheRule.
 	Rules []CacheRule `toml:"rule"`
 }

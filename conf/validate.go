@@ -143,6 +143,10 @@ func (c *Config) validate(d *decoder) {
 			d.errf(fmt.Sprintf("cache.bypass_path_regexps[%d]", i), "is not a regexp: %v", err)
 		}
 	}
+	if k.CollapseTimeout < 0 {
+		d.errf("cache.collapse_timeout", "must not be negative; \"0s\" means backend.read_timeout")
+	}
+	checkStoredHeaders(d, k, s.Cookie)
 	if k.MaxBackgroundFills < 1 {
 		d.errf("cache.max_background_fills", "must be at least 1, not %d", k.MaxBackgroundFills)
 	}
@@ -168,6 +172,34 @@ func (c *Config) validate(d *decoder) {
 	}
 	if c.Log.AccessQueue < 16 {
 		d.errf("log.access_queue", "must be at least 16, not %d", c.Log.AccessQueue)
+	}
+}
+
+// checkStoredHeaders refuses settings that would store or strip what makes
+// a page personal: keep_headers naming Set-Cookie (a session handed to
+// every visitor), a hop-by-hop header or a tag header (stripped or
+// consumed by userrouter), and strip_set_cookies naming the session cookie
+// (a login's Set-Cookie dropped from a page then served to everyone).
+func checkStoredHeaders(d *decoder, k *Cache, sessionCookie string) {
+	never := map[string]string{
+		"set-cookie": "would hand one visitor's cookies to every visitor", "set-cookie2": "would hand one visitor's cookies to every visitor",
+		"connection": "is hop-by-hop", "keep-alive": "is hop-by-hop", "proxy-connection": "is hop-by-hop",
+		"proxy-authenticate": "is hop-by-hop", "proxy-authorization": "is hop-by-hop", "te": "is hop-by-hop",
+		"trailer": "is hop-by-hop", "transfer-encoding": "is hop-by-hop", "upgrade": "is hop-by-hop",
+		"content-length": "is set by userrouter for each answer",
+	}
+	for _, t := range k.TagHeaders {
+		never[strings.ToLower(t)] = "is a tag header (cache.tag_headers): userrouter reads it and strip_tag_headers decides whether clients see it"
+	}
+	for i, h := range k.KeepHeaders {
+		if why, bad := never[strings.ToLower(h)]; bad {
+			d.errf(fmt.Sprintf("cache.keep_headers[%d]", i), "%q cannot be kept: it %s; remove it from keep_headers", h, why)
+		}
+	}
+	for i, name := range k.StripSetCookies {
+		if name == sessionCookie {
+			d.errf(fmt.Sprintf("cache.strip_set_cookies[%d]", i), "%q is the session cookie (session.cookie): a page that sets it starts or changes a session and must never be stored; remove it", name)
+		}
 	}
 }
 

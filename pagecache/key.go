@@ -136,6 +136,35 @@ func (k *KeyTemplate) HasScheme() bool {
 	return slices.ContainsFunc(k.segs, func(s segment) bool { return s.token == tokScheme })
 }
 
+// HasQuery reports whether the template uses {query} or {uri}: without
+// either, the query is no input of the page and a fill sends none.
+func (k *KeyTemplate) HasQuery() bool {
+	return slices.ContainsFunc(k.segs, func(s segment) bool { return s.token == tokQuery || s.token == tokURI })
+}
+
+// AppendFillURI appends the request target a fill of in sends: the raw
+// path and, when the template keys on the query, the query as the key
+// holds it (ignored parameters dropped, sorted when asked). A page stored
+// under a key is so rendered from that key's inputs alone: a parameter the
+// key ignores ("?utm_source=<script>") never reaches the backend in a
+// fill. ok is false when Append would refuse in too.
+func (k *KeyTemplate) AppendFillURI(dst []byte, in *KeyInput) (uri []byte, ok bool) {
+	start := len(dst)
+	dst = append(dst, in.Path...)
+	if len(in.Query) == 0 || !k.HasQuery() {
+		return dst, true
+	}
+	q := len(dst)
+	dst = append(dst, '?')
+	if dst, ok = k.appendQuery(dst, in.Query); !ok {
+		return dst[:start], false
+	}
+	if len(dst) == q+1 {
+		dst = dst[:q]
+	}
+	return dst, true
+}
+
 // Headers lists the request headers the key includes: a response may Vary
 // on them and still be cached.
 func (k *KeyTemplate) Headers() []string { return k.headers }

@@ -42,6 +42,11 @@ type CacheOptions struct {
 	// FillStripHeaders are removed from fill requests besides Cookie and
 	// Authorization.
 	FillStripHeaders []string
+	// CollapseTimeout bounds how long a miss waits for another request's
+	// fill of the same page before forwarding its own request. Default
+	// 30s; the daemon sets it to backend.read_timeout unless
+	// cache.collapse_timeout says otherwise.
+	CollapseTimeout time.Duration
 	// UncacheableTTL is how long a URL whose response could not be stored
 	// goes straight to the backend without another fill. Default 2m.
 	UncacheableTTL time.Duration
@@ -78,6 +83,10 @@ type RawOptions struct {
 	Fill bool
 }
 
+// maxIdentityBytes bounds the decompressed bodies kept for clients that
+// do not accept gzip (see cache.identity).
+const maxIdentityBytes = 16 << 20
+
 // pickleFlag is the memcached flag bit Python clients (pymemcache, pylibmc,
 // python-memcached) set on pickled values: never a page body.
 const pickleFlag = 1
@@ -92,6 +101,8 @@ type cache struct {
 	gens    *pagecache.Generations
 	ns      atomic.Uint64 // the namespace last seen; 0 before the first
 	hints   *otter.Cache[string, tagHint]
+	// identities keeps decompressed bodies of gzipped pages (see identity).
+	identities *otter.Cache[string, []byte]
 }
 
 func newCache(o *CacheOptions) (*cache, error) {
@@ -100,6 +111,7 @@ func newCache(o *CacheOptions) (*cache, error) {
 	}
 	c := &cache{CacheOptions: *o, raw: o.Raw}
 	c.UncacheableTTL = cmp.Or(c.UncacheableTTL, 2*time.Minute)
+	c.CollapseTimeout = cmp.Or(c.CollapseTimeout, 30*time.Second)
 	c.MaxBodySize = cmp.Or(c.MaxBodySize, 1<<20-8<<10)
 	c.bgSlots = make(chan struct{}, cmp.Or(c.MaxBackgroundFills, 64))
 	if len(o.Hosts) > 0 {
@@ -123,6 +135,13 @@ func newCache(o *CacheOptions) (*cache, error) {
 	}
 	c.gens = gens
 	if c.hints, err = otter.New(&otter.Options[string, tagHint]{MaximumSize: 100_000}); err != nil {
+		return nil, err
+	}
+	c.identities, err = otter.New(&otter.Options[string, []byte]{
+		MaximumWeight: maxIdentityBytes,
+		Weigher:       func(k string, b []byte) uint32 { return uint32(len(k) + len(b) + 64) },
+	})
+	if err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -170,12 +189,16 @@ func (r *Router) anonymous(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecach
 	state, keys := r.lookup(sc, e, time.Now().UnixMilli())
 	switch state {
 	case pageFresh:
+		if !r.serveEntry(ctx, keys.page, e, statusHit, time.Now().UnixMilli()) {
+			return r.bypass(ctx, bypassGunzip)
+		}
 		r.stats.Hits.Add(1)
-		r.serveEntry(ctx, e, statusHit, time.Now().UnixMilli())
 		return outcomeHit
 	case pageStale:
+		if !r.serveEntry(ctx, keys.page, e, statusStale, time.Now().UnixMilli()) {
+			return r.bypass(ctx, bypassGunzip)
+		}
 		r.stats.StaleHits.Add(1)
-		r.serveEntry(ctx, e, statusStale, time.Now().UnixMilli())
 		r.backgroundFill(ctx, keys.clone(), rule)
 		return outcomeStale
 	case pageUncacheable:
@@ -204,7 +227,9 @@ func (r *Router) anonymousRaw(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagec
 	it, err := c.Store.Get(view)
 	switch {
 	case err == nil && it.Flags&pickleFlag == 0:
-		r.serveRaw(ctx, it)
+		if !r.serveRaw(ctx, view, it) {
+			return r.bypass(ctx, bypassGunzip)
+		}
 		return outcomeHit
 	case err == nil:
 		r.stats.Damaged.Add(1) // a pickle is never a page
@@ -214,7 +239,10 @@ func (r *Router) anonymousRaw(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagec
 	if !c.raw.Fill {
 		return r.forwardAs(ctx, statusMissRaw, outcomeMiss)
 	}
-	return r.miss(ctx, pageKeys{page: strings.Clone(view)}, rule, hasCookies)
+	// The URL counter fences raw fills against purges, as in envelope
+	// mode (see storeRaw).
+	url := string(c.gens.AppendURLKey(nil, sc.key))
+	return r.miss(ctx, pageKeys{page: strings.Clone(view), url: url}, rule, hasCookies)
 }
 
 // A pageState is what the store holds for a request.
@@ -475,12 +503,16 @@ func (r *Router) storeError(err error) {
 // stored, each forwards its own request.
 func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, keys pageKeys, rule *pagecache.Rule) outcome {
 	closeConn := r.prepare(ctx)
-	r.prepareFill(&ctx.Request.Header)
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	if !r.fillRequest(req, ctx, acceptsGzip(&ctx.Request.Header)) {
+		return r.bypass(ctx, bypassQuery)
+	}
 	var resp *fasthttp.Response
-	res, leader := r.cache.flights.do(keys.page, func() *fillResult {
+	res, leader := r.cache.flights.do(keys.page, r.cache.CollapseTimeout, func() *fillResult {
 		resp = fasthttp.AcquireResponse()
 		start := time.Now()
-		res := r.fill(&ctx.Request, resp, keys, rule)
+		res := r.fill(req, resp, keys, rule)
 		if r.access != nil {
 			addUpstream(ctx, time.Since(start))
 		}
@@ -500,21 +532,19 @@ func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, keys pageKeys, rule *
 			return outcomeError
 		}
 		return outcomeMiss
-	case res != nil && res.entry != nil:
+	case res == nil:
+		r.stats.CollapseTimeouts.Add(1)
+		return r.forwardAs(ctx, statusCollapseTimeout, outcomeMiss)
+	case res.entry != nil:
 		e := entries.Get().(*pagecache.Entry)
 		defer entries.Put(e)
-		if pagecache.Decode(res.entry, e) == nil {
+		if pagecache.Decode(res.entry, e) == nil && r.serveEntry(ctx, keys.page, e, statusCollapsed, time.Now().UnixMilli()) {
 			r.stats.Collapsed.Add(1)
-			r.serveEntry(ctx, e, statusCollapsed, time.Now().UnixMilli())
 			return outcomeCollapsed
 		}
 		return r.forwardAs(ctx, statusMissBackground, outcomeMiss)
 	}
-	reason := pagecache.ReasonStatus
-	if res != nil {
-		reason = res.reason
-	}
-	return r.forwardAs(ctx, statusNotStored[reason], outcomeMiss)
+	return r.forwardAs(ctx, statusNotStored[res.reason], outcomeMiss)
 }
 
 // backgroundFill starts, unless one is running or too many are, a fill of
@@ -532,7 +562,11 @@ func (r *Router) backgroundFill(ctx *fasthttp.RequestCtx, keys pageKeys, rule *p
 		return
 	}
 	req := fasthttp.AcquireRequest()
-	r.fillRequest(req, ctx)
+	if !r.fillRequest(req, ctx, true) {
+		fasthttp.ReleaseRequest(req)
+		<-c.bgSlots
+		return
+	}
 	started := c.flights.tryGo(keys.page, func() *fillResult {
 		defer func() {
 			fasthttp.ReleaseRequest(req)
@@ -564,11 +598,7 @@ func (r *Router) backgroundFill(ctx *fasthttp.RequestCtx, keys pageKeys, rule *p
 // stored.
 func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, keys pageKeys, rule *pagecache.Rule) *fillResult {
 	c := r.cache
-	var before map[string]uint64
-	var genErr error
-	if c.raw == nil {
-		before, genErr = r.fence(keys)
-	}
+	before, genErr := r.fence(keys)
 	start := time.Now()
 	err := r.backends.Do(req, resp)
 	r.backendDone(nil, start)
@@ -663,16 +693,7 @@ func (r *Router) fence(keys pageKeys) (map[string]uint64, error) {
 func (r *Router) store(keys pageKeys, resp *fasthttp.Response, body []byte, d pagecache.Decision, now time.Time, before map[string]uint64, tags []string) (pagecache.Reason, []byte) {
 	c := r.cache
 	if c.raw != nil {
-		flags := uint32(0)
-		if c.raw.GzipFlag != 0 && bytes.EqualFold(resp.Header.ContentEncoding(), []byte("gzip")) {
-			flags = c.raw.GzipFlag
-		} else if len(resp.Header.ContentEncoding()) > 0 {
-			return pagecache.ReasonEncoding, nil
-		}
-		if err := c.Store.Set(keys.page, pagecache.Item{Value: body, Flags: flags}, d.TTL); err != nil {
-			return storeReason(err), nil
-		}
-		return pagecache.Storable, nil
+		return r.storeRaw(keys, resp, body, d, before), nil
 	}
 	var hdrs [32]pagecache.Header
 	page := pagecache.Page{
@@ -720,6 +741,33 @@ func (r *Router) store(keys pageKeys, resp *fasthttp.Response, body []byte, d pa
 		return storeReason(err), nil
 	}
 	return pagecache.Storable, env
+}
+
+// storeRaw writes a raw body, fenced against purges by the URL counter:
+// a raw value cannot record the generation it was fetched under, so the
+// counter is read again after the value is written, and a purge that came
+// in since the fence (purgeURL bumps the counter, then deletes) has the
+// value deleted again. Whichever order the two run in, the purged page is
+// gone once both are done.
+func (r *Router) storeRaw(keys pageKeys, resp *fasthttp.Response, body []byte, d pagecache.Decision, before map[string]uint64) pagecache.Reason {
+	c := r.cache
+	flags := uint32(0)
+	if c.raw.GzipFlag != 0 && bytes.EqualFold(resp.Header.ContentEncoding(), []byte("gzip")) {
+		flags = c.raw.GzipFlag
+	} else if len(resp.Header.ContentEncoding()) > 0 {
+		return pagecache.ReasonEncoding
+	}
+	if err := c.Store.Set(keys.page, pagecache.Item{Value: body, Flags: flags}, d.TTL); err != nil {
+		return storeReason(err)
+	}
+	it, err := c.Store.Get(keys.url)
+	if cur, ok := pagecache.ParseCounter(it); err == nil && ok && cur == before[keys.url] {
+		return pagecache.Storable
+	}
+	if err := c.Store.Delete(keys.page); err != nil && !errors.Is(err, pagecache.ErrMiss) {
+		r.storeError(err)
+	}
+	return pagecache.ReasonPurged
 }
 
 func storeReason(err error) pagecache.Reason {
@@ -782,10 +830,13 @@ func readBody(resp *fasthttp.Response, limit int) (body []byte, complete bool, e
 
 // serveEntry answers from a stored page: its status and headers, Age, the
 // Cache-Status, and the body (decompressed for a client that does not
-// accept gzip). A matching If-None-Match or If-Modified-Since gets 304.
-// It does not allocate for an ordinary hit.
-// now is in Unix milliseconds.
-func (r *Router) serveEntry(ctx *fasthttp.RequestCtx, e *pagecache.Entry, cacheStatus string, now int64) {
+// accept gzip, see identity). A matching If-None-Match or
+// If-Modified-Since gets 304. It does not allocate for an ordinary hit.
+// key names the stored page; now is in Unix milliseconds. It returns false,
+// having written nothing, when the page is gzipped, the client does not
+// take gzip, and the body does not decompress within the bound: the
+// caller forwards the request instead.
+func (r *Router) serveEntry(ctx *fasthttp.RequestCtx, key string, e *pagecache.Entry, cacheStatus string, now int64) bool {
 	resp := &ctx.Response
 	var etag, lastMod, encoding []byte
 	for _, h := range e.Headers {
@@ -800,6 +851,14 @@ func (r *Router) serveEntry(ctx *fasthttp.RequestCtx, e *pagecache.Entry, cacheS
 	}
 	notModified := e.Status == fasthttp.StatusOK && notModified(&ctx.Request.Header, etag, lastMod)
 	gunzip := len(encoding) > 0 && bytes.EqualFold(encoding, strGzip) && !acceptsGzip(&ctx.Request.Header)
+	body := e.Body // the store gave us this slice to keep
+	if gunzip && !notModified {
+		var ok bool
+		if body, ok = r.cache.identity(key, e.StoredAt, e.Body); !ok {
+			r.log.Log(slog.LevelWarn, "gunzip", "stored gzip body does not decompress within cache.item_size_limit; forwarding the request", slog.String("key", key))
+			return false
+		}
+	}
 	if notModified {
 		resp.Header.SetStatusCode(fasthttp.StatusNotModified)
 	} else {
@@ -814,40 +873,36 @@ func (r *Router) serveEntry(ctx *fasthttp.RequestCtx, e *pagecache.Entry, cacheS
 	var age [20]byte
 	resp.Header.SetBytesKV(strAge, strconv.AppendInt(age[:0], max(0, now-e.StoredAt)/1000, 10))
 	resp.Header.Add(headerCacheStatus, cacheStatus)
-	switch {
-	case notModified:
+	if notModified {
 		resp.SkipBody = true
-	case gunzip:
-		body, err := gunzipBody(e.Body)
-		if err != nil {
-			r.log.Log(slog.LevelWarn, "gunzip", "stored gzip body does not decompress; serving it compressed", slog.String("error", err.Error()))
-			resp.Header.SetBytesV(fasthttp.HeaderContentEncoding, encoding)
-			resp.SetBodyRaw(e.Body)
-		} else {
-			resp.SetBodyRaw(body)
-		}
-	default:
-		resp.SetBodyRaw(e.Body) // the store gave us this slice to keep
+	} else {
+		resp.SetBodyRaw(body)
 	}
 	r.stats.BytesFromCache.Add(uint64(len(resp.Body())))
+	return true
 }
 
-// serveRaw answers from a body-only value written by another program.
-func (r *Router) serveRaw(ctx *fasthttp.RequestCtx, it pagecache.Item) {
-	r.stats.Hits.Add(1)
+// serveRaw answers from a body-only value written by another program; it
+// returns false, having written nothing, for a gzipped value a client
+// without gzip cannot be given (see serveEntry).
+func (r *Router) serveRaw(ctx *fasthttp.RequestCtx, key string, it pagecache.Item) bool {
 	resp := &ctx.Response
+	body := it.Value
+	gz := false
+	if f := r.cache.raw.GzipFlag; f != 0 && it.Flags&f != 0 {
+		if gz = acceptsGzip(&ctx.Request.Header); !gz {
+			var ok bool
+			if body, ok = r.cache.identity(key, 0, body); !ok {
+				r.log.Log(slog.LevelWarn, "gunzip", "raw value flagged gzip does not decompress within cache.item_size_limit; forwarding the request", slog.String("key", key))
+				return false
+			}
+		}
+	}
+	r.stats.Hits.Add(1)
 	resp.Header.SetStatusCode(fasthttp.StatusOK)
 	resp.Header.SetContentType(r.cache.raw.ContentType)
-	body := it.Value
-	if f := r.cache.raw.GzipFlag; f != 0 && it.Flags&f != 0 {
-		if acceptsGzip(&ctx.Request.Header) {
-			resp.Header.SetContentEncodingBytes(strGzip)
-		} else if b, err := gunzipBody(body); err == nil {
-			body = b
-		} else {
-			// Flagged gzip but not: say what it is rather than send
-			// compressed bytes unlabelled.
-			r.log.Log(slog.LevelWarn, "gunzip", "raw value flagged gzip does not decompress; serving it as stored", slog.String("error", err.Error()))
+	if r.cache.raw.GzipFlag != 0 && it.Flags&r.cache.raw.GzipFlag != 0 {
+		if gz {
 			resp.Header.SetContentEncodingBytes(strGzip)
 		}
 		resp.Header.SetBytesKV(strVary, strAcceptEncoding)
@@ -855,6 +910,30 @@ func (r *Router) serveRaw(ctx *fasthttp.RequestCtx, it pagecache.Item) {
 	resp.Header.Add(headerCacheStatus, statusHit)
 	resp.SetBodyRaw(body)
 	r.stats.BytesFromCache.Add(uint64(len(body)))
+	return true
+}
+
+// identity returns the decompressed body of a gzipped page, for clients
+// that do not accept gzip. Each stored page (key, stored at) is
+// decompressed once per instance and kept in a bounded in-process cache,
+// so a run of such clients costs one decompression, not one each; the
+// output is bounded by the item size limit (a gzip bomb in the store is
+// refused, ok false). A raw value has no stored time: storedAt 0 and its
+// length tell versions apart.
+func (c *cache) identity(key string, storedAt int64, gz []byte) (body []byte, ok bool) {
+	var buf [32]byte
+	id := append(strconv.AppendInt(append(buf[:0], '|'), storedAt, 10), '|')
+	id = strconv.AppendInt(id, int64(len(gz)), 10)
+	k := key + string(id)
+	if b, found := c.identities.GetIfPresent(k); found {
+		return b, b != nil
+	}
+	b, err := gunzipBody(gz, c.MaxBodySize+8<<10)
+	if err != nil {
+		b = nil // remembered too: a bad value is not decompressed again
+	}
+	c.identities.Set(k, b)
+	return b, b != nil
 }
 
 // notModified applies a conditional request to a stored page: If-None-Match
@@ -909,7 +988,11 @@ func qZero(param []byte) bool {
 
 var gzipReaders sync.Pool
 
-func gunzipBody(b []byte) ([]byte, error) {
+// errGunzipTooLarge: a gzipped body decompresses to more than allowed.
+var errGunzipTooLarge = errors.New("router: gzipped body decompresses beyond the limit")
+
+// gunzipBody decompresses b, at most limit bytes of output.
+func gunzipBody(b []byte, limit int) ([]byte, error) {
 	zr, _ := gzipReaders.Get().(*gzip.Reader)
 	var err error
 	if zr == nil {
@@ -922,90 +1005,77 @@ func gunzipBody(b []byte) ([]byte, error) {
 	}
 	defer gzipReaders.Put(zr)
 	var out bytes.Buffer
-	_, err = out.ReadFrom(io.LimitReader(zr, 64<<20))
-	return out.Bytes(), err
+	n, err := out.ReadFrom(io.LimitReader(zr, int64(limit)+1))
+	switch {
+	case err != nil:
+		return nil, err
+	case n > int64(limit):
+		return nil, errGunzipTooLarge
+	}
+	return out.Bytes(), nil
 }
 
-// prepareFill makes a visitor's own request fit to fill the cache: none of
-// the headers a fill never carries (see fillNever), and an Accept-Encoding
-// of gzip or nothing, so the stored body is one both kinds of clients can
-// be served.
-func (r *Router) prepareFill(h *fasthttp.RequestHeader) {
-	gz := acceptsGzip(h)
-	for name := range r.fillNever {
-		h.Del(name)
-	}
-	h.Del(fasthttp.HeaderAcceptEncoding)
-	if gz {
-		h.Set(fasthttp.HeaderAcceptEncoding, "gzip")
-	}
-}
-
-// fillNever yields the headers no fill request carries, whether it is a
-// visitor's own request or a background twin: credentials (Cookie,
-// Authorization), the operator's fill_strip_headers (the answer is
-// shared), and conditional and range headers (the cache needs the whole
-// page).
-func (r *Router) fillNever(yield func(string) bool) {
-	for _, names := range [][]string{fillCredentials, fillConditionals, r.cache.FillStripHeaders} {
-		for _, name := range names {
-			if !yield(name) {
-				return
-			}
-		}
-	}
-}
-
-var (
-	fillCredentials  = []string{fasthttp.HeaderCookie, fasthttp.HeaderAuthorization}
-	fillConditionals = []string{
-		fasthttp.HeaderIfNoneMatch, fasthttp.HeaderIfModifiedSince, fasthttp.HeaderIfMatch,
-		fasthttp.HeaderIfUnmodifiedSince, fasthttp.HeaderIfRange, fasthttp.HeaderRange,
-	}
-	// fillFraming are set anew on a background twin (a bodiless GET).
-	fillFraming = []string{fasthttp.HeaderHost, fasthttp.HeaderContentLength, fasthttp.HeaderContentType,
-		fasthttp.HeaderTransferEncoding, fasthttp.HeaderAcceptEncoding, fasthttp.HeaderExpect}
-)
-
-// fillRequest builds in req the credential-free twin of the visitor's
-// request: a GET for the same URI and Host, with the visitor's headers but
-// Cookie, Authorization, the operator's fill_strip_headers, hop-by-hop,
-// conditional and range headers, asking for gzip.
-func (r *Router) fillRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx) {
+// fillRequest builds in req the request a fill sends for the visitor's
+// request in ctx: a GET with no body that carries exactly what the page
+// key is built from and nothing else of the visitor's, so that what is
+// stored under a key was rendered from that key's inputs alone (an
+// unkeyed header, query parameter or cookie the application reflects
+// cannot reach the shared copy):
+//
+//   - the URI: the raw path and the query as the key holds it
+//     (pagecache.KeyTemplate.AppendFillURI);
+//   - Host, lower-cased, as the key has it;
+//   - the headers the key names ({header:Name}), first value only, less
+//     the operator's fill_strip_headers;
+//   - X-Forwarded-Proto: the key's scheme; X-Forwarded-For and X-Real-IP:
+//     the client's address as one validated IP, nothing the client wrote;
+//   - Accept-Encoding: gzip when gz, so one stored body serves both kinds
+//     of clients; User-Agent: a fixed "userrouter (cache fill)".
+//
+// Never Cookie, Authorization, conditional or range headers, nor any
+// other header of the visitor's. ok is false when the URI is not
+// cacheable (too many query parameters).
+func (r *Router) fillRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, gz bool) (ok bool) {
+	c := r.cache
 	src := &ctx.Request.Header
+	var hostBuf [256]byte
+	host, hostOK := lowerHost(hostBuf[:0], src.Host())
+	if !hostOK {
+		return false
+	}
+	in := pagecache.KeyInput{Host: host, Header: src}
+	in.Path, in.Query = pagecache.SplitURI(src.RequestURI())
+	uri, ok := c.Keys.AppendFillURI(make([]byte, 0, len(in.Path)+len(in.Query)+1), &in)
+	if !ok {
+		return false
+	}
 	req.Header.SetNoDefaultContentType(true)
 	req.Header.SetMethod(fasthttp.MethodGet)
-	req.SetRequestURIBytes(src.RequestURI())
-	req.Header.SetHostBytes(src.Host())
-	conn := src.Peek(fasthttp.HeaderConnection)
-	for k, v := range src.AllInOrder() {
-		if r.dropFromFill(k, conn) {
-			continue
+	req.SetRequestURIBytes(uri)
+	req.Header.SetHostBytes(host)
+	for _, name := range c.Keys.Headers() {
+		if v := src.Peek(name); len(v) > 0 && !slices.ContainsFunc(c.FillStripHeaders, func(s string) bool { return strings.EqualFold(s, name) }) {
+			req.Header.SetBytesV(name, v)
 		}
-		req.Header.AddBytesKV(k, v)
 	}
-	req.Header.Set(fasthttp.HeaderAcceptEncoding, "gzip")
-	if ok, ip := trusted(ctx.RemoteAddr(), r.trusted); !ok {
-		setForwarded(&req.Header, ip)
+	req.Header.SetBytesV(fasthttp.HeaderXForwardedProto, r.scheme(ctx))
+	if ip := r.clientIP(ctx); ip.IsValid() {
+		var b [64]byte
+		a := ip.AppendTo(b[:0])
+		req.Header.SetBytesV(fasthttp.HeaderXForwardedFor, a)
+		req.Header.SetBytesV(headerXRealIP, a)
 	}
+	if gz {
+		req.Header.Set(fasthttp.HeaderAcceptEncoding, "gzip")
+	}
+	req.Header.SetUserAgent(fillUserAgent)
+	return true
 }
 
-func (r *Router) dropFromFill(k, conn []byte) bool {
-	if isHop(k, conn) {
-		return true
-	}
-	for _, name := range fillFraming {
-		if bytes.EqualFold(k, []byte(name)) {
-			return true
-		}
-	}
-	for name := range r.fillNever {
-		if bytes.EqualFold(k, []byte(name)) {
-			return true
-		}
-	}
-	return false
-}
+// fillUserAgent is the User-Agent of every fill: the visitor's is no
+// input of the shared page (a mobile view rendered for one would be
+// served to all).
+const fillUserAgent = "userrouter (cache fill)"
 
 // joinHeader joins every value of a header with ", ".
 func joinHeader(h *fasthttp.ResponseHeader, name string) []byte {

@@ -18,7 +18,10 @@ const (
 	statusMissStored     = "userrouter; fwd=miss; stored"
 	statusMissBackground = "userrouter; fwd=miss; detail=background-fill"
 	statusMissRaw        = "userrouter; fwd=miss; detail=raw-no-fill"
-	statusIdentified     = "userrouter; fwd=bypass; detail=identified"
+	// A miss that waited cache.collapse_timeout for another request's fill
+	// and then went to the backend itself.
+	statusCollapseTimeout = "userrouter; fwd=miss; detail=collapse-timeout"
+	statusIdentified      = "userrouter; fwd=bypass; detail=identified"
 )
 
 // statusNotStored is the Cache-Status of a miss whose answer was not
@@ -44,10 +47,12 @@ const (
 	bypassRange                             // a Range request
 	bypassRule                              // a cache rule with cache = false
 	bypassUncacheable                       // the URL's last answer could not be stored
+	bypassBody                              // a GET or HEAD carrying a body
+	bypassGunzip                            // a gzipped page too large to decompress for this client
 	numBypass
 )
 
-var bypassNames = [numBypass]string{"method", "upgrade", "host", "path", "query", "cookie", "authorization", "range", "rule", "uncacheable"}
+var bypassNames = [numBypass]string{"method", "upgrade", "host", "path", "query", "cookie", "authorization", "range", "rule", "uncacheable", "body", "gunzip"}
 
 // BypassReasons lists the bypass reasons in the order of Stats.Bypass.
 func BypassReasons() []string { return bypassNames[:] }
@@ -121,6 +126,7 @@ type Stats struct {
 	DoubtReasons     [len(sessioncheck.DoubtReasons)]atomic.Uint64 // forwarded doubts, by reason (see sessioncheck.DoubtReasons)
 	BackgroundFills  atomic.Uint64                                 // fills for visitors with cookies
 	FillsSkipped     atomic.Uint64                                 // background fills not started: too many running
+	CollapseTimeouts atomic.Uint64                                 // misses that stopped waiting for another's fill
 	Damaged          atomic.Uint64                                 // stored values that could not be read
 	StoreErrors      atomic.Uint64                                 // store operations that failed
 	BackendResponses [6]atomic.Uint64                              // by status class: [1] 1xx ... [5] 5xx

@@ -1,6 +1,9 @@
 package router
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // flights coalesces cache fills per key: while one fill of a key runs,
 // others either wait for its result (a visitor's miss) or are not started
@@ -17,13 +20,25 @@ type flight struct {
 }
 
 // do runs fn for key unless a fill of key is running, in which case it
-// waits for that one; leader reports whether fn ran here.
-func (f *flights) do(key string, fn func() *fillResult) (res *fillResult, leader bool) {
+// waits for that one, at most wait (0: no bound); leader reports whether fn
+// ran here. A waiter that gave up gets a nil result: a slow fill stalls its
+// waiters no longer than wait, after which each goes its own way.
+func (f *flights) do(key string, wait time.Duration, fn func() *fillResult) (res *fillResult, leader bool) {
 	f.mu.Lock()
 	if fl, ok := f.m[key]; ok {
 		f.mu.Unlock()
-		<-fl.done
-		return fl.res, false
+		if wait <= 0 {
+			<-fl.done
+			return fl.res, false
+		}
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-fl.done:
+			return fl.res, false
+		case <-t.C:
+			return nil, false
+		}
 	}
 	fl := f.start(key)
 	f.mu.Unlock()

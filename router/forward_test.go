@@ -302,7 +302,6 @@ func TestForwardRawURI(t *testing.T) {
 		"/%00",
 		"//double//slash/",
 		"/./dot/%2e%2E/",
-		"http://example.com/absolute?q",
 		"*",
 	} {
 		rawExchange(t, base, "OPTIONS "+uri+" HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
@@ -329,10 +328,13 @@ func TestForwardXForwardedFor(t *testing.T) {
 
 	rawExchange(t, startRouter(t, Options{}, testBackendOptions(addr)), req)
 	head = backend.last()
-	for _, want := range []string{"X-Forwarded-For: 203.0.113.7, 127.0.0.1\r\n", "X-Real-Ip: 127.0.0.1\r\n", "X-Forwarded-Proto: http\r\n"} {
+	for _, want := range []string{"X-Forwarded-For: 127.0.0.1\r\n", "X-Real-Ip: 127.0.0.1\r\n", "X-Forwarded-Proto: http\r\n"} {
 		if !strings.Contains(head, want) {
 			t.Errorf("untrusted peer: backend request lacks %q:\n%s", want, head)
 		}
+	}
+	if strings.Contains(head, "203.0.113.7") || strings.Contains(head, "https") {
+		t.Errorf("untrusted peer: its own forwarding headers reached the backend:\n%s", head)
 	}
 }
 

@@ -116,18 +116,60 @@ func isRequestSpecial(k []byte) bool {
 	return false
 }
 
-// setForwarded adds the peer to X-Forwarded-For and sets X-Real-IP and
-// X-Forwarded-Proto, for a peer that is not a trusted proxy. A trusted
-// proxy's (nginx's) headers pass untouched.
+// setForwarded sets X-Forwarded-For and X-Real-IP to the peer and
+// X-Forwarded-Proto to http, for a peer that is not a trusted proxy: every
+// occurrence the peer sent of them is removed first, under any spelling a
+// WSGI server reads as the same header (X_Forwarded_For), so nothing of
+// the peer's own making reaches the application as a proxy's word. A
+// trusted proxy's (nginx's) headers pass untouched.
 func setForwarded(h *fasthttp.RequestHeader, peer net.IP) {
 	ip := peer.String()
-	if prior := h.Peek(fasthttp.HeaderXForwardedFor); len(prior) > 0 {
-		h.Set(fasthttp.HeaderXForwardedFor, string(prior)+", "+ip)
-	} else {
-		h.Set(fasthttp.HeaderXForwardedFor, ip)
-	}
-	h.Set("X-Real-IP", ip)
+	delForwarded(h)
+	h.Set(fasthttp.HeaderXForwardedFor, ip)
+	h.Set(headerXRealIP, ip)
 	h.Set(fasthttp.HeaderXForwardedProto, "http")
+}
+
+const headerXRealIP = "X-Real-IP"
+
+// forwardedHeaders are the headers only a trusted proxy may set.
+var forwardedHeaders = [...]string{fasthttp.HeaderXForwardedFor, headerXRealIP, fasthttp.HeaderXForwardedProto}
+
+// delForwarded removes every occurrence of the forwardedHeaders, also
+// when written with underscores.
+func delForwarded(h *fasthttp.RequestHeader) {
+	var found [][]byte
+	for k := range h.AllInOrder() {
+		if isForwardedHeader(k) {
+			found = append(found, bytes.Clone(k))
+		}
+	}
+	for _, k := range found {
+		h.DelBytes(k)
+	}
+}
+
+func isForwardedHeader(k []byte) bool {
+	for _, f := range forwardedHeaders {
+		if len(k) != len(f) {
+			continue
+		}
+		same := true
+		for i := range k {
+			a, b := k[i]|0x20, f[i]|0x20
+			if a == '_'|0x20 {
+				a = '-' | 0x20
+			}
+			if a != b {
+				same = false
+				break
+			}
+		}
+		if same {
+			return true
+		}
+	}
+	return false
 }
 
 // trusted reports whether addr is a unix socket peer or inside prefixes.

@@ -78,6 +78,7 @@ func (m *Metrics) WritePrometheus(out io.Writer, current *Router) {
 	w.counter("userrouter_cache_store_errors_total", "Page store operations that failed (served from the backend).", one(&s.StoreErrors))
 	w.counter("userrouter_background_fills_total", "Cache fills started for visitors with cookies, and stale refreshes.", one(&s.BackgroundFills))
 	w.counter("userrouter_background_fills_skipped_total", "Background fills not started: too many running.", one(&s.FillsSkipped))
+	w.counter("userrouter_collapse_timeouts_total", "Misses that stopped waiting for another request's fill (cache.collapse_timeout) and went to the backend.", one(&s.CollapseTimeouts))
 	w.counter("userrouter_backend_responses_total", "Backend responses, by status class.",
 		indexed([]string{"1xx", "2xx", "3xx", "4xx", "5xx"}, "class", s.BackendResponses[1:])...)
 	w.counter("userrouter_backend_errors_total", "Requests no backend answered (502, 503, 504).", one(&s.BackendErrors))

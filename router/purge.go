@@ -118,13 +118,18 @@ func (r *Router) purgeURL(in *pagecache.KeyInput, soft bool) error {
 		if !ok {
 			return badPurge("the URL has more than 64 query parameters: it is never cached")
 		}
-		var err error
+		urlKey := string(c.gens.AppendURLKey(nil, base))
 		if c.raw != nil {
-			err = c.Store.Delete(string(base))
-		} else {
-			err = c.gens.Bump(string(c.gens.AppendURLKey(nil, base)), soft)
-		}
-		if err != nil {
+			// Bump first, then delete: a raw fill in flight reads the
+			// counter again after it writes, and deletes what it wrote
+			// (storeRaw).
+			if err := c.gens.Bump(urlKey, false); err != nil {
+				return err
+			}
+			if err := c.Store.Delete(string(base)); err != nil && !errors.Is(err, pagecache.ErrMiss) {
+				return err
+			}
+		} else if err := c.gens.Bump(urlKey, soft); err != nil {
 			return err
 		}
 		if !c.Keys.HasScheme() {

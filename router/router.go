@@ -119,7 +119,11 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetUserValue(recordKey, rec)
 		defer r.logAccess(ctx, rec)
 	}
-	o := r.route(ctx)
+	o := outcomeBypass
+	if originForm(ctx) {
+		o = r.route(ctx)
+	}
+	finish(ctx)
 	r.stats.Outcomes[o].Add(1)
 	if obs := r.durations.Request[o]; obs != nil {
 		obs.UpdateDuration(ctx.Time())
@@ -139,6 +143,11 @@ func (r *Router) route(ctx *fasthttp.RequestCtx) outcome {
 	}
 	if !ctx.IsGet() && !ctx.IsHead() {
 		return r.bypass(ctx, bypassMethod)
+	}
+	if hasBody(h) {
+		// A GET or HEAD with a body: what the application makes of the
+		// body is nobody's business but this visitor's.
+		return r.bypass(ctx, bypassBody)
 	}
 	if len(h.Peek(fasthttp.HeaderUpgrade)) > 0 {
 		return r.bypass(ctx, bypassUpgrade)
@@ -217,6 +226,9 @@ func (r *Router) forward(ctx *fasthttp.RequestCtx, cacheStatus string) bool {
 	err := r.backends.Do(&ctx.Request, resp)
 	r.backendDone(ctx, start)
 	if err != nil {
+		if hasBody(&ctx.Request.Header) {
+			closeAfter(ctx) // how much of the body was read is unknown
+		}
 		fasthttp.ReleaseResponse(resp)
 		r.backendError(ctx, err)
 		return false
@@ -280,7 +292,7 @@ func (r *Router) relayWith(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, re
 		ctx.Response.Header.Add(headerCacheStatus, cacheStatus)
 	}
 	if closeConn {
-		ctx.SetConnectionClose()
+		closeAfter(ctx)
 	}
 	return true
 }
@@ -301,8 +313,10 @@ func (r *Router) limitBody(ctx *fasthttp.RequestCtx) bool {
 	}
 	body, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), int64(r.maxBody)+1))
 	if err != nil {
-		ctx.SetConnectionClose()
-		ctx.Error("Bad Request: the request body could not be read\n", fasthttp.StatusBadRequest)
+		ctx.Response.Header.SetStatusCode(fasthttp.StatusBadRequest)
+		ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+		ctx.Response.SetBodyString("Bad Request: the request body could not be read (malformed chunked framing)\n")
+		closeAfter(ctx) // the framing is lost: the next byte is no request's
 		return false
 	}
 	if len(body) > r.maxBody {
@@ -314,7 +328,7 @@ func (r *Router) limitBody(ctx *fasthttp.RequestCtx) bool {
 }
 
 func (r *Router) tooLarge(ctx *fasthttp.RequestCtx) {
-	ctx.SetConnectionClose() // the rest of the body is not read
+	closeAfter(ctx) // the rest of the body is not read
 	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
 	ctx.Response.Header.SetStatusCode(fasthttp.StatusRequestEntityTooLarge)
 	ctx.Response.SetBodyString("Request Entity Too Large: the body exceeds listen.max_request_body_size\n")
