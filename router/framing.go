@@ -78,6 +78,51 @@ func drain(body io.Reader) bool {
 	return false
 }
 
+// framingOK checks what fasthttp's parser accepts but a front proxy may
+// read otherwise (RFC 9112 sections 5.2, 6.1 and 6.3): a folded header
+// line (obs-fold), Content-Length together with Transfer-Encoding, more
+// than one Content-Length, or a Transfer-Encoding other than "chunked".
+// Each could make userrouter and nginx disagree on where the body ends;
+// such a request is answered 400 and the connection closed.
+func framingOK(ctx *fasthttp.RequestCtx) bool {
+	h := &ctx.Request.Header
+	raw := h.RawHeaders()
+	folded := bytes.Contains(raw, []byte("\n ")) || bytes.Contains(raw, []byte("\n\t"))
+	if !folded && !hasBody(h) {
+		return true // the hit path: one scan, nothing else
+	}
+	why := ""
+	if folded {
+		why = "a header line is folded (obs-fold)"
+	}
+	cl, te := 0, 0
+	for line := range bytes.SplitSeq(raw, []byte{'\n'}) {
+		name, value, ok := bytes.Cut(bytes.TrimSuffix(line, []byte{'\r'}), []byte{':'})
+		if !ok {
+			continue
+		}
+		switch {
+		case bytes.EqualFold(name, []byte(fasthttp.HeaderContentLength)):
+			cl++
+		case bytes.EqualFold(name, []byte(fasthttp.HeaderTransferEncoding)):
+			te++
+			if !bytes.EqualFold(bytes.TrimSpace(value), []byte("chunked")) {
+				why = "Transfer-Encoding other than \"chunked\""
+			}
+		}
+	}
+	switch {
+	case why != "":
+	case cl > 0 && te > 0:
+		why = "both Content-Length and Transfer-Encoding"
+	case cl > 1 || te > 1:
+		why = "a repeated Content-Length or Transfer-Encoding"
+	default:
+		return true
+	}
+	return badTarget(ctx, "the request's framing is ambiguous: "+why)
+}
+
 // originForm rewrites a request target in absolute form ("GET
 // http://host/path", RFC 9112 section 3.2.2) to origin form, so that the
 // cache key, a fill and the backend all see one host and one path: the
@@ -131,6 +176,7 @@ func cutSchemePrefix(uri []byte) ([]byte, bool) {
 	return nil, false
 }
 
+// badTarget answers 400 with why and closes the connection.
 func badTarget(ctx *fasthttp.RequestCtx, why string) bool {
 	ctx.Response.Header.SetStatusCode(fasthttp.StatusBadRequest)
 	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")

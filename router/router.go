@@ -120,7 +120,7 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		defer r.logAccess(ctx, rec)
 	}
 	o := outcomeBypass
-	if originForm(ctx) {
+	if framingOK(ctx) && originForm(ctx) {
 		o = r.route(ctx)
 	}
 	finish(ctx)
