@@ -64,7 +64,7 @@ func TestNginxEndToEnd(t *testing.T) {
 	defer backend.Close()
 
 	dir := t.TempDir()
-	urAddr, urAdmin, nginxAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	urAddr, urAdmin := freeAddr(t), freeAddr(t)
 	prefix := fmt.Sprintf("ng%d:", rand.Uint32())
 	cfgPath := filepath.Join(dir, "userrouter.toml")
 	writeConfig := func(ttl string) {
@@ -89,47 +89,7 @@ default_ttl = %q
 	writeConfig("1h")
 	ur, urLog := startDaemon(t, bin, cfgPath)
 
-	// nginx with the shipped site snippet, addresses replaced.
-	snippet, err := os.ReadFile("contrib/nginx/userrouter.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := strings.NewReplacer("server 127.0.0.1:8090;", "server "+urAddr+";", "listen 80;", "listen "+nginxAddr+";").Replace(string(snippet))
-	if site == string(snippet) {
-		t.Fatal("the snippet's addresses were not found to replace")
-	}
-	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	main := fmt.Sprintf(`daemon off;
-user root;
-worker_processes 2;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path %[1]s/client_body;
-    proxy_temp_path %[1]s/proxy;
-    fastcgi_temp_path %[1]s/fastcgi;
-    uwsgi_temp_path %[1]s/uwsgi;
-    scgi_temp_path %[1]s/scgi;
-    include %[1]s/site.conf;
-}
-`, dir)
-	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(nginx, "-t", "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput(); err != nil {
-		t.Fatalf("nginx -t: %v\n%s", err, out)
-	}
-	ng := exec.Command(nginx, "-c", filepath.Join(dir, "nginx.conf"))
-	var ngLog syncBuffer
-	ng.Stderr = &ngLog
-	if err := ng.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ng.Process.Signal(syscall.SIGQUIT); ng.Wait() })
+	nginxAddr, ngLog := startNginx(t, nginx, urAddr)
 
 	client := &http.Client{Timeout: 30 * time.Second}
 	get := func(path string, header ...string) (*http.Response, string, error) {
@@ -189,9 +149,16 @@ http {
 		}
 	})
 	t.Run("client address", func(t *testing.T) {
+		// An anonymous miss is a fill: it carries the client's address as
+		// nginx's X-Real-IP gives it, one IP, never the chain a client can
+		// write into. A forwarded request keeps nginx's headers as they are.
 		_, body, err := get("/ip", "X-Forwarded-For", "203.0.113.9")
+		if want := "real-ip=127.0.0.1 xff=127.0.0.1 proto=http"; err != nil || body != want {
+			t.Errorf("fill: backend saw %q (%v); want %q", body, err, want)
+		}
+		_, body, err = get("/ip", "X-Forwarded-For", "203.0.113.9", "Cookie", "sessionid="+fx.Row("identified").SessionKey)
 		if want := "real-ip=127.0.0.1 xff=203.0.113.9, 127.0.0.1 proto=http"; err != nil || body != want {
-			t.Errorf("backend saw %q (%v); want %q", body, err, want)
+			t.Errorf("forward: backend saw %q (%v); want %q", body, err, want)
 		}
 	})
 	t.Run("large upload", func(t *testing.T) {
@@ -285,4 +252,57 @@ http {
 		}
 		t.Logf("%d requests through nginx during 20 s and 10 reloads, %d failed", served.Load(), failed.Load())
 	})
+}
+
+// startNginx runs nginx (the binary at bin) on a free loopback port with
+// the shipped contrib/nginx/userrouter.conf, its upstream replaced by
+// upstream, until the test ends; it returns nginx's address and its log.
+func startNginx(t *testing.T, bin, upstream string) (string, *syncBuffer) {
+	t.Helper()
+	nginx := bin
+	dir := t.TempDir()
+	urAddr, nginxAddr := upstream, freeAddr(t)
+	// nginx with the shipped site snippet, addresses replaced.
+	snippet, err := os.ReadFile("contrib/nginx/userrouter.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := strings.NewReplacer("server 127.0.0.1:8090;", "server "+urAddr+";", "listen 80;", "listen "+nginxAddr+";").Replace(string(snippet))
+	if site == string(snippet) {
+		t.Fatal("the snippet's addresses were not found to replace")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "site.conf"), []byte(site), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	main := fmt.Sprintf(`daemon off;
+user root;
+worker_processes 2;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/client_body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    include %[1]s/site.conf;
+}
+`, dir)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(nginx, "-t", "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
+	ng := exec.Command(nginx, "-c", filepath.Join(dir, "nginx.conf"))
+	ngLog := new(syncBuffer)
+	ng.Stderr = ngLog
+	if err := ng.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ng.Process.Signal(syscall.SIGQUIT); ng.Wait() })
+
+	return nginxAddr, ngLog
 }

@@ -167,6 +167,9 @@ type pageKeys struct {
 	// them again. Known says which were read.
 	seq, urlGen        uint64
 	seqKnown, urlKnown bool
+	// storeDown: an operation of the lookup failed; the request is
+	// forwarded without a fill, and asks the store nothing more.
+	storeDown bool
 }
 
 // anonymous serves a visitor who may share the cache: a fresh page from
@@ -211,6 +214,10 @@ func (r *Router) anonymous(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecach
 // cache when it carries no cookies; otherwise it is forwarded and a
 // credential-free twin fills the cache in the background.
 func (r *Router) miss(ctx *fasthttp.RequestCtx, keys pageKeys, rule *pagecache.Rule, hasCookies bool) outcome {
+	if keys.storeDown {
+		// One store timeout is all a request pays: no fence, no fill.
+		return r.forwardAs(ctx, statusStoreError, outcomeMiss)
+	}
 	if ctx.IsGet() && !hasCookies {
 		return r.fillFromVisitor(ctx, keys, rule)
 	}
@@ -235,6 +242,7 @@ func (r *Router) anonymousRaw(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagec
 		r.stats.Damaged.Add(1) // a pickle is never a page
 	case !errors.Is(err, pagecache.ErrMiss):
 		r.storeError(err)
+		return r.forwardAs(ctx, statusStoreError, outcomeMiss)
 	}
 	if !c.raw.Fill {
 		return r.forwardAs(ctx, statusMissRaw, outcomeMiss)
@@ -303,12 +311,18 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 		it, err = c.Store.Get(pageKey)
 		if found = err == nil; err != nil && !errors.Is(err, pagecache.ErrMiss) {
 			r.storeError(err)
+			return pageMissing, pageKeys{page: pageKey, url: urlKey, storeDown: true}
 		}
 	} else {
 		sc.items = slices.Grow(sc.items[:0], len(sc.keys))[:len(sc.keys)]
 		items := sc.items
 		if err := c.Store.GetMulti(sc.keys, items); err != nil {
+			// The store failed (down, or slower than cache.timeout): this
+			// request asks it nothing more, so it costs one timeout at
+			// most, and no counter is created or trusted.
 			r.storeError(err)
+			clear(sc.items)
+			return pageMissing, pageKeys{page: pageKey, url: urlKey, storeDown: true}
 		}
 		it, found = items[0], items[0].Found()
 		i := 1
@@ -338,7 +352,7 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 		v, err := g.Create(g.NSKey())
 		if err != nil {
 			r.storeError(err)
-			return pageMissing, pageKeys{page: pageKey, url: urlKey}
+			return pageMissing, pageKeys{page: pageKey, url: urlKey, storeDown: true}
 		}
 		nsCur = v
 	}
@@ -354,6 +368,7 @@ func (r *Router) lookup(sc *scratch, e *pagecache.Entry, now int64) (pageState, 
 		it, err = c.Store.Get(pageKey)
 		if found = err == nil; err != nil && !errors.Is(err, pagecache.ErrMiss) {
 			r.storeError(err)
+			return pageMissing, pageKeys{page: pageKey, url: urlKey, storeDown: true}
 		}
 	}
 	keys := pageKeys{page: pageKey, url: urlKey, seq: seqCur, seqKnown: seqKnown, urlGen: urlCur, urlKnown: urlKnown}

@@ -18,6 +18,8 @@ const (
 	statusMissStored     = "userrouter; fwd=miss; stored"
 	statusMissBackground = "userrouter; fwd=miss; detail=background-fill"
 	statusMissRaw        = "userrouter; fwd=miss; detail=raw-no-fill"
+	// A miss whose lookup found the page store failing: forwarded, no fill.
+	statusStoreError = "userrouter; fwd=miss; detail=store-error"
 	// A miss that waited cache.collapse_timeout for another request's fill
 	// and then went to the backend itself.
 	statusCollapseTimeout = "userrouter; fwd=miss; detail=collapse-timeout"
