@@ -2,6 +2,7 @@ package router
 
 import (
 	"bufio"
+	"compress/gzip"
 	"fmt"
 	"io"
 	"net"
@@ -338,5 +339,80 @@ func TestHostileCollapseBound(t *testing.T) {
 	}
 	if timedOut == 0 {
 		t.Errorf("got %q; want the waiters to give up after collapse_timeout", statuses)
+	}
+}
+
+// TestHostileStoreValues: what memcached returns is input too. A stored
+// page replaced by garbage, a truncated or altered envelope, a value
+// flagged as a Python pickle, or a valid envelope whose gzip body is a
+// bomb never crashes userrouter nor reaches a client as a page: the
+// visitor is served from the backend instead.
+func TestHostileStoreValues(t *testing.T) {
+	mc := pagecachetest.Start(t)
+	m := newMirror(t)
+	prefix := pagecachetest.Prefix()
+	keys, err := pagecache.NewKeyTemplate(pagecache.KeyOptions{Template: prefix + "{host}{uri}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := memcachedStore(t, mc.Addr)
+	base := startRouter(t, Options{Cache: &CacheOptions{
+		Store: store, Keys: keys, MaxBodySize: 64 << 10,
+		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Minute, HonorCacheControl: true}}),
+	}}, testBackendOptions(backendAddr(m.Server)))
+	fetch(t, "GET", base+"/tamper", "Host", "h")
+	var pageKey string
+	for _, k := range mc.Keys() {
+		if strings.HasPrefix(k, prefix+"h/tamper|n") {
+			pageKey = k
+		}
+	}
+	orig, err := store.Get(pageKey)
+	if pageKey == "" || err != nil {
+		t.Fatalf("the filled page is not in memcached (%q, %v)", pageKey, err)
+	}
+	var e pagecache.Entry
+	if err := pagecache.Decode(orig.Value, &e); err != nil {
+		t.Fatal(err)
+	}
+	reencode := func(body []byte, headers ...pagecache.Header) []byte {
+		p := pagecache.Page{Kind: e.Kind, Status: e.Status, StoredAt: e.StoredAt, FreshUntil: e.FreshUntil, StaleUntil: e.StaleUntil,
+			URLGen: e.URLGen, Headers: headers, Body: body}
+		b, err := pagecache.Encode(nil, &p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	var bomb strings.Builder
+	zw := gzip.NewWriter(&bomb)
+	zw.Write(make([]byte, 50<<20))
+	zw.Close()
+	flipped := append([]byte(nil), orig.Value...)
+	flipped[len(flipped)-3] ^= 0x20
+	for _, tc := range []struct {
+		name  string
+		item  pagecache.Item
+		wantH bool // the (tampered) page may still be served as a hit
+	}{
+		{"garbage", pagecache.Item{Value: []byte("\x00\xffnot an envelope at all")}, false},
+		{"truncated", pagecache.Item{Value: orig.Value[:len(orig.Value)/2]}, false},
+		{"one byte flipped", pagecache.Item{Value: flipped}, false},
+		{"empty", pagecache.Item{Value: nil}, false},
+		{"a valid envelope with the pickle flag", pagecache.Item{Value: orig.Value, Flags: 1}, true}, // the flag matters in raw mode only
+		{"gzip bomb", pagecache.Item{Value: reencode([]byte(bomb.String()), pagecache.Header{Name: []byte("Content-Encoding"), Value: []byte("gzip")})}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := store.Set(pageKey, tc.item, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			a := fetch(t, "GET", base+"/tamper", "Host", "h")
+			if a.status != 200 || !strings.Contains(a.body, "GET /tamper") || len(a.body) > 1<<20 {
+				t.Errorf("got %d %q, %d bytes; want the backend's page", a.status, a.cacheStatus, len(a.body))
+			}
+			if a.cacheStatus == statusHit && !tc.wantH {
+				t.Errorf("a tampered value was served as a hit")
+			}
+		})
 	}
 }
