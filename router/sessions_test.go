@@ -46,7 +46,7 @@ func mysqlSessions(t *testing.T, dsn string, tweaks ...func(*sessioncheck.Option
 }
 
 // memoryCache is a page cache in memory.
-func memoryCache(t *testing.T) *CacheOptions {
+func memoryCache(t testing.TB) *CacheOptions {
 	store, err := pagecache.NewMemory(pagecache.MemoryOptions{})
 	if err != nil {
 		t.Fatal(err)
