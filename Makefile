@@ -3,7 +3,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help build test lint run demo bench-peers
+.PHONY: help build test lint fuzz run demo bench-peers
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,6 +23,15 @@ bench-peers: build ## userrouter vs nginx memcached module, proxy_cache, origin 
 test: ## run every test, integration included, against real memcached, MariaDB and Django (installed and started when missing)
 	bash .ci/with-services sh -c '$(GO) test -race -count=1 ./... && "$$USERROUTER_TEST_PYTHON" contrib/django/runtests.py'
 
+
+FUZZTIME ?= 5s
+fuzz: ## run every Go fuzzer for FUZZTIME (default 5s) each, seeded from testdata/fuzz; new crashers land there
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "fuzz: $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME); \
+		done; \
+	done
 
 lint: ## check gofmt and run go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
