@@ -171,6 +171,9 @@ func Decode(b []byte, e *Entry) error {
 		return ErrDamaged
 	}
 	e.Status = int(binary.BigEndian.Uint16(b[4:]))
+	if e.Status < 100 || e.Status > 999 {
+		return ErrDamaged
+	}
 	e.StoredAt = int64(binary.BigEndian.Uint64(b[6:]))
 	e.FreshUntil = int64(binary.BigEndian.Uint64(b[14:]))
 	e.StaleUntil = int64(binary.BigEndian.Uint64(b[22:]))
@@ -185,7 +188,7 @@ func Decode(b []byte, e *Entry) error {
 			return ErrDamaged
 		}
 		ln := int(r[0])
-		if len(r) < 1+ln+2 {
+		if ln == 0 || len(r) < 1+ln+2 {
 			return ErrDamaged
 		}
 		name := r[1 : 1+ln]
@@ -202,6 +205,9 @@ func Decode(b []byte, e *Entry) error {
 		return ErrDamaged
 	}
 	e.nTags = int(binary.BigEndian.Uint16(r))
+	if e.nTags > maxTags {
+		return ErrDamaged
+	}
 	r = r[2:]
 	tags := r
 	for range e.nTags {

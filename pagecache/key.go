@@ -308,23 +308,29 @@ func legalKey(k []byte) bool {
 }
 
 // SplitURI splits a raw request URI into its path and query. An absolute
-// URI ("http://host/p?q") yields its path; "*" yields "*".
+// URI ("http://host/p?q") yields its path, "/" when it has none
+// ("http://host?q"); "*" yields "*".
 func SplitURI(uri []byte) (p, query []byte) {
+	root := false
 	if i := bytes.Index(uri, []byte("://")); i >= 0 && bytes.IndexByte(uri[:i], '/') < 0 {
 		rest := uri[i+3:]
-		if j := bytes.IndexAny(rest, "/?"); j >= 0 {
-			uri = rest[j:]
-		} else {
-			uri = []byte("/")
+		j := bytes.IndexAny(rest, "/?#")
+		if j < 0 {
+			return []byte("/"), nil
 		}
+		uri, root = rest[j:], rest[j] != '/'
 	}
 	if i := bytes.IndexByte(uri, '#'); i >= 0 {
 		uri = uri[:i]
 	}
+	p = uri
 	if i := bytes.IndexByte(uri, '?'); i >= 0 {
-		return uri[:i], uri[i+1:]
+		p, query = uri[:i], uri[i+1:]
 	}
-	return uri, nil
+	if root {
+		p = []byte("/")
+	}
+	return p, query
 }
 
 // CleanPath is the path an application routes on: percent-decoded, with

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -279,14 +278,21 @@ func parseCacheControl(v []byte) cacheControl {
 	return cc
 }
 
-// seconds parses a delta-seconds argument; an invalid one counts as 0,
-// which is the safe reading (RFC 9111 section 1.2.2).
+// seconds parses a delta-seconds argument (digits only); an invalid one
+// counts as 0, which is the safe reading, and one above 2^31, however
+// long, counts as 2^31 (RFC 9111 section 1.2.2).
 func seconds(b []byte) time.Duration {
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	if err != nil || n < 0 {
+	if len(b) == 0 {
 		return 0
 	}
-	return time.Duration(min(n, 1<<31)) * time.Second
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = min(n*10+int64(c-'0'), 1<<31)
+	}
+	return time.Duration(n) * time.Second
 }
 
 func expiresTTL(expires, date []byte, now time.Time) time.Duration {

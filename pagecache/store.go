@@ -2,6 +2,7 @@ package pagecache
 
 import (
 	"errors"
+	"math"
 	"time"
 )
 
@@ -53,17 +54,22 @@ var (
 )
 
 // expiration converts a TTL to memcached's: seconds up to 30 days, a Unix
-// time beyond; 0 (no expiry) stays 0.
+// time (at most 2^31-1) beyond; 0 (no expiry) stays 0.
 func expiration(ttl time.Duration, now time.Time) int32 {
 	if ttl == 0 {
 		return 0
 	}
-	secs := int64((ttl + time.Second - 1) / time.Second)
+	secs := int64(ttl / time.Second)
+	if ttl%time.Second != 0 {
+		secs++
+	}
 	if secs <= 0 {
 		secs = 1
 	}
 	if secs > 30*24*3600 {
-		return int32(now.Unix() + secs)
+		// Capped at 2038, the latest memcached holds: wrapped to a
+		// negative value it would mean "expired at once".
+		return int32(min(now.Unix()+secs, math.MaxInt32))
 	}
 	return int32(secs)
 }
