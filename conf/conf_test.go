@@ -197,6 +197,23 @@ level = "verbose"
 			want: []string{`t.toml:2: TOML syntax:`},
 		},
 		{
+			name: "stored headers that cannot be safe",
+			doc: `[backend]
+addrs = ["127.0.0.1:8000"]
+[cache]
+keep_headers = ["X-Ok", "set-cookie", "Connection", "Surrogate-Key"]
+strip_set_cookies = ["csrftoken", "sessionid"]
+collapse_timeout = "-1s"
+`,
+			want: []string{
+				`t.toml:4: cache.keep_headers[1]: "set-cookie" cannot be kept: it would hand one visitor's cookies to every visitor`,
+				`t.toml:4: cache.keep_headers[2]: "Connection" cannot be kept: it is hop-by-hop`,
+				`t.toml:4: cache.keep_headers[3]: "Surrogate-Key" cannot be kept: it is a tag header`,
+				`t.toml:5: cache.strip_set_cookies[1]: "sessionid" is the session cookie`,
+				`t.toml:6: cache.collapse_timeout: "-1s" is negative`,
+			},
+		},
+		{
 			name: "session store without dsn",
 			doc:  "[backend]\naddrs = [\"127.0.0.1:8000\"]\n[session]\ndriver = \"mysql\"\nkey_pattern = \"(\"\n",
 			want: []string{

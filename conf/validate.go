@@ -143,9 +143,6 @@ func (c *Config) validate(d *decoder) {
 			d.errf(fmt.Sprintf("cache.bypass_path_regexps[%d]", i), "is not a regexp: %v", err)
 		}
 	}
-	if k.CollapseTimeout < 0 {
-		d.errf("cache.collapse_timeout", "must not be negative; \"0s\" means backend.read_timeout")
-	}
 	checkStoredHeaders(d, k, s.Cookie)
 	if k.MaxBackgroundFills < 1 {
 		d.errf("cache.max_background_fills", "must be at least 1, not %d", k.MaxBackgroundFills)
