@@ -218,6 +218,42 @@ func TestPurgeRacingFill(t *testing.T) {
 	}
 }
 
+// TestPurgeRacingRawFill: with format "raw" and raw_fill, a purge by URL
+// that lands while the page is being fetched leaves nothing stored: a raw
+// value cannot record its URL generation, so the fill checks the counter
+// again after writing and deletes what it wrote.
+func TestPurgeRacingRawFill(t *testing.T) {
+	addr := pagecachetest.Memcached(t)
+	s := newTaggedSite(t)
+	p := newPurgeRouter(t, s, memcachedStore(t, addr), pagecachetest.Prefix(), func(o *Options) {
+		o.Cache.Raw = &RawOptions{Fill: true}
+	})
+	s.mu.Lock()
+	s.release = make(chan struct{})
+	s.mu.Unlock()
+	first := make(chan answer, 1)
+	go func() { first <- p.get(t, "/slow?raw") }()
+	for s.renders.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if code, body := p.purge(t, `{"urls": ["http://example.com/slow?raw"]}`); code != 200 {
+		t.Fatalf("purge: %d %s", code, body)
+	}
+	close(s.release)
+	if a := <-first; a.cacheStatus != "userrouter; fwd=miss; detail=purged" {
+		t.Errorf("the overtaken raw fill: %q; want it not stored", a.cacheStatus)
+	}
+	s.mu.Lock()
+	s.release = nil
+	s.mu.Unlock()
+	if next := p.get(t, "/slow?raw"); strings.Contains(next.cacheStatus, "hit") {
+		t.Errorf("after the race: %q; want the purged page gone", next.cacheStatus)
+	}
+	if again := p.get(t, "/slow?raw"); again.cacheStatus != "userrouter; hit" {
+		t.Errorf("the raw render after the purge was not stored: %q", again.cacheStatus)
+	}
+}
+
 // TestPurgeEvictedCounter: a tag counter deleted by hand (as memcached's
 // LRU would) makes its pages miss, never serve stale.
 func TestPurgeEvictedCounter(t *testing.T) {
