@@ -347,17 +347,6 @@ level = "info"
 	}
 }
 
-// TestMain removes the userrouter binary that binary (main_test.go)
-// builds into a temporary directory, once every test of the package is
-// done, so that no run leaves files in /tmp.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
-
 // faultKey returns a new Django session key.
 func faultKey() string {
 	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"

@@ -131,6 +131,17 @@ func binary(t *testing.T) string {
 	return binPath
 }
 
+// TestMain removes the userrouter binary that binary
+// builds into a temporary directory, once every test of the package is
+// done, so that no run leaves files in /tmp.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
