@@ -4,6 +4,7 @@ package sessioncheck
 
 import (
 	"context"
+	"strings"
 	"testing"
 )
 
@@ -21,6 +22,27 @@ func TestCheckCachedAllocs(t *testing.T) {
 		})
 		if allocs != 0 {
 			t.Errorf("%s: %v allocations per request; want 0", h.name, allocs)
+		}
+	}
+}
+
+// TestKeyFinderAllocs guards Find: no allocation for any ordinary header,
+// nor for the odd ones that need no unquoting.
+func TestKeyFinderAllocs(t *testing.T) {
+	f := newDefaultFinder(t)
+	headers := []string{
+		"sessionid=" + djangoKey + "\x00",
+		"\xc2\xa0sessionid=" + djangoKey,
+		"sessionid=" + strings.Repeat("a", 10000),
+		`sessionid="` + djangoKey + `  "`,
+	}
+	for _, h := range benchHeaders {
+		headers = append(headers, h.header)
+	}
+	for _, h := range headers {
+		header := []byte(h)
+		if allocs := testing.AllocsPerRun(1000, func() { f.Find(header) }); allocs != 0 {
+			t.Errorf("%.40q: %v allocations; want 0", h, allocs)
 		}
 	}
 }
