@@ -287,6 +287,12 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Session.Rule != "django" {
+		// Django keeps the last of a repeated cookie; Rack and PHP keep
+		// the first: with no framework known for sure, a repeated session
+		// cookie with differing values is a doubt.
+		keys = keys.WithDuplicates(sessioncheck.DuplicatesDoubt)
+	}
 	h := &handler{}
 	sessions, err := buildSessions(cfg.Session, logger, m, cfg.Listen.Metrics)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -160,13 +161,17 @@ func (r *Router) route(ctx *fasthttp.RequestCtx) outcome {
 	}
 	path, query := pagecache.SplitURI(h.RequestURI())
 	clean, _ := pagecache.CleanPath(path)
-	cookies := h.Peek(fasthttp.HeaderCookie)
+	// Every Cookie line, raw: Peek gives the first alone, and once fasthttp
+	// has parsed cookies, a re-serialized list that is not what the
+	// application reads.
+	cookies := h.PeekAll(fasthttp.HeaderCookie)
+	hasCookies := slices.ContainsFunc(cookies, func(l []byte) bool { return len(l) > 0 })
 	switch {
 	case c.bypassPath(path, clean):
 		return r.bypass(ctx, bypassPath)
 	case c.bypassQuery(query):
 		return r.bypass(ctx, bypassQuery)
-	case c.bypassCookie(cookies):
+	case slices.ContainsFunc(cookies, c.bypassCookie):
 		return r.bypass(ctx, bypassCookie)
 	case len(h.Peek(fasthttp.HeaderAuthorization)) > 0:
 		return r.bypass(ctx, bypassAuthorization)
@@ -178,14 +183,16 @@ func (r *Router) route(ctx *fasthttp.RequestCtx) outcome {
 		return r.bypass(ctx, bypassRule)
 	}
 	// Who is it? Asked before any cache decision; a doubt is forwarded.
-	key, found := r.keys.Find(cookies)
+	key, found := r.keys.FindLines(cookies)
+	if found == sessioncheck.Ambiguous {
+		// userrouter's reading of the cookie could differ from the
+		// application's: never guess anonymous.
+		return r.doubt(ctx, sessioncheck.ErrAmbiguousCookie)
+	}
 	if found == sessioncheck.KeyFound {
 		v, err := r.sessions.Check(ctx, key)
 		if err != nil {
-			r.stats.Doubts.Add(1)
-			r.stats.DoubtReasons[sessioncheck.ReasonIndex(err)].Add(1)
-			setVerdict(ctx, verdictDoubt[sessioncheck.Reason(err)])
-			return r.forwardAs(ctx, doubtStatus(err), outcomeDoubt)
+			return r.doubt(ctx, err)
 		}
 		if v == sessioncheck.Identified {
 			r.stats.Identified.Add(1)
@@ -194,7 +201,16 @@ func (r *Router) route(ctx *fasthttp.RequestCtx) outcome {
 		}
 	}
 	setVerdict(ctx, "anonymous")
-	return r.anonymous(ctx, sc, rule, host, path, query, len(cookies) > 0)
+	return r.anonymous(ctx, sc, rule, host, path, query, hasCookies)
+}
+
+// doubt forwards a visitor whose session could not be told, for err's
+// reason (sessioncheck.Reason).
+func (r *Router) doubt(ctx *fasthttp.RequestCtx, err error) outcome {
+	r.stats.Doubts.Add(1)
+	r.stats.DoubtReasons[sessioncheck.ReasonIndex(err)].Add(1)
+	setVerdict(ctx, verdictDoubt[sessioncheck.Reason(err)])
+	return r.forwardAs(ctx, doubtStatus(err), outcomeDoubt)
 }
 
 // bypass forwards a request the cache does not handle.

@@ -61,7 +61,7 @@ func echoBackend(t *testing.T) (*httptest.Server, *atomic.Int64) {
 	var n atomic.Int64
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.Add(1)
-		io.WriteString(w, "cookie="+r.Header.Get("Cookie"))
+		io.WriteString(w, "cookie="+strings.Join(r.Header.Values("Cookie"), "\n"))
 	}))
 	t.Cleanup(s.Close)
 	return s, &n
@@ -71,7 +71,7 @@ func get(t *testing.T, url, method, cookie string) (status int, cacheStatus, bod
 	t.Helper()
 	req, _ := http.NewRequest(method, url, nil)
 	if cookie != "" {
-		req.Header.Set("Cookie", cookie)
+		req.Header["Cookie"] = strings.Split(cookie, "\n") // "\n": one Cookie line each
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -99,7 +99,10 @@ func TestRouterVerdicts(t *testing.T) {
 		{"undecodable session", "GET", "sessionid=" + fx.Row("doubt").SessionKey, "userrouter; fwd=bypass; detail=doubt-undecodable", true},
 		{"anonymous session", "GET", anonymous, "userrouter; fwd=miss; detail=background-fill", true},
 		{"no cookie", "GET", "", "userrouter; fwd=miss; stored", false},
-		{"duplicate cookie", "GET", identified + "; " + anonymous, "userrouter; fwd=miss; detail=background-fill", false},
+		{"duplicate cookie: the last wins, as in Django", "GET", identified + "; " + anonymous, "userrouter; fwd=miss; detail=background-fill", true},
+		{"duplicate cookie, identified last", "GET", anonymous + "; " + identified, "userrouter; fwd=bypass; detail=identified", true},
+		{"cookie split over two lines", "GET", "a=1\n" + identified, "userrouter; fwd=bypass; detail=doubt-ambiguous-cookie", false},
+		{"upper-case key: the store's collation decides, as for Django", "GET", "sessionid=" + strings.ToUpper(strings.TrimPrefix(identified, "sessionid=")), "userrouter; fwd=bypass; detail=identified", true},
 		{"key failing the pattern", "GET", "sessionid=' OR '1'='1", "userrouter; fwd=miss; detail=background-fill", false},
 		{"POST is forwarded without a lookup", "POST", identified, "userrouter; fwd=bypass; detail=method", false},
 	} {

@@ -55,11 +55,14 @@ var (
 	ErrStore        = errors.New("sessioncheck: session store error")
 	ErrUndecodable  = errors.New("sessioncheck: session data cannot be decoded")
 	ErrBadSignature = errors.New("sessioncheck: session data signature does not match")
+	// ErrAmbiguousCookie is KeyFinder's Ambiguous as a doubt: the Cookie
+	// header could be read otherwise by the application.
+	ErrAmbiguousCookie = errors.New("sessioncheck: the session cookie may be read otherwise by the application")
 )
 
 // Reason names a doubt in a word, for Cache-Status details, logs and
 // counters: "no-store", "timeout", "busy", "breaker-open", "store-error",
-// "undecodable", "bad-signature".
+// "undecodable", "bad-signature", "ambiguous-cookie".
 func Reason(err error) string {
 	for i, e := range doubts {
 		if errors.Is(err, e) {
@@ -69,10 +72,10 @@ func Reason(err error) string {
 	return "store-error"
 }
 
-var doubts = [...]error{ErrNoStore, ErrTimeout, ErrBusy, ErrBreakerOpen, ErrStore, ErrUndecodable, ErrBadSignature}
+var doubts = [...]error{ErrNoStore, ErrTimeout, ErrBusy, ErrBreakerOpen, ErrStore, ErrUndecodable, ErrBadSignature, ErrAmbiguousCookie}
 
 // DoubtReasons lists every word Reason returns, in the order of Stats.Doubts.
-var DoubtReasons = [len(doubts)]string{"no-store", "timeout", "busy", "breaker-open", "store-error", "undecodable", "bad-signature"}
+var DoubtReasons = [len(doubts)]string{"no-store", "timeout", "busy", "breaker-open", "store-error", "undecodable", "bad-signature", "ambiguous-cookie"}
 
 // ReasonIndex is Reason's position in DoubtReasons, for counter arrays.
 func ReasonIndex(err error) int { return doubtIndex(err) }
