@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"compress/gzip"
 	"errors"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"regexp"
@@ -82,6 +83,8 @@ type RawOptions struct {
 	// what another program wrote.
 	Fill bool
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // maxIdentityBytes bounds the decompressed bodies kept for clients that
 // do not accept gzip (see cache.identity).
@@ -929,16 +932,18 @@ func (r *Router) serveRaw(ctx *fasthttp.RequestCtx, key string, it pagecache.Ite
 }
 
 // identity returns the decompressed body of a gzipped page, for clients
-// that do not accept gzip. Each stored page (key, stored at) is
-// decompressed once per instance and kept in a bounded in-process cache,
-// so a run of such clients costs one decompression, not one each; the
-// output is bounded by the item size limit (a gzip bomb in the store is
-// refused, ok false). A raw value has no stored time: storedAt 0 and its
-// length tell versions apart.
+// that do not accept gzip. Each stored version of a page (its key, stored
+// time, length and CRC-32C: a refill under the same key, or a raw value
+// another program rewrote, is another version) is decompressed once per
+// instance and kept in a bounded in-process cache, so a run of such
+// clients costs one decompression, not one each; the output is bounded by
+// the item size limit (a gzip bomb in the store is refused, ok false).
 func (c *cache) identity(key string, storedAt int64, gz []byte) (body []byte, ok bool) {
-	var buf [32]byte
+	var buf [64]byte
 	id := append(strconv.AppendInt(append(buf[:0], '|'), storedAt, 10), '|')
 	id = strconv.AppendInt(id, int64(len(gz)), 10)
+	id = append(id, '|')
+	id = strconv.AppendUint(id, uint64(crc32.Checksum(gz, castagnoli)), 16)
 	k := key + string(id)
 	if b, found := c.identities.GetIfPresent(k); found {
 		return b, b != nil
