@@ -20,8 +20,10 @@ demo: build ## show what userrouter does on this machine: origin alone vs behind
 bench-peers: build ## userrouter vs nginx memcached module, proxy_cache, origin alone, ~5 min (docs/benchmarks.md); installs nginx, memcached when missing
 	bash bench/peers.sh
 
+# One package at a time (-p 1): the fault, load and nginx tests measure
+# latency and want both cores to themselves.
 test: ## run every test, integration included, against real memcached, MariaDB and Django (installed and started when missing)
-	bash .ci/with-services sh -c '$(GO) test -race -count=1 ./... && "$$USERROUTER_TEST_PYTHON" contrib/django/runtests.py'
+	bash .ci/with-services sh -c '$(GO) test -race -count=1 -p 1 ./... && "$$USERROUTER_TEST_PYTHON" contrib/django/runtests.py'
 
 
 FUZZTIME ?= 5s
