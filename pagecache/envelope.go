@@ -69,6 +69,9 @@ type Entry struct {
 	URLGen  uint64
 	Headers []Header
 	Body    []byte
+	// Flags are the store flags of a raw value (format raw); 0 for an
+	// envelope.
+	Flags uint32
 
 	tags    []byte // encoded tag records
 	nTags   int
@@ -167,6 +170,7 @@ func Decode(b []byte, e *Entry) error {
 	}
 	b = b[:n]
 	e.Kind = Kind(b[3])
+	e.Flags = 0
 	if e.Kind > KindUncacheable {
 		return ErrDamaged
 	}

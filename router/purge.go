@@ -65,7 +65,7 @@ func (r *Router) Purge(req *PurgeRequest) (PurgeResult, error) {
 		return res, badPurge("purge all cannot be soft: it replaces the namespace every key includes")
 	case len(req.URLs)+len(req.Keys) > maxPurgeItems:
 		return res, badPurge("%d URLs and keys in one request; at most %d", len(req.URLs)+len(req.Keys), maxPurgeItems)
-	case c.raw != nil && (req.All || len(req.Keys) > 0):
+	case !c.pages.KeepsTags() && (req.All || len(req.Keys) > 0):
 		return res, badPurge("format \"raw\" keeps no tags or namespace: only URLs can be purged")
 	}
 	inputs := make([]pagecache.KeyInput, 0, len(req.URLs))
@@ -89,17 +89,16 @@ func (r *Router) Purge(req *PurgeRequest) (PurgeResult, error) {
 		r.stats.Purges[purgeURL].Add(1)
 	}
 	for _, k := range req.Keys {
-		if err := c.gens.PurgeTag(k, req.Soft); err != nil {
+		if err := c.pages.PurgeKey(k, req.Soft); err != nil {
 			return res, err
 		}
 		res.Keys++
 		r.stats.Purges[purgeKey].Add(1)
 	}
 	if req.All {
-		if err := c.gens.Bump(c.gens.NSKey(), false); err != nil {
+		if err := c.pages.PurgeAll(); err != nil {
 			return res, err
 		}
-		c.ns.Store(0) // read it again at the next request
 		res.All = true
 		r.stats.Purges[purgeAll].Add(1)
 	}
@@ -109,34 +108,13 @@ func (r *Router) Purge(req *PurgeRequest) (PurgeResult, error) {
 	return res, nil
 }
 
-// purgeURL purges one URL under both schemes when the key has {scheme}.
+// purgeURL purges one URL (under both schemes when the key has {scheme}).
 func (r *Router) purgeURL(in *pagecache.KeyInput, soft bool) error {
-	c := r.cache
-	for _, scheme := range [][]byte{strHTTP, strHTTPS} {
-		in.Scheme = scheme
-		base, ok := c.Keys.Append(nil, in, nil)
-		if !ok {
-			return badPurge("the URL has more than 64 query parameters: it is never cached")
-		}
-		urlKey := string(c.gens.AppendURLKey(nil, base))
-		if c.raw != nil {
-			// Bump first, then delete: a raw fill in flight reads the
-			// counter again after it writes, and deletes what it wrote
-			// (storeRaw).
-			if err := c.gens.Bump(urlKey, false); err != nil {
-				return err
-			}
-			if err := c.Store.Delete(string(base)); err != nil && !errors.Is(err, pagecache.ErrMiss) {
-				return err
-			}
-		} else if err := c.gens.Bump(urlKey, soft); err != nil {
-			return err
-		}
-		if !c.Keys.HasScheme() {
-			return nil
-		}
+	err := r.cache.pages.PurgeURL(in, soft)
+	if errors.Is(err, pagecache.ErrUnkeyable) {
+		return badPurge("the URL has more than 64 query parameters: it is never cached")
 	}
-	return nil
+	return err
 }
 
 // purgeInput turns a purge URL into what a key is built from.

@@ -1,0 +1,305 @@
+package pagecache
+
+import (
+	"errors"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/maypok86/otter/v2"
+)
+
+// Cache finds and stores pages over a Store so that no purge is lost.
+// Cache is safe for concurrent use. One request follows this protocol:
+//
+//  1. Lookup reads, in one round trip, the page under the base key and the
+//     current namespace, the counters of its URL and the purge sequence,
+//     and, speculatively, the counters of the tags the page carried when
+//     last seen (the tag hint). A page whose tags are not the hint's costs
+//     one more round trip. The page is PageFresh, PageStale (past its
+//     freshness, or soft-purged), PageUncacheable (a marker: forward, do
+//     not fill) or PageMissing. A counter that is missing counts as purged. When an
+//     operation fails, the Ticket says so (StoreDown) and the request
+//     asks the store nothing more: one timeout at most.
+//  2. Fence, before the fill request is sent, makes sure the Ticket holds
+//     the purge sequence and the URL counter (the lookup's values, or
+//     read now). They are the fence: the page records that URL
+//     generation, so a purge by URL after it makes the page invalid.
+//  3. Put, after the answer came, reads the counters of the page's tags
+//     together with the purge sequence again; if the sequence moved, a
+//     purge by key may have overtaken the fill and nothing is stored.
+//     Otherwise the page is written for its freshness plus grace.
+//  4. MarkUncacheable, when the answer may not be stored, writes a marker
+//     under the page key so the next visitors go straight to the backend
+//     for a while; a purge of the URL clears it like a page.
+//  5. PurgeURL bumps the URL's counter, PurgeKey a tag's counter and the
+//     purge sequence, PurgeAll the namespace every page key includes. A
+//     soft purge changes a counter's low half: pages become stale. A hard
+//     purge changes the high half: pages become unusable.
+//
+// In format raw (CacheOptions.Raw) values are page bodies alone, as
+// another program writes them: there is no namespace, no tags and no
+// marker. A raw fill is fenced by the URL counter only: Put writes the
+// body, then reads the counter again and deletes the body if it moved;
+// PurgeURL bumps the counter, then deletes the body. Whichever order the
+// two run in, the purged page is gone once both are done.
+type Cache struct {
+	store  Store
+	keys   *KeyTemplate
+	gens   *Generations
+	format format
+	ns     atomic.Uint64 // the namespace last seen; 0 before the first
+	hints  *otter.Cache[string, tagHint]
+	// tagTTL > 0: counters are kept in process, hints are not needed.
+	tagTTL       time.Duration
+	onStoreError func(error)
+	onDamaged    func()
+}
+
+// CacheOptions configures a Cache. Store and Keys are required.
+type CacheOptions struct {
+	Store Store
+	// Keys is the template base keys are built with: Cache fits page keys
+	// to it and builds the keys of URLs to purge.
+	Keys *KeyTemplate
+	// Prefix starts the generation counters' keys. Default "ur:".
+	Prefix string
+	// TagCacheTTL, when above 0, keeps generation counters in process
+	// that long: hits skip reading them, and a purge may take that long to
+	// reach every instance.
+	TagCacheTTL time.Duration
+	// Raw selects format raw: values are page bodies alone.
+	Raw bool
+	// RawGzipFlag, in format raw, is the flag bit marking a gzipped value
+	// (as nginx's memcached_gzip_flag); 0 stores only unencoded bodies.
+	RawGzipFlag uint32
+	// OnStoreError, when set, is told of each store failure the caller
+	// cannot see in a result (it is served from the backend instead).
+	OnStoreError func(error)
+	// OnDamaged, when set, is told of each stored value that cannot be
+	// read: damaged, of another version, a pickle.
+	OnDamaged func()
+}
+
+// State is what Lookup found.
+type State uint8
+
+const (
+	PageMissing     State = iota // nothing usable: fill
+	PageFresh                    // serve
+	PageStale                    // serve, and refresh in the background
+	PageUncacheable              // a marker: forward without filling
+)
+
+// A Ticket names a page in the store (its key, namespace included, and
+// its URL counter's) and carries the fence a fill stores under. A Ticket
+// from Lookup aliases the Scratch until cloned.
+type Ticket struct {
+	page, url string
+	// The purge sequence and URL counter as the lookup read them (or
+	// Fence, later); known says which were read.
+	seq, urlGen        uint64
+	seqKnown, urlKnown bool
+	// down: an operation of the lookup failed; the request asks the store
+	// nothing more.
+	down bool
+}
+
+// Key is the page's key in the store.
+func (t *Ticket) Key() string { return t.page }
+
+// StoreDown reports whether an operation of the lookup failed: the
+// request should be forwarded without a fill, asking the store nothing
+// more, so it costs one store timeout at most.
+func (t *Ticket) StoreDown() bool { return t.down }
+
+// Clone copies the ticket out of the Scratch it aliases.
+func (t Ticket) Clone() Ticket {
+	t.page, t.url = strings.Clone(t.page), strings.Clone(t.url)
+	return t
+}
+
+// Scratch is working memory for Lookup, reused by the caller across
+// requests (pool it). The zero value is ready to use.
+type Scratch struct {
+	page  []byte // the page key: base key and namespace
+	url   []byte // the URL counter's key
+	keys  []string
+	items []Item
+}
+
+// A Fill is an answer to store.
+type Fill struct {
+	Status int
+	// Headers are the response headers to keep; more than 32 is
+	// ReasonHeaders.
+	Headers []Header
+	Body    []byte
+	// ContentEncoding is the answer's; format raw stores gzip (with
+	// RawGzipFlag) and unencoded bodies only.
+	ContentEncoding []byte
+	// Tags are the answer's surrogate keys.
+	Tags       []string
+	StoredAt   time.Time
+	TTL, Grace time.Duration
+}
+
+// ErrUnkeyable: the URL to purge has no key (too many query parameters),
+// so it is never cached.
+var ErrUnkeyable = errors.New("pagecache: the URL has more than 64 query parameters: it is never cached")
+
+// ErrURLOnly: format raw keeps no tags or namespace to purge.
+var ErrURLOnly = errors.New("pagecache: format raw keeps no tags or namespace: only URLs can be purged")
+
+// A format is how pages are kept: envelopes, or raw bodies.
+type format interface {
+	lookup(base []byte, sc *Scratch, e *Entry, now int64) (State, Ticket)
+	put(t *Ticket, f *Fill) (Reason, []byte)
+	markUncacheable(t *Ticket, now time.Time, ttl time.Duration)
+	purgeURL(base []byte, urlKey string, soft bool) error
+	keepsTags() bool
+}
+
+// NewCache returns a Cache for o.
+func NewCache(o CacheOptions) (*Cache, error) {
+	if o.Store == nil || o.Keys == nil {
+		return nil, errors.New("pagecache: a cache needs a store and a key template")
+	}
+	prefix := o.Prefix
+	if prefix == "" {
+		prefix = "ur:"
+	}
+	gens, err := NewGenerations(o.Store, prefix, o.TagCacheTTL)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cache{store: o.Store, keys: o.Keys, gens: gens, tagTTL: o.TagCacheTTL,
+		onStoreError: o.OnStoreError, onDamaged: o.OnDamaged}
+	if c.onStoreError == nil {
+		c.onStoreError = func(error) {}
+	}
+	if c.onDamaged == nil {
+		c.onDamaged = func() {}
+	}
+	if o.Raw {
+		c.format = &rawFormat{c: c, gzipFlag: o.RawGzipFlag}
+	} else {
+		c.format = &envelopeFormat{c: c}
+		if c.hints, err = otter.New(&otter.Options[string, tagHint]{MaximumSize: 100_000}); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Lookup finds the page under base, the key the template built for the
+// request, and decodes it into e (whose slices then alias the stored
+// value). sc is the request's working memory: the Ticket aliases it until
+// cloned. It does not allocate for an ordinary hit.
+func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State, Ticket) {
+	return c.format.lookup(base, sc, e, now.UnixMilli())
+}
+
+// Fence makes t hold the purge sequence and the URL counter the fill
+// stores its page under; call it before sending the fill request. The
+// lookup's values are kept when it read them (older is safe: a purge since
+// then only keeps the page from being stored); missing ones are read now,
+// creating absent counters.
+func (c *Cache) Fence(t *Ticket) error {
+	g := c.gens
+	if !t.seqKnown {
+		v, err := g.Create(g.SeqKey())
+		if err != nil {
+			return err
+		}
+		g.Remember(g.SeqKey(), v)
+		t.seq, t.seqKnown = v, true
+	}
+	if !t.urlKnown {
+		v, err := g.Create(t.url)
+		if err != nil {
+			return err
+		}
+		g.Remember(t.url, v)
+		t.urlGen, t.urlKnown = v, true
+	}
+	return nil
+}
+
+// Put stores an answer under a fenced ticket; it returns Storable and the
+// stored value (nil in format raw), or why it stored nothing.
+func (c *Cache) Put(t *Ticket, f *Fill) (Reason, []byte) {
+	if !t.seqKnown || !t.urlKnown {
+		return ReasonStoreError, nil // not fenced
+	}
+	return c.format.put(t, f)
+}
+
+// MarkUncacheable leaves a marker, for ttl, so the next visitors of the
+// page go straight to the backend, like Varnish's hit-for-pass; t must be
+// fenced. A no-op in format raw, where another program owns the keys.
+func (c *Cache) MarkUncacheable(t *Ticket, now time.Time, ttl time.Duration) {
+	if t.urlKnown {
+		c.format.markUncacheable(t, now, ttl)
+	}
+}
+
+// KeepsTags reports whether pages keep surrogate keys and the namespace,
+// so that they can be purged by key and all; false in format raw, where
+// an answer with tags is not stored (ReasonTags).
+func (c *Cache) KeepsTags() bool { return c.format.keepsTags() }
+
+// PurgeURL purges the page built from in, under both schemes when the
+// key has {scheme}; in.Scheme is overwritten. It returns ErrUnkeyable for
+// a URL that has no key.
+func (c *Cache) PurgeURL(in *KeyInput, soft bool) error {
+	for _, scheme := range [][]byte{[]byte("http"), []byte("https")} {
+		in.Scheme = scheme
+		base, ok := c.keys.Append(nil, in, nil)
+		if !ok {
+			return ErrUnkeyable
+		}
+		if err := c.format.purgeURL(base, string(c.gens.AppendURLKey(nil, base)), soft); err != nil {
+			return err
+		}
+		if !c.keys.HasScheme() {
+			return nil
+		}
+	}
+	return nil
+}
+
+// PurgeKey purges the pages carrying a surrogate key and advances the
+// purge sequence, so that no fill in flight stores an answer fetched
+// before the purge.
+func (c *Cache) PurgeKey(tag string, soft bool) error {
+	if !c.KeepsTags() {
+		return ErrURLOnly
+	}
+	return c.gens.PurgeTag(tag, soft)
+}
+
+// PurgeAll makes every page unreachable at once by changing the
+// namespace; it is always hard.
+func (c *Cache) PurgeAll() error {
+	if !c.KeepsTags() {
+		return ErrURLOnly
+	}
+	if err := c.gens.Bump(c.gens.NSKey(), false); err != nil {
+		return err
+	}
+	c.ns.Store(0) // read it again at the next lookup
+	return nil
+}
+
+// storeReason is the Reason for a failed write.
+func storeReason(err error) Reason {
+	if errors.Is(err, ErrTooLarge) {
+		return ReasonTooLarge
+	}
+	return ReasonStoreError
+}
+
+// view is b as a string, without copying: valid while b is unchanged.
+func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }

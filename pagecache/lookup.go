@@ -1,0 +1,314 @@
+package pagecache
+
+import (
+	"errors"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// envelopeFormat keeps pages as envelopes under namespaced keys, valid
+// while the generations they record are unchanged.
+type envelopeFormat struct{ c *Cache }
+
+func (f *envelopeFormat) keepsTags() bool { return true }
+
+// lookup reads the page at base with the namespace, URL and sequence
+// counters (one round trip), then its tags' counters if the hint did not
+// bring them (one more), and decodes it into e. now is in Unix
+// milliseconds.
+func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (State, Ticket) {
+	c := f.c
+	g := c.gens
+	sc.url = g.AppendURLKey(sc.url[:0], base)
+	urlKey := view(sc.url)
+	ns := c.ns.Load()
+	pageKey := c.pageKey(sc, base, ns)
+
+	sc.keys = append(sc.keys[:0], pageKey)
+	// Counters known in process (tag_cache_ttl) are not read; those read
+	// from the store are remembered, and only those: remembering a value
+	// known in process would extend its life at every hit, and another
+	// instance's purge would never show.
+	nsCur, nsLocal := g.Local(g.NSKey())
+	nsKnown := nsLocal
+	if !nsKnown {
+		sc.keys = append(sc.keys, g.NSKey())
+	}
+	urlCur, urlLocal := g.Local(urlKey)
+	urlKnown := urlLocal
+	if !urlKnown {
+		sc.keys = append(sc.keys, urlKey)
+	}
+	// The purge sequence is only needed on a miss, as the fill's fence;
+	// one more key in this round trip saves the fill one.
+	seqCur, seqLocal := g.Local(g.SeqKey())
+	seqKnown := seqLocal
+	if !seqKnown {
+		sc.keys = append(sc.keys, g.SeqKey())
+	}
+	// The page's tags, as last seen: their counters come in the same round
+	// trip, speculatively.
+	tagsAt := len(sc.keys)
+	hint, hinted := c.hints.GetIfPresent(view(base))
+	if hinted {
+		sc.keys = append(sc.keys, hint.keys...)
+	}
+	down := Ticket{page: pageKey, url: urlKey, down: true}
+	var it Item
+	var found bool
+	if len(sc.keys) == 1 {
+		var err error
+		it, err = c.store.Get(pageKey)
+		if found = err == nil; err != nil && !errors.Is(err, ErrMiss) {
+			c.onStoreError(err)
+			return PageMissing, down
+		}
+	} else {
+		sc.items = slices.Grow(sc.items[:0], len(sc.keys))[:len(sc.keys)]
+		items := sc.items
+		if err := c.store.GetMulti(sc.keys, items); err != nil {
+			// The store failed (down, or slower than its timeout): this
+			// request asks it nothing more, so it costs one timeout at
+			// most, and no counter is created or trusted.
+			c.onStoreError(err)
+			clear(sc.items)
+			return PageMissing, down
+		}
+		it, found = items[0], items[0].Found()
+		i := 1
+		if !nsKnown {
+			if v, ok := ParseCounter(items[i]); ok {
+				nsCur, nsKnown = v, true
+			}
+			i++
+		}
+		if !urlKnown {
+			urlCur, urlKnown = ParseCounter(items[i])
+			i++
+		}
+		if !seqKnown {
+			seqCur, seqKnown = ParseCounter(items[i])
+		}
+	}
+	if urlKnown && !urlLocal {
+		g.Remember(urlKey, urlCur)
+	}
+	if seqKnown && !seqLocal {
+		g.Remember(g.SeqKey(), seqCur)
+	}
+	defer clear(sc.items) // do not keep values alive in the pool
+	if !nsKnown {
+		// No namespace yet (a new or flushed store): start one.
+		v, err := g.Create(g.NSKey())
+		if err != nil {
+			c.onStoreError(err)
+			return PageMissing, down
+		}
+		nsCur = v
+	}
+	if !nsLocal {
+		g.Remember(g.NSKey(), nsCur)
+	}
+	if nsCur != ns {
+		// Everything was purged (or this is the first request): the page
+		// lives under the new namespace.
+		c.ns.Store(nsCur)
+		pageKey = c.pageKey(sc, base, nsCur)
+		down.page = pageKey
+		var err error
+		it, err = c.store.Get(pageKey)
+		if found = err == nil; err != nil && !errors.Is(err, ErrMiss) {
+			c.onStoreError(err)
+			return PageMissing, down
+		}
+	}
+	t := Ticket{page: pageKey, url: urlKey, seq: seqCur, seqKnown: seqKnown, urlGen: urlCur, urlKnown: urlKnown}
+	if !found || !urlKnown {
+		return PageMissing, t // a missing URL counter counts as purged
+	}
+	if err := Decode(it.Value, e); err != nil {
+		c.onDamaged()
+		return PageMissing, t
+	}
+	valid := Check(e.URLGen, urlCur)
+	if valid != Invalid && e.NumTags() > 0 {
+		v, ok := Invalid, false
+		if hinted {
+			v, ok = hint.check(e, sc.items[tagsAt:len(sc.keys)])
+		}
+		if !ok { // no hint, or the page's tags changed: one more round trip
+			v = c.checkTags(e)
+			c.rememberTags(base, e)
+		}
+		valid = max(valid, v)
+	}
+	switch {
+	case valid == Invalid:
+		return PageMissing, t
+	case e.Kind == KindUncacheable:
+		if valid == Valid && now < e.FreshUntil {
+			return PageUncacheable, t
+		}
+		return PageMissing, t
+	case e.Kind != KindPage:
+		return PageMissing, t
+	case valid == Valid && now < e.FreshUntil:
+		return PageFresh, t
+	case now < e.StaleUntil:
+		return PageStale, t // past its freshness, or soft-purged
+	}
+	return PageMissing, t
+}
+
+// pageKey builds in sc.page the page key: the base key and the namespace.
+func (c *Cache) pageKey(sc *Scratch, base []byte, ns uint64) string {
+	sc.page = append(append(sc.page[:0], base...), "|n"...)
+	sc.page = strconv.AppendUint(sc.page, ns, 10)
+	sc.page = c.keys.Fit(sc.page, 0)
+	return view(sc.page)
+}
+
+// checkTags reads the counters of a page's surrogate keys and returns the
+// worst of their verdicts; a counter missing or unreadable is Invalid.
+func (c *Cache) checkTags(e *Entry) Validity {
+	g := c.gens
+	worst := Valid
+	var keys []string
+	var recorded []uint64
+	e.Tags(func(tag []byte, gen uint64) bool {
+		k := g.TagKey(string(tag))
+		if cur, ok := g.Local(k); ok {
+			worst = max(worst, Check(gen, cur))
+		} else {
+			keys = append(keys, k)
+			recorded = append(recorded, gen)
+		}
+		return true
+	})
+	if len(keys) == 0 || worst == Invalid {
+		return worst
+	}
+	items := make([]Item, len(keys))
+	if err := c.store.GetMulti(keys, items); err != nil {
+		c.onStoreError(err)
+		return Invalid
+	}
+	for i, k := range keys {
+		cur, ok := ParseCounter(items[i])
+		if !ok {
+			return Invalid
+		}
+		g.Remember(k, cur)
+		worst = max(worst, Check(recorded[i], cur))
+	}
+	return worst
+}
+
+// A tagHint is what the last decode of a page showed of its tags: their
+// names and their counters' keys, in the entry's order.
+type tagHint struct {
+	names []string
+	keys  []string
+}
+
+// check applies the counters fetched with the page (items, in hint order)
+// to e's tags; ok is false when e's tags are not the hint's.
+func (h tagHint) check(e *Entry, items []Item) (v Validity, ok bool) {
+	if e.NumTags() != len(h.names) || len(items) < len(h.names) {
+		return Invalid, false
+	}
+	i := 0
+	ok = true
+	e.Tags(func(tag []byte, gen uint64) bool {
+		if string(tag) != h.names[i] {
+			ok = false
+			return false
+		}
+		cur, found := ParseCounter(items[i])
+		if !found {
+			v = Invalid // a missing counter counts as purged
+		} else {
+			v = max(v, Check(gen, cur))
+		}
+		i++
+		return true
+	})
+	return v, ok
+}
+
+// rememberTags keeps a page's tags as a hint for its next lookups. Not
+// used with TagCacheTTL, where counters are read locally anyway.
+func (c *Cache) rememberTags(base []byte, e *Entry) {
+	if c.tagTTL > 0 {
+		return
+	}
+	h := tagHint{names: make([]string, 0, e.NumTags()), keys: make([]string, 0, e.NumTags())}
+	e.Tags(func(tag []byte, _ uint64) bool {
+		h.names = append(h.names, string(tag))
+		h.keys = append(h.keys, c.gens.TagKey(string(tag)))
+		return true
+	})
+	c.hints.Set(string(base), h)
+}
+
+// put stores the page under the ticket's key for its freshness and grace,
+// recording the fence's URL generation and its tags' current ones.
+func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
+	c := f.c
+	page := Page{
+		Kind:       KindPage,
+		Status:     fl.Status,
+		StoredAt:   fl.StoredAt.UnixMilli(),
+		FreshUntil: fl.StoredAt.Add(fl.TTL).UnixMilli(),
+		StaleUntil: fl.StoredAt.Add(fl.TTL + fl.Grace).UnixMilli(),
+		URLGen:     t.urlGen,
+		Body:       fl.Body,
+	}
+	if len(fl.Tags) > 0 {
+		g := c.gens
+		tagKeys := make([]string, 0, len(fl.Tags)+1)
+		tagKeys = append(tagKeys, g.SeqKey())
+		for _, tag := range fl.Tags {
+			tagKeys = append(tagKeys, g.TagKey(tag))
+		}
+		after, err := g.Read(tagKeys)
+		if err != nil {
+			c.onStoreError(err)
+			return ReasonStoreError, nil
+		}
+		if after[g.SeqKey()] != t.seq {
+			return ReasonPurged, nil
+		}
+		page.Tags = make([]Tag, 0, len(fl.Tags))
+		for i, tag := range fl.Tags {
+			page.Tags = append(page.Tags, Tag{Name: tag, Gen: after[tagKeys[i+1]]})
+		}
+	}
+	if len(fl.Headers) > maxHeaders {
+		return ReasonHeaders, nil
+	}
+	page.Headers = fl.Headers
+	env, err := Encode(make([]byte, 0, len(fl.Body)+512), &page)
+	if err != nil {
+		return ReasonHeaders, nil
+	}
+	if err := c.store.Set(t.page, Item{Value: env}, fl.TTL+fl.Grace); err != nil {
+		return storeReason(err), nil
+	}
+	return Storable, env
+}
+
+func (f *envelopeFormat) markUncacheable(t *Ticket, now time.Time, ttl time.Duration) {
+	until := now.Add(ttl).UnixMilli()
+	page := Page{Kind: KindUncacheable, Status: 200, StoredAt: now.UnixMilli(), URLGen: t.urlGen,
+		FreshUntil: until, StaleUntil: until}
+	env, _ := Encode(nil, &page)
+	if err := f.c.store.Set(t.page, Item{Value: env}, ttl); err != nil {
+		f.c.onStoreError(err)
+	}
+}
+
+func (f *envelopeFormat) purgeURL(_ []byte, urlKey string, soft bool) error {
+	return f.c.gens.Bump(urlKey, soft)
+}

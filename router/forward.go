@@ -1,0 +1,155 @@
+package router
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// forwardAs forwards and returns o, or outcomeError when no backend
+// answered.
+func (r *Router) forwardAs(ctx *fasthttp.RequestCtx, cacheStatus string, o outcome) outcome {
+	if !r.forward(ctx, cacheStatus) {
+		return outcomeError
+	}
+	return o
+}
+
+// forward sends the client's request to a backend as it came, apart from
+// hop-by-hop headers, and relays the answer as it comes, streaming. A
+// non-empty cacheStatus is added as a Cache-Status entry. It reports
+// whether a backend answered.
+func (r *Router) forward(ctx *fasthttp.RequestCtx, cacheStatus string) bool {
+	if !r.limitBody(ctx) {
+		return true // answered 413 or 400 itself
+	}
+	closeConn := r.prepare(ctx)
+	resp := fasthttp.AcquireResponse()
+	start := time.Now()
+	err := r.backends.Do(&ctx.Request, resp)
+	r.backendDone(ctx, start)
+	if err != nil {
+		if hasBody(&ctx.Request.Header) {
+			closeAfter(ctx) // how much of the body was read is unknown
+		}
+		fasthttp.ReleaseResponse(resp)
+		r.backendError(ctx, err)
+		return false
+	}
+	r.countBackend(resp.StatusCode())
+	return r.relayWith(ctx, resp, nil, cacheStatus, closeConn)
+}
+
+// backendDone accounts for a backend request begun at start.
+func (r *Router) backendDone(ctx *fasthttp.RequestCtx, start time.Time) {
+	if r.durations.Backend != nil {
+		r.durations.Backend.UpdateDuration(start)
+	}
+	if r.access != nil && ctx != nil {
+		addUpstream(ctx, time.Since(start))
+	}
+}
+
+// prepare readies the client's request for a backend: hop-by-hop headers
+// out, X-Forwarded-* set for an untrusted peer. It reports whether the
+// client asked to close its connection.
+func (r *Router) prepare(ctx *fasthttp.RequestCtx) (closeConn bool) {
+	closeConn = stripHopRequest(&ctx.Request.Header)
+	if ok, ip := trusted(ctx.RemoteAddr(), r.trusted); !ok {
+		setForwarded(&ctx.Request.Header, ip)
+	}
+	return closeConn
+}
+
+// relayWith relays resp to the client (body: first the bytes already read,
+// then the rest of the stream) and adds the Cache-Status. It takes
+// ownership of resp, and reports whether the answer could be relayed.
+func (r *Router) relayWith(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, read []byte, cacheStatus string, closeConn bool) bool {
+	var drop func([]byte) bool
+	if r.cache != nil && r.cache.StripTagHeaders {
+		drop = r.cache.isTagHeader
+	}
+	if err := relay(&ctx.Response, resp, read, drop); err != nil {
+		r.backendError(ctx, err)
+		return false
+	}
+	r.stats.BytesFromBackend.Add(uint64(max(0, ctx.Response.Header.ContentLength())))
+	if cacheStatus != "" {
+		ctx.Response.Header.Add(headerCacheStatus, cacheStatus)
+	}
+	if closeConn {
+		closeAfter(ctx)
+	}
+	return true
+}
+
+// limitBody enforces MaxRequestBodySize, which fasthttp does not when it
+// streams request bodies: a declared length over the limit is refused before
+// anything is sent, and a chunked body (rare behind nginx, which sends a
+// length) is read up to the limit and sent with a length. It answers 413 and
+// returns false when the body is too large.
+func (r *Router) limitBody(ctx *fasthttp.RequestCtx) bool {
+	n := ctx.Request.Header.ContentLength()
+	if n > r.maxBody {
+		r.tooLarge(ctx)
+		return false
+	}
+	if n != -1 || !ctx.Request.IsBodyStream() {
+		return true
+	}
+	body, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), int64(r.maxBody)+1))
+	if err != nil {
+		ctx.Response.Header.SetStatusCode(fasthttp.StatusBadRequest)
+		ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+		ctx.Response.SetBodyString("Bad Request: the request body could not be read (malformed chunked framing)\n")
+		closeAfter(ctx) // the framing is lost: the next byte is no request's
+		return false
+	}
+	if len(body) > r.maxBody {
+		r.tooLarge(ctx)
+		return false
+	}
+	ctx.Request.SetBodyRaw(body)
+	return true
+}
+
+func (r *Router) tooLarge(ctx *fasthttp.RequestCtx) {
+	closeAfter(ctx) // the rest of the body is not read
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.Header.SetStatusCode(fasthttp.StatusRequestEntityTooLarge)
+	ctx.Response.SetBodyString("Request Entity Too Large: the body exceeds listen.max_request_body_size\n")
+}
+
+// backendError answers a request the backends could not: 502 when none
+// could be reached or the answer was broken, 503 when every connection to
+// them is busy, 504 when the answer did not come in time.
+func (r *Router) backendError(ctx *fasthttp.RequestCtx, err error) {
+	status, kind, text := fasthttp.StatusBadGateway, "backend-error", "the backend sent an invalid response"
+	var de *DialError
+	switch {
+	case errors.As(err, &de):
+		kind, text = "backend-down", "no backend could be reached"
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		status, kind, text = fasthttp.StatusServiceUnavailable, "backend-busy", "every backend connection is busy"
+	case isTimeout(err):
+		status, kind, text = fasthttp.StatusGatewayTimeout, "backend-timeout", "the backend did not answer in time"
+	}
+	r.stats.BackendErrors.Add(1)
+	ctx.Response.Header.SetStatusCode(status)
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.SetBodyString(fasthttp.StatusMessage(status) + ": " + text + "\n")
+	r.log.Log(slog.LevelError, kind, "backend request failed",
+		slog.String("method", string(ctx.Method())),
+		slog.String("uri", truncate(ctx.Request.Header.RequestURI(), 200)),
+		slog.Int("status", status),
+		slog.String("error", err.Error()))
+}
+
+func (r *Router) countBackend(status int) {
+	r.stats.BackendResponses[min(max(status/100, 1), 5)].Add(1)
+}
+
+var methodPurge = []byte("PURGE")

@@ -1,0 +1,236 @@
+package router
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/userrouter/userrouter/pagecache"
+)
+
+// maxIdentityBytes bounds the decompressed bodies kept for clients that
+// do not accept gzip (see cache.identity).
+const maxIdentityBytes = 16 << 20
+
+// serve answers from a page Lookup found, as its format calls for: an
+// envelope's status and headers, or a raw body. It returns false, having
+// written nothing, when the body cannot be given to the client (see
+// serveEntry).
+func (r *Router) serve(ctx *fasthttp.RequestCtx, key string, e *pagecache.Entry, cacheStatus string) bool {
+	if r.cache.raw != nil {
+		return r.serveRaw(ctx, key, e)
+	}
+	return r.serveEntry(ctx, key, e, cacheStatus, time.Now().UnixMilli())
+}
+
+// serveEntry answers from a stored page: its status and headers, Age, the
+// Cache-Status, and the body (decompressed for a client that does not
+// accept gzip, see identity). A matching If-None-Match or
+// If-Modified-Since gets 304. It does not allocate for an ordinary hit.
+// key names the stored page; now is in Unix milliseconds. It returns false,
+// having written nothing, when the page is gzipped, the client does not
+// take gzip, and the body does not decompress within the bound: the
+// caller forwards the request instead.
+func (r *Router) serveEntry(ctx *fasthttp.RequestCtx, key string, e *pagecache.Entry, cacheStatus string, now int64) bool {
+	resp := &ctx.Response
+	var etag, lastMod, encoding []byte
+	for _, h := range e.Headers {
+		switch {
+		case bytes.EqualFold(h.Name, strETag):
+			etag = h.Value
+		case bytes.EqualFold(h.Name, strLastModified):
+			lastMod = h.Value
+		case bytes.EqualFold(h.Name, strContentEncoding):
+			encoding = h.Value
+		}
+	}
+	notModified := e.Status == fasthttp.StatusOK && notModified(&ctx.Request.Header, etag, lastMod)
+	gunzip := len(encoding) > 0 && bytes.EqualFold(encoding, strGzip) && !acceptsGzip(&ctx.Request.Header)
+	body := e.Body // the store gave us this slice to keep
+	if gunzip && !notModified {
+		var ok bool
+		if body, ok = r.cache.identity(key, e.StoredAt, e.Body); !ok {
+			r.log.Log(slog.LevelWarn, "gunzip", "stored gzip body does not decompress within cache.item_size_limit; forwarding the request", slog.String("key", key))
+			return false
+		}
+	}
+	if notModified {
+		resp.Header.SetStatusCode(fasthttp.StatusNotModified)
+	} else {
+		resp.Header.SetStatusCode(e.Status)
+	}
+	for _, h := range e.Headers {
+		if gunzip && bytes.EqualFold(h.Name, strContentEncoding) {
+			continue
+		}
+		resp.Header.AddBytesKV(h.Name, h.Value)
+	}
+	var age [20]byte
+	resp.Header.SetBytesKV(strAge, strconv.AppendInt(age[:0], max(0, now-e.StoredAt)/1000, 10))
+	resp.Header.Add(headerCacheStatus, cacheStatus)
+	if notModified {
+		resp.SkipBody = true
+	} else {
+		resp.SetBodyRaw(body)
+	}
+	r.stats.BytesFromCache.Add(uint64(len(resp.Body())))
+	return true
+}
+
+// serveRaw answers from a body-only value written by another program; it
+// returns false, having written nothing, for a gzipped value a client
+// without gzip cannot be given (see serveEntry).
+func (r *Router) serveRaw(ctx *fasthttp.RequestCtx, key string, e *pagecache.Entry) bool {
+	resp := &ctx.Response
+	body := e.Body
+	gz := false
+	if f := r.cache.raw.GzipFlag; f != 0 && e.Flags&f != 0 {
+		if gz = acceptsGzip(&ctx.Request.Header); !gz {
+			var ok bool
+			if body, ok = r.cache.identity(key, 0, body); !ok {
+				r.log.Log(slog.LevelWarn, "gunzip", "raw value flagged gzip does not decompress within cache.item_size_limit; forwarding the request", slog.String("key", key))
+				return false
+			}
+		}
+	}
+	resp.Header.SetStatusCode(fasthttp.StatusOK)
+	resp.Header.SetContentType(r.cache.raw.ContentType)
+	if r.cache.raw.GzipFlag != 0 && e.Flags&r.cache.raw.GzipFlag != 0 {
+		if gz {
+			resp.Header.SetContentEncodingBytes(strGzip)
+		}
+		resp.Header.SetBytesKV(strVary, strAcceptEncoding)
+	}
+	resp.Header.Add(headerCacheStatus, statusHit)
+	resp.SetBodyRaw(body)
+	r.stats.BytesFromCache.Add(uint64(len(body)))
+	return true
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// identity returns the decompressed body of a gzipped page, for clients
+// that do not accept gzip. Each stored version of a page (its key, stored
+// time, length and CRC-32C: a refill under the same key, or a raw value
+// another program rewrote, is another version) is decompressed once per
+// instance and kept in a bounded in-process cache, so a run of such
+// clients costs one decompression, not one each; the output is bounded by
+// the item size limit (a gzip bomb in the store is refused, ok false).
+func (c *cache) identity(key string, storedAt int64, gz []byte) (body []byte, ok bool) {
+	var buf [64]byte
+	id := append(strconv.AppendInt(append(buf[:0], '|'), storedAt, 10), '|')
+	id = strconv.AppendInt(id, int64(len(gz)), 10)
+	id = append(id, '|')
+	id = strconv.AppendUint(id, uint64(crc32.Checksum(gz, castagnoli)), 16)
+	k := key + string(id)
+	if b, found := c.identities.GetIfPresent(k); found {
+		return b, b != nil
+	}
+	b, err := gunzipBody(gz, c.MaxBodySize+8<<10)
+	if err != nil {
+		b = nil // remembered too: a bad value is not decompressed again
+	}
+	c.identities.Set(k, b)
+	return b, b != nil
+}
+
+// notModified applies a conditional request to a stored page: If-None-Match
+// when sent (weak comparison), otherwise If-Modified-Since.
+func notModified(h *fasthttp.RequestHeader, etag, lastMod []byte) bool {
+	if inm := h.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
+		if len(etag) == 0 {
+			return false
+		}
+		for tag := range bytes.SplitSeq(inm, []byte{','}) {
+			tag = bytes.TrimSpace(tag)
+			if bytes.Equal(tag, []byte{'*'}) || bytes.Equal(bytes.TrimPrefix(tag, strWeak), bytes.TrimPrefix(etag, strWeak)) {
+				return true
+			}
+		}
+		return false
+	}
+	ims := h.Peek(fasthttp.HeaderIfModifiedSince)
+	if len(ims) == 0 || len(lastMod) == 0 {
+		return false
+	}
+	since, err1 := fasthttp.ParseHTTPDate(ims)
+	modified, err2 := fasthttp.ParseHTTPDate(lastMod)
+	return err1 == nil && err2 == nil && !modified.After(since)
+}
+
+// acceptsGzip reports whether Accept-Encoding allows gzip.
+func acceptsGzip(h *fasthttp.RequestHeader) bool {
+	for enc := range bytes.SplitSeq(h.Peek(fasthttp.HeaderAcceptEncoding), []byte{','}) {
+		name, q, _ := bytes.Cut(bytes.TrimSpace(enc), []byte{';'})
+		name = bytes.TrimSpace(name)
+		if bytes.EqualFold(name, strGzip) || bytes.Equal(name, []byte{'*'}) {
+			return !qZero(bytes.TrimSpace(q))
+		}
+	}
+	return false
+}
+
+// qZero reports whether an Accept-Encoding parameter is "q=0" (or 0.0...).
+func qZero(param []byte) bool {
+	v, ok := bytes.CutPrefix(param, []byte("q="))
+	if !ok || len(v) == 0 {
+		return false
+	}
+	for _, c := range v {
+		if c != '0' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+var gzipReaders sync.Pool
+
+// errGunzipTooLarge: a gzipped body decompresses to more than allowed.
+var errGunzipTooLarge = errors.New("router: gzipped body decompresses beyond the limit")
+
+// gunzipBody decompresses b, at most limit bytes of output.
+func gunzipBody(b []byte, limit int) ([]byte, error) {
+	zr, _ := gzipReaders.Get().(*gzip.Reader)
+	var err error
+	if zr == nil {
+		zr, err = gzip.NewReader(bytes.NewReader(b))
+	} else {
+		err = zr.Reset(bytes.NewReader(b))
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer gzipReaders.Put(zr)
+	var out bytes.Buffer
+	n, err := out.ReadFrom(io.LimitReader(zr, int64(limit)+1))
+	switch {
+	case err != nil:
+		return nil, err
+	case n > int64(limit):
+		return nil, errGunzipTooLarge
+	}
+	return out.Bytes(), nil
+}
+
+var (
+	strETag            = []byte(fasthttp.HeaderETag)
+	strLastModified    = []byte(fasthttp.HeaderLastModified)
+	strContentEncoding = []byte(fasthttp.HeaderContentEncoding)
+	strAge             = []byte(fasthttp.HeaderAge)
+	strSetCookie       = []byte(fasthttp.HeaderSetCookie)
+	strVary            = []byte(fasthttp.HeaderVary)
+	strAcceptEncoding  = []byte(fasthttp.HeaderAcceptEncoding)
+	strGzip            = []byte("gzip")
+	strWeak            = []byte("W/")
+	strHTTP            = []byte("http")
+	strHTTPS           = []byte("https")
+)
