@@ -89,6 +89,7 @@ func mirrorRouter(t *testing.T, m *mirror, template string, o Options) string {
 	o.Cache = &CacheOptions{
 		Store:       memcachedStore(t, pagecachetest.Memcached(t)),
 		Keys:        keys,
+		Prefix:      pagecachetest.Prefix(), // its own counters: no other test's purge-all reaches them
 		Policy:      pagecache.NewPolicy(pagecache.PolicyOptions{Grace: 30 * time.Second, Default: pagecache.Rule{Cache: true, TTL: time.Minute, HonorCacheControl: true}, VaryHeaders: keys.Headers()}),
 		MaxBodySize: 1 << 20,
 	}
