@@ -138,7 +138,13 @@ func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (
 			v, ok = hint.check(e, sc.items[tagsAt:len(sc.keys)])
 		}
 		if !ok { // no hint, or the page's tags changed: one more round trip
-			v = c.checkTags(e)
+			var err error
+			if v, err = c.checkTags(e); err != nil {
+				// As for any failed operation of the lookup: no fill, no
+				// second timeout.
+				t.down = true
+				return PageMissing, t
+			}
 			c.rememberTags(base, e)
 		}
 		valid = max(valid, v)
@@ -170,8 +176,9 @@ func (c *Cache) pageKey(sc *Scratch, base []byte, ns uint64) string {
 }
 
 // checkTags reads the counters of a page's surrogate keys and returns the
-// worst of their verdicts; a counter missing or unreadable is Invalid.
-func (c *Cache) checkTags(e *Entry) Validity {
+// worst of their verdicts; a counter missing or unreadable is Invalid,
+// and a store that failed is an error too.
+func (c *Cache) checkTags(e *Entry) (Validity, error) {
 	g := c.gens
 	worst := Valid
 	var keys []string
@@ -187,22 +194,22 @@ func (c *Cache) checkTags(e *Entry) Validity {
 		return true
 	})
 	if len(keys) == 0 || worst == Invalid {
-		return worst
+		return worst, nil
 	}
 	items := make([]Item, len(keys))
 	if err := c.store.GetMulti(keys, items); err != nil {
 		c.onStoreError(err)
-		return Invalid
+		return Invalid, err
 	}
 	for i, k := range keys {
 		cur, ok := ParseCounter(items[i])
 		if !ok {
-			return Invalid
+			return Invalid, nil
 		}
 		g.Remember(k, cur)
 		worst = max(worst, Check(recorded[i], cur))
 	}
-	return worst
+	return worst, nil
 }
 
 // A tagHint is what the last decode of a page showed of its tags: their

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -89,6 +91,9 @@ type cache struct {
 	// fills is false in format raw without RawOptions.Fill: userrouter
 	// only reads what another program wrote.
 	fills bool
+	// fillHeaders are the request headers a fill carries: those the key
+	// names ({header:Name}), less FillStripHeaders.
+	fillHeaders []string
 	// identities keeps decompressed bodies of gzipped pages (see identity).
 	identities *otter.Cache[string, []byte]
 }
@@ -102,6 +107,11 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	c.CollapseTimeout = cmp.Or(c.CollapseTimeout, 30*time.Second)
 	c.MaxBodySize = cmp.Or(c.MaxBodySize, 1<<20-8<<10)
 	c.bgSlots = make(chan struct{}, cmp.Or(c.MaxBackgroundFills, 64))
+	for _, h := range o.Keys.Headers() {
+		if !slices.ContainsFunc(o.FillStripHeaders, func(s string) bool { return strings.EqualFold(s, h) }) {
+			c.fillHeaders = append(c.fillHeaders, h)
+		}
+	}
 	if len(o.Hosts) > 0 {
 		c.hosts = map[string]bool{}
 		for _, h := range o.Hosts {

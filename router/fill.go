@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -281,8 +279,8 @@ func (r *Router) fillRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, gz
 	req.Header.SetMethod(fasthttp.MethodGet)
 	req.SetRequestURIBytes(uri)
 	req.Header.SetHostBytes(host)
-	for _, name := range c.Keys.Headers() {
-		if v := src.Peek(name); len(v) > 0 && !slices.ContainsFunc(c.FillStripHeaders, func(s string) bool { return strings.EqualFold(s, name) }) {
+	for _, name := range c.fillHeaders {
+		if v := src.Peek(name); len(v) > 0 {
 			req.Header.SetBytesV(name, v)
 		}
 	}

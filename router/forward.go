@@ -102,11 +102,7 @@ func (r *Router) limitBody(ctx *fasthttp.RequestCtx) bool {
 	}
 	body, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), int64(r.maxBody)+1))
 	if err != nil {
-		ctx.Response.Header.SetStatusCode(fasthttp.StatusBadRequest)
-		ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
-		ctx.Response.SetBodyString("Bad Request: the request body could not be read (malformed chunked framing)\n")
-		closeAfter(ctx) // the framing is lost: the next byte is no request's
-		return false
+		return refuse(ctx, "the request body could not be read (malformed chunked framing)")
 	}
 	if len(body) > r.maxBody {
 		r.tooLarge(ctx)
@@ -118,9 +114,7 @@ func (r *Router) limitBody(ctx *fasthttp.RequestCtx) bool {
 
 func (r *Router) tooLarge(ctx *fasthttp.RequestCtx) {
 	closeAfter(ctx) // the rest of the body is not read
-	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
-	ctx.Response.Header.SetStatusCode(fasthttp.StatusRequestEntityTooLarge)
-	ctx.Response.SetBodyString("Request Entity Too Large: the body exceeds listen.max_request_body_size\n")
+	plainAnswer(ctx, fasthttp.StatusRequestEntityTooLarge, "the body exceeds listen.max_request_body_size")
 }
 
 // backendError answers a request the backends could not: 502 when none
@@ -138,9 +132,7 @@ func (r *Router) backendError(ctx *fasthttp.RequestCtx, err error) {
 		status, kind, text = fasthttp.StatusGatewayTimeout, "backend-timeout", "the backend did not answer in time"
 	}
 	r.stats.BackendErrors.Add(1)
-	ctx.Response.Header.SetStatusCode(status)
-	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
-	ctx.Response.SetBodyString(fasthttp.StatusMessage(status) + ": " + text + "\n")
+	plainAnswer(ctx, status, text)
 	r.log.Log(slog.LevelError, kind, "backend request failed",
 		slog.String("method", string(ctx.Method())),
 		slog.String("uri", truncate(ctx.Request.Header.RequestURI(), 200)),

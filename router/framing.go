@@ -120,7 +120,7 @@ func framingOK(ctx *fasthttp.RequestCtx) bool {
 	default:
 		return true
 	}
-	return badTarget(ctx, "the request's framing is ambiguous: "+why)
+	return refuse(ctx, "the request's framing is ambiguous: "+why)
 }
 
 // originForm rewrites a request target in absolute form ("GET
@@ -141,7 +141,7 @@ func originForm(ctx *fasthttp.RequestCtx) bool {
 	}
 	rest, ok := cutSchemePrefix(uri)
 	if !ok {
-		return badTarget(ctx, "the request target is neither a path nor an http(s) URL")
+		return refuse(ctx, "the request target is neither a path nor an http(s) URL")
 	}
 	end := bytes.IndexAny(rest, "/?#")
 	if end < 0 {
@@ -151,9 +151,9 @@ func originForm(ctx *fasthttp.RequestCtx) bool {
 	host := h.Host()
 	switch {
 	case len(authority) == 0 || bytes.IndexByte(authority, '@') >= 0:
-		return badTarget(ctx, "the request target has no host, or carries user information")
+		return refuse(ctx, "the request target has no host, or carries user information")
 	case len(host) > 0 && !bytes.EqualFold(authority, host):
-		return badTarget(ctx, "the request target's host and the Host header disagree")
+		return refuse(ctx, "the request target's host and the Host header disagree")
 	}
 	t := make([]byte, 0, len(target)+1)
 	if len(target) == 0 || target[0] != '/' {
@@ -176,11 +176,18 @@ func cutSchemePrefix(uri []byte) ([]byte, bool) {
 	return nil, false
 }
 
-// badTarget answers 400 with why and closes the connection.
-func badTarget(ctx *fasthttp.RequestCtx, why string) bool {
-	ctx.Response.Header.SetStatusCode(fasthttp.StatusBadRequest)
-	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
-	ctx.Response.SetBodyString("Bad Request: " + why + "\n")
+// refuse answers 400 with why and closes the connection: after a request
+// whose framing or target cannot be trusted, neither can the next byte.
+func refuse(ctx *fasthttp.RequestCtx, why string) bool {
+	plainAnswer(ctx, fasthttp.StatusBadRequest, why)
 	closeAfter(ctx)
 	return false
+}
+
+// plainAnswer sets userrouter's own plain-text answer: the status and its
+// reason, then what went wrong ("Bad Request: the request ...").
+func plainAnswer(ctx *fasthttp.RequestCtx, status int, text string) {
+	ctx.Response.Header.SetStatusCode(status)
+	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
+	ctx.Response.SetBodyString(fasthttp.StatusMessage(status) + ": " + text + "\n")
 }

@@ -80,9 +80,7 @@ func requestError(ctx *fasthttp.RequestCtx, err error) {
 	case isTimeout(err):
 		status, text = fasthttp.StatusRequestTimeout, "the request did not arrive in time"
 	}
-	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
-	ctx.Response.Header.SetStatusCode(status)
-	ctx.Response.SetBodyString(fasthttp.StatusMessage(status) + ": " + text + "\n")
+	plainAnswer(ctx, status, text)
 	ctx.SetConnectionClose()
 }
 
