@@ -73,35 +73,6 @@ func (a *AccessLog) Close() error {
 
 var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// accessRecord is what the handler learns about a request for its line.
-type accessRecord struct {
-	start    time.Time
-	upstream time.Duration
-	verdict  string
-}
-
-var records = sync.Pool{New: func() any { return new(accessRecord) }}
-
-const recordKey = "userrouter.access"
-
-// record returns the request's access record, nil when not logging.
-func record(ctx *fasthttp.RequestCtx) *accessRecord {
-	rec, _ := ctx.UserValue(recordKey).(*accessRecord)
-	return rec
-}
-
-func setVerdict(ctx *fasthttp.RequestCtx, v string) {
-	if rec := record(ctx); rec != nil {
-		rec.verdict = v
-	}
-}
-
-func addUpstream(ctx *fasthttp.RequestCtx, d time.Duration) {
-	if rec := record(ctx); rec != nil {
-		rec.upstream += d
-	}
-}
-
 // write formats and queues the line of a finished request.
 func (a *AccessLog) write(ctx *fasthttp.RequestCtx, rec *accessRecord, client []byte) {
 	bp := lineBufs.Get().(*[]byte)

@@ -8,11 +8,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/maypok86/otter/v2"
-	"github.com/valyala/fasthttp"
 
 	"github.com/userrouter/userrouter/pagecache"
 )
@@ -148,72 +146,57 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 // anonymous serves a visitor who may share the cache: a fresh page from
 // the store, a stale one while it is refreshed, or a miss filled without
 // credentials.
-func (r *Router) anonymous(ctx *fasthttp.RequestCtx, sc *scratch, rule *pagecache.Rule, host, path, query []byte, hasCookies bool) outcome {
-	c := r.cache
-	sc.in = pagecache.KeyInput{Scheme: r.scheme(ctx), Host: host, Path: path, Query: query, Header: &ctx.Request.Header}
+func (q *request) anonymous() outcome {
+	r, c, w := q.r, q.r.cache, q.w
+	w.in = pagecache.KeyInput{Scheme: r.scheme(q.ctx), Host: q.host, Path: q.path, Query: q.query, Header: &q.ctx.Request.Header}
 	var ok bool
-	sc.key, ok = c.Keys.Append(sc.key[:0], &sc.in, nil)
-	sc.in = pagecache.KeyInput{}
+	w.key, ok = c.Keys.Append(w.key[:0], &w.in, nil)
+	w.in = pagecache.KeyInput{}
 	if !ok {
-		return r.bypass(ctx, bypassQuery)
+		return q.bypass(bypassQuery)
 	}
-	e := entries.Get().(*pagecache.Entry)
-	defer entries.Put(e)
-	state, t := c.pages.Lookup(sc.key, &sc.pages, e, time.Now())
+	e := &w.entry
+	state, t := c.pages.Lookup(w.key, &w.pages, e, time.Now())
 	switch state {
 	case pagecache.PageFresh:
-		if !r.serve(ctx, t.Key(), e, statusHit) {
-			return r.bypass(ctx, bypassGunzip)
+		if !q.serve(t.Key(), e, statusHit) {
+			return q.bypass(bypassGunzip)
 		}
 		r.stats.Hits.Add(1)
 		return outcomeHit
 	case pagecache.PageStale:
-		if !r.serve(ctx, t.Key(), e, statusStale) {
-			return r.bypass(ctx, bypassGunzip)
+		if !q.serve(t.Key(), e, statusStale) {
+			return q.bypass(bypassGunzip)
 		}
 		r.stats.StaleHits.Add(1)
-		r.backgroundFill(ctx, t.Clone(), rule)
+		q.backgroundFill(t.Clone())
 		return outcomeStale
 	case pagecache.PageUncacheable:
-		return r.bypass(ctx, bypassUncacheable)
+		return q.bypass(bypassUncacheable)
 	}
-	return r.miss(ctx, t.Clone(), rule, hasCookies)
+	return q.miss(t.Clone())
 }
 
 // miss answers a visitor the cache could not: their own request fills the
 // cache when it carries no cookies; otherwise it is forwarded and a
 // credential-free twin fills the cache in the background.
-func (r *Router) miss(ctx *fasthttp.RequestCtx, t pagecache.Ticket, rule *pagecache.Rule, hasCookies bool) outcome {
+func (q *request) miss(t pagecache.Ticket) outcome {
 	if t.StoreDown() {
 		// One store timeout is all a request pays: no fence, no fill.
-		return r.forwardAs(ctx, statusStoreError, outcomeMiss)
+		return q.forwardAs(statusStoreError, outcomeMiss)
 	}
-	if !r.cache.fills {
-		return r.forwardAs(ctx, statusMissRaw, outcomeMiss)
+	if !q.r.cache.fills {
+		return q.forwardAs(statusMissRaw, outcomeMiss)
 	}
-	if ctx.IsGet() && !hasCookies {
-		return r.fillFromVisitor(ctx, t, rule)
+	if q.ctx.IsGet() && !q.cookies {
+		return q.fillFromVisitor(t)
 	}
 	// A visitor with cookies gets an answer made for them, never stored.
-	r.backgroundFill(ctx, t, rule)
-	return r.forwardAs(ctx, statusMissBackground, outcomeMiss)
+	q.backgroundFill(t)
+	return q.forwardAs(statusMissBackground, outcomeMiss)
 }
 
 func (r *Router) storeError(err error) {
 	r.stats.StoreErrors.Add(1)
 	r.log.Log(slog.LevelWarn, "store", "cache store failed; serving from the backend", slog.String("error", err.Error()))
 }
-
-// scratch is per-request working memory, pooled: the lower-cased host,
-// the base key and what it is built from, and the cache lookup's.
-type scratch struct {
-	host  [256]byte
-	key   []byte // the base key, from the template
-	in    pagecache.KeyInput
-	pages pagecache.Scratch
-}
-
-var (
-	scratches = sync.Pool{New: func() any { return &scratch{key: make([]byte, 0, 512)} }}
-	entries   = sync.Pool{New: func() any { return new(pagecache.Entry) }}
-)

@@ -66,17 +66,17 @@ var statusBypass = func() (s [numBypass]string) {
 	return s
 }()
 
-// statusDoubt maps each doubt reason (sessioncheck.Reason) to its
-// Cache-Status: "userrouter; fwd=bypass; detail=doubt-timeout".
-var statusDoubt = func() map[string]string {
-	m := make(map[string]string, len(sessioncheck.DoubtReasons))
-	for _, r := range sessioncheck.DoubtReasons {
-		m[r] = "userrouter; fwd=bypass; detail=doubt-" + r
+// doubtStatus and doubtVerdict name each doubt, by
+// sessioncheck.ReasonIndex, in its Cache-Status
+// ("userrouter; fwd=bypass; detail=doubt-timeout") and in access log
+// lines ("doubt-timeout").
+var doubtStatus, doubtVerdict = func() (status, verdict [len(sessioncheck.DoubtReasons)]string) {
+	for i, r := range sessioncheck.DoubtReasons {
+		status[i] = "userrouter; fwd=bypass; detail=doubt-" + r
+		verdict[i] = "doubt-" + r
 	}
-	return m
+	return status, verdict
 }()
-
-func doubtStatus(err error) string { return statusDoubt[sessioncheck.Reason(err)] }
 
 // An outcome is how a request was served, for counters and latency
 // histograms.

@@ -26,57 +26,56 @@ type fillResult struct {
 // stores the answer if the policy allows. Concurrent misses of the key wait
 // for this one fill and are served the stored page; when it could not be
 // stored, each forwards its own request.
-func (r *Router) fillFromVisitor(ctx *fasthttp.RequestCtx, t pagecache.Ticket, rule *pagecache.Rule) outcome {
-	closeConn := r.prepare(ctx)
+func (q *request) fillFromVisitor(t pagecache.Ticket) outcome {
+	r := q.r
+	closeConn := q.prepare()
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
-	if !r.fillRequest(req, ctx, acceptsGzip(&ctx.Request.Header)) {
-		return r.bypass(ctx, bypassQuery)
+	if !q.fillRequest(req, acceptsGzip(&q.ctx.Request.Header)) {
+		return q.bypass(bypassQuery)
 	}
 	var resp *fasthttp.Response
 	res, leader := r.cache.flights.do(t.Key(), r.cache.CollapseTimeout, func() *fillResult {
 		resp = fasthttp.AcquireResponse()
 		start := time.Now()
-		res := r.fill(req, resp, t, rule)
-		if r.access != nil {
-			addUpstream(ctx, time.Since(start))
-		}
+		res := r.fill(req, resp, t, q.rule)
+		q.waited(start)
 		return res
 	})
 	switch {
 	case leader && res.err != nil:
 		fasthttp.ReleaseResponse(resp)
-		r.backendError(ctx, res.err)
+		q.backendError(res.err)
 		return outcomeError
 	case leader:
 		status := statusMissStored
 		if res.reason != pagecache.Storable {
 			status = statusNotStored[res.reason]
 		}
-		if !r.relayWith(ctx, resp, res.body, status, closeConn) {
+		if !q.relayWith(resp, res.body, status, closeConn) {
 			return outcomeError
 		}
 		return outcomeMiss
 	case res == nil:
 		r.stats.CollapseTimeouts.Add(1)
-		return r.forwardAs(ctx, statusCollapseTimeout, outcomeMiss)
+		return q.forwardAs(statusCollapseTimeout, outcomeMiss)
 	case res.entry != nil:
-		e := entries.Get().(*pagecache.Entry)
-		defer entries.Put(e)
-		if pagecache.Decode(res.entry, e) == nil && r.serveEntry(ctx, t.Key(), e, statusCollapsed, time.Now().UnixMilli()) {
+		e := &q.w.entry // the lookup is done with it
+		if pagecache.Decode(res.entry, e) == nil && q.serveEntry(t.Key(), e, statusCollapsed, time.Now().UnixMilli()) {
 			r.stats.Collapsed.Add(1)
 			return outcomeCollapsed
 		}
-		return r.forwardAs(ctx, statusMissBackground, outcomeMiss)
+		return q.forwardAs(statusMissBackground, outcomeMiss)
 	}
-	return r.forwardAs(ctx, statusNotStored[res.reason], outcomeMiss)
+	return q.forwardAs(statusNotStored[res.reason], outcomeMiss)
 }
 
 // backgroundFill starts, unless one is running or too many are, a fill of
-// key by a request like the visitor's without credentials. It copies what
-// it needs from ctx before returning.
-func (r *Router) backgroundFill(ctx *fasthttp.RequestCtx, t pagecache.Ticket, rule *pagecache.Rule) {
-	c := r.cache
+// the ticket's page by a request like the visitor's without credentials.
+// The fill outlives the request: it takes copies (the fill request, the
+// ticket cloned) and the rule, which the Policy owns.
+func (q *request) backgroundFill(t pagecache.Ticket) {
+	r, c, rule := q.r, q.r.cache, q.rule
 	if !c.fills || c.flights.running(t.Key()) {
 		return
 	}
@@ -87,7 +86,7 @@ func (r *Router) backgroundFill(ctx *fasthttp.RequestCtx, t pagecache.Ticket, ru
 		return
 	}
 	req := fasthttp.AcquireRequest()
-	if !r.fillRequest(req, ctx, true) {
+	if !q.fillRequest(req, true) {
 		fasthttp.ReleaseRequest(req)
 		<-c.bgSlots
 		return
@@ -121,7 +120,7 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 	genErr := c.pages.Fence(&t)
 	start := time.Now()
 	err := r.backends.Do(req, resp)
-	r.backendDone(nil, start)
+	r.backendDone(start)
 	if err != nil {
 		return &fillResult{err: err}
 	}
@@ -242,7 +241,7 @@ func readBody(resp *fasthttp.Response, limit int) (body []byte, complete bool, e
 }
 
 // fillRequest builds in req the request a fill sends for the visitor's
-// request in ctx: a GET with no body that carries exactly what the page
+// request: a GET with no body that carries exactly what the page
 // key is built from and nothing else of the visitor's, so that what is
 // stored under a key was rendered from that key's inputs alone (an
 // unkeyed header, query parameter or cookie the application reflects
@@ -261,16 +260,10 @@ func readBody(resp *fasthttp.Response, limit int) (body []byte, complete bool, e
 // Never Cookie, Authorization, conditional or range headers, nor any
 // other header of the visitor's. ok is false when the URI is not
 // cacheable (too many query parameters).
-func (r *Router) fillRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, gz bool) (ok bool) {
-	c := r.cache
+func (q *request) fillRequest(req *fasthttp.Request, gz bool) (ok bool) {
+	r, c, ctx := q.r, q.r.cache, q.ctx
 	src := &ctx.Request.Header
-	var hostBuf [256]byte
-	host, hostOK := lowerHost(hostBuf[:0], src.Host())
-	if !hostOK {
-		return false
-	}
-	in := pagecache.KeyInput{Host: host, Header: src}
-	in.Path, in.Query = pagecache.SplitURI(src.RequestURI())
+	in := pagecache.KeyInput{Host: q.host, Path: q.path, Query: q.query, Header: src}
 	uri, ok := c.Keys.AppendFillURI(make([]byte, 0, len(in.Path)+len(in.Query)+1), &in)
 	if !ok {
 		return false
@@ -278,7 +271,7 @@ func (r *Router) fillRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, gz
 	req.Header.SetNoDefaultContentType(true)
 	req.Header.SetMethod(fasthttp.MethodGet)
 	req.SetRequestURIBytes(uri)
-	req.Header.SetHostBytes(host)
+	req.Header.SetHostBytes(q.host)
 	for _, name := range c.fillHeaders {
 		if v := src.Peek(name); len(v) > 0 {
 			req.Header.SetBytesV(name, v)

@@ -11,8 +11,8 @@ import (
 
 // forwardAs forwards and returns o, or outcomeError when no backend
 // answered.
-func (r *Router) forwardAs(ctx *fasthttp.RequestCtx, cacheStatus string, o outcome) outcome {
-	if !r.forward(ctx, cacheStatus) {
+func (q *request) forwardAs(cacheStatus string, o outcome) outcome {
+	if !q.forward(cacheStatus) {
 		return outcomeError
 	}
 	return o
@@ -22,43 +22,43 @@ func (r *Router) forwardAs(ctx *fasthttp.RequestCtx, cacheStatus string, o outco
 // hop-by-hop headers, and relays the answer as it comes, streaming. A
 // non-empty cacheStatus is added as a Cache-Status entry. It reports
 // whether a backend answered.
-func (r *Router) forward(ctx *fasthttp.RequestCtx, cacheStatus string) bool {
-	if !r.limitBody(ctx) {
+func (q *request) forward(cacheStatus string) bool {
+	r, ctx := q.r, q.ctx
+	if !q.limitBody() {
 		return true // answered 413 or 400 itself
 	}
-	closeConn := r.prepare(ctx)
+	closeConn := q.prepare()
 	resp := fasthttp.AcquireResponse()
 	start := time.Now()
 	err := r.backends.Do(&ctx.Request, resp)
-	r.backendDone(ctx, start)
+	r.backendDone(start)
+	q.waited(start)
 	if err != nil {
 		if hasBody(&ctx.Request.Header) {
-			closeAfter(ctx) // how much of the body was read is unknown
+			q.closeAfter() // how much of the body was read is unknown
 		}
 		fasthttp.ReleaseResponse(resp)
-		r.backendError(ctx, err)
+		q.backendError(err)
 		return false
 	}
 	r.countBackend(resp.StatusCode())
-	return r.relayWith(ctx, resp, nil, cacheStatus, closeConn)
+	return q.relayWith(resp, nil, cacheStatus, closeConn)
 }
 
 // backendDone accounts for a backend request begun at start.
-func (r *Router) backendDone(ctx *fasthttp.RequestCtx, start time.Time) {
+func (r *Router) backendDone(start time.Time) {
 	if r.durations.Backend != nil {
 		r.durations.Backend.UpdateDuration(start)
-	}
-	if r.access != nil && ctx != nil {
-		addUpstream(ctx, time.Since(start))
 	}
 }
 
 // prepare readies the client's request for a backend: hop-by-hop headers
 // out, X-Forwarded-* set for an untrusted peer. It reports whether the
 // client asked to close its connection.
-func (r *Router) prepare(ctx *fasthttp.RequestCtx) (closeConn bool) {
+func (q *request) prepare() (closeConn bool) {
+	ctx := q.ctx
 	closeConn = stripHopRequest(&ctx.Request.Header)
-	if ok, ip := trusted(ctx.RemoteAddr(), r.trusted); !ok {
+	if ok, ip := trusted(ctx.RemoteAddr(), q.r.trusted); !ok {
 		setForwarded(&ctx.Request.Header, ip)
 	}
 	return closeConn
@@ -67,13 +67,14 @@ func (r *Router) prepare(ctx *fasthttp.RequestCtx) (closeConn bool) {
 // relayWith relays resp to the client (body: first the bytes already read,
 // then the rest of the stream) and adds the Cache-Status. It takes
 // ownership of resp, and reports whether the answer could be relayed.
-func (r *Router) relayWith(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, read []byte, cacheStatus string, closeConn bool) bool {
+func (q *request) relayWith(resp *fasthttp.Response, read []byte, cacheStatus string, closeConn bool) bool {
+	r, ctx := q.r, q.ctx
 	var drop func([]byte) bool
 	if r.cache != nil && r.cache.StripTagHeaders {
 		drop = r.cache.isTagHeader
 	}
 	if err := relay(&ctx.Response, resp, read, drop); err != nil {
-		r.backendError(ctx, err)
+		q.backendError(err)
 		return false
 	}
 	r.stats.BytesFromBackend.Add(uint64(max(0, ctx.Response.Header.ContentLength())))
@@ -81,7 +82,7 @@ func (r *Router) relayWith(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, re
 		ctx.Response.Header.Add(headerCacheStatus, cacheStatus)
 	}
 	if closeConn {
-		closeAfter(ctx)
+		q.closeAfter()
 	}
 	return true
 }
@@ -91,10 +92,11 @@ func (r *Router) relayWith(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, re
 // anything is sent, and a chunked body (rare behind nginx, which sends a
 // length) is read up to the limit and sent with a length. It answers 413 and
 // returns false when the body is too large.
-func (r *Router) limitBody(ctx *fasthttp.RequestCtx) bool {
+func (q *request) limitBody() bool {
+	r, ctx := q.r, q.ctx
 	n := ctx.Request.Header.ContentLength()
 	if n > r.maxBody {
-		r.tooLarge(ctx)
+		q.tooLarge()
 		return false
 	}
 	if n != -1 || !ctx.Request.IsBodyStream() {
@@ -102,25 +104,26 @@ func (r *Router) limitBody(ctx *fasthttp.RequestCtx) bool {
 	}
 	body, err := io.ReadAll(io.LimitReader(ctx.RequestBodyStream(), int64(r.maxBody)+1))
 	if err != nil {
-		return refuse(ctx, "the request body could not be read (malformed chunked framing)")
+		return q.refuse("the request body could not be read (malformed chunked framing)")
 	}
 	if len(body) > r.maxBody {
-		r.tooLarge(ctx)
+		q.tooLarge()
 		return false
 	}
 	ctx.Request.SetBodyRaw(body)
 	return true
 }
 
-func (r *Router) tooLarge(ctx *fasthttp.RequestCtx) {
-	closeAfter(ctx) // the rest of the body is not read
-	plainAnswer(ctx, fasthttp.StatusRequestEntityTooLarge, "the body exceeds listen.max_request_body_size")
+func (q *request) tooLarge() {
+	q.closeAfter() // the rest of the body is not read
+	plainAnswer(q.ctx, fasthttp.StatusRequestEntityTooLarge, "the body exceeds listen.max_request_body_size")
 }
 
 // backendError answers a request the backends could not: 502 when none
 // could be reached or the answer was broken, 503 when every connection to
 // them is busy, 504 when the answer did not come in time.
-func (r *Router) backendError(ctx *fasthttp.RequestCtx, err error) {
+func (q *request) backendError(err error) {
+	r, ctx := q.r, q.ctx
 	status, kind, text := fasthttp.StatusBadGateway, "backend-error", "the backend sent an invalid response"
 	var de *DialError
 	switch {

@@ -23,16 +23,13 @@ import (
 // large ones are cheaper to cut off than to read.
 const maxDrain = 64 << 10
 
-// closeKey marks, as a user value, a request after which the connection
-// must close whatever later steps do to the response: ctx.Error and
-// Response.Reset clear the response's close flag, this one stays.
-const closeKey = "userrouter.close"
-
 // closeAfter makes the connection close after this response: at once on
-// the response, and again in finish, in case a later step reset it.
-func closeAfter(ctx *fasthttp.RequestCtx) {
-	ctx.SetUserValue(closeKey, true)
-	ctx.SetConnectionClose()
+// the response, and again in finish, in case a later step reset it
+// (ctx.Error and Response.Reset clear the response's close flag;
+// request.closeConn stays).
+func (q *request) closeAfter() {
+	q.closeConn = true
+	q.ctx.SetConnectionClose()
 }
 
 // hasBody reports whether the request declares a body: a Content-Length
@@ -45,13 +42,12 @@ func hasBody(h *fasthttp.RequestHeader) bool {
 // finish ends a request on a request boundary: it drains what remains of
 // the body, and closes the connection when that is more than maxDrain, when
 // the body is malformed (a bad chunk), or when any step asked for it.
-func finish(ctx *fasthttp.RequestCtx) {
-	if ctx.UserValue(closeKey) == nil && hasBody(&ctx.Request.Header) && ctx.Request.IsBodyStream() {
-		if !drain(ctx.RequestBodyStream()) {
-			ctx.SetUserValue(closeKey, true)
-		}
+func (q *request) finish() {
+	ctx := q.ctx
+	if !q.closeConn && hasBody(&ctx.Request.Header) && ctx.Request.IsBodyStream() {
+		q.closeConn = !drain(ctx.RequestBodyStream())
 	}
-	if ctx.UserValue(closeKey) != nil {
+	if q.closeConn {
 		ctx.SetConnectionClose()
 	}
 }
@@ -84,8 +80,8 @@ func drain(body io.Reader) bool {
 // than one Content-Length, or a Transfer-Encoding other than "chunked".
 // Each could make userrouter and nginx disagree on where the body ends;
 // such a request is answered 400 and the connection closed.
-func framingOK(ctx *fasthttp.RequestCtx) bool {
-	h := &ctx.Request.Header
+func (q *request) framingOK() bool {
+	h := &q.ctx.Request.Header
 	raw := h.RawHeaders()
 	folded := bytes.Contains(raw, []byte("\n ")) || bytes.Contains(raw, []byte("\n\t"))
 	if !folded && !hasBody(h) {
@@ -120,7 +116,7 @@ func framingOK(ctx *fasthttp.RequestCtx) bool {
 	default:
 		return true
 	}
-	return refuse(ctx, "the request's framing is ambiguous: "+why)
+	return q.refuse("the request's framing is ambiguous: " + why)
 }
 
 // originForm rewrites a request target in absolute form ("GET
@@ -130,7 +126,8 @@ func framingOK(ctx *fasthttp.RequestCtx) bool {
 // for a missing one). Any other target that is neither origin form nor
 // "*" for OPTIONS is refused. It answers 400 itself and returns false when
 // the target cannot be used.
-func originForm(ctx *fasthttp.RequestCtx) bool {
+func (q *request) originForm() bool {
+	ctx := q.ctx
 	h := &ctx.Request.Header
 	uri := h.RequestURI()
 	if len(uri) > 0 && uri[0] == '/' {
@@ -141,7 +138,7 @@ func originForm(ctx *fasthttp.RequestCtx) bool {
 	}
 	rest, ok := cutSchemePrefix(uri)
 	if !ok {
-		return refuse(ctx, "the request target is neither a path nor an http(s) URL")
+		return q.refuse("the request target is neither a path nor an http(s) URL")
 	}
 	end := bytes.IndexAny(rest, "/?#")
 	if end < 0 {
@@ -151,9 +148,9 @@ func originForm(ctx *fasthttp.RequestCtx) bool {
 	host := h.Host()
 	switch {
 	case len(authority) == 0 || bytes.IndexByte(authority, '@') >= 0:
-		return refuse(ctx, "the request target has no host, or carries user information")
+		return q.refuse("the request target has no host, or carries user information")
 	case len(host) > 0 && !bytes.EqualFold(authority, host):
-		return refuse(ctx, "the request target's host and the Host header disagree")
+		return q.refuse("the request target's host and the Host header disagree")
 	}
 	t := make([]byte, 0, len(target)+1)
 	if len(target) == 0 || target[0] != '/' {
@@ -178,9 +175,9 @@ func cutSchemePrefix(uri []byte) ([]byte, bool) {
 
 // refuse answers 400 with why and closes the connection: after a request
 // whose framing or target cannot be trusted, neither can the next byte.
-func refuse(ctx *fasthttp.RequestCtx, why string) bool {
-	plainAnswer(ctx, fasthttp.StatusBadRequest, why)
-	closeAfter(ctx)
+func (q *request) refuse(why string) bool {
+	plainAnswer(q.ctx, fasthttp.StatusBadRequest, why)
+	q.closeAfter()
 	return false
 }
 

@@ -24,11 +24,11 @@ const maxIdentityBytes = 16 << 20
 // envelope's status and headers, or a raw body. It returns false, having
 // written nothing, when the body cannot be given to the client (see
 // serveEntry).
-func (r *Router) serve(ctx *fasthttp.RequestCtx, key string, e *pagecache.Entry, cacheStatus string) bool {
-	if r.cache.raw != nil {
-		return r.serveRaw(ctx, key, e)
+func (q *request) serve(key string, e *pagecache.Entry, cacheStatus string) bool {
+	if q.r.cache.raw != nil {
+		return q.serveRaw(key, e)
 	}
-	return r.serveEntry(ctx, key, e, cacheStatus, time.Now().UnixMilli())
+	return q.serveEntry(key, e, cacheStatus, time.Now().UnixMilli())
 }
 
 // serveEntry answers from a stored page: its status and headers, Age, the
@@ -39,7 +39,8 @@ func (r *Router) serve(ctx *fasthttp.RequestCtx, key string, e *pagecache.Entry,
 // having written nothing, when the page is gzipped, the client does not
 // take gzip, and the body does not decompress within the bound: the
 // caller forwards the request instead.
-func (r *Router) serveEntry(ctx *fasthttp.RequestCtx, key string, e *pagecache.Entry, cacheStatus string, now int64) bool {
+func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string, now int64) bool {
+	r, ctx := q.r, q.ctx
 	resp := &ctx.Response
 	var etag, lastMod, encoding []byte
 	for _, h := range e.Headers {
@@ -88,7 +89,8 @@ func (r *Router) serveEntry(ctx *fasthttp.RequestCtx, key string, e *pagecache.E
 // serveRaw answers from a body-only value written by another program; it
 // returns false, having written nothing, for a gzipped value a client
 // without gzip cannot be given (see serveEntry).
-func (r *Router) serveRaw(ctx *fasthttp.RequestCtx, key string, e *pagecache.Entry) bool {
+func (q *request) serveRaw(key string, e *pagecache.Entry) bool {
+	r, ctx := q.r, q.ctx
 	resp := &ctx.Response
 	body := e.Body
 	gz := false

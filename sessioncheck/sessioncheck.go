@@ -63,24 +63,16 @@ var (
 // Reason names a doubt in a word, for Cache-Status details, logs and
 // counters: "no-store", "timeout", "busy", "breaker-open", "store-error",
 // "undecodable", "bad-signature", "ambiguous-cookie".
-func Reason(err error) string {
-	for i, e := range doubts {
-		if errors.Is(err, e) {
-			return DoubtReasons[i]
-		}
-	}
-	return "store-error"
-}
+func Reason(err error) string { return DoubtReasons[ReasonIndex(err)] }
 
 var doubts = [...]error{ErrNoStore, ErrTimeout, ErrBusy, ErrBreakerOpen, ErrStore, ErrUndecodable, ErrBadSignature, ErrAmbiguousCookie}
 
 // DoubtReasons lists every word Reason returns, in the order of Stats.Doubts.
 var DoubtReasons = [len(doubts)]string{"no-store", "timeout", "busy", "breaker-open", "store-error", "undecodable", "bad-signature", "ambiguous-cookie"}
 
-// ReasonIndex is Reason's position in DoubtReasons, for counter arrays.
-func ReasonIndex(err error) int { return doubtIndex(err) }
-
-func doubtIndex(err error) int {
+// ReasonIndex is Reason's position in DoubtReasons, for counter arrays;
+// an error that is none of the doubts is a store error.
+func ReasonIndex(err error) int {
 	for i, e := range doubts {
 		if errors.Is(err, e) {
 			return i

@@ -224,7 +224,7 @@ func (s *Sessions) verdict(k kind) Verdict {
 }
 
 func (s *Sessions) doubt(err error) error {
-	s.Stats.Doubts[doubtIndex(err)].Add(1)
+	s.Stats.Doubts[ReasonIndex(err)].Add(1)
 	return err
 }
 
