@@ -1,7 +1,6 @@
 package router
 
 import (
-
 	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/sessioncheck"
 )
