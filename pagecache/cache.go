@@ -33,10 +33,11 @@ import (
 //  4. MarkUncacheable, when the answer may not be stored, writes a marker
 //     under the page key so the next visitors go straight to the backend
 //     for a while; a purge of the URL clears it like a page.
-//  5. PurgeURL bumps the URL's counter, PurgeKey a tag's counter and the
-//     purge sequence, PurgeAll the namespace every page key includes. A
-//     soft purge changes a counter's low half: pages become stale. A hard
-//     purge changes the high half: pages become unusable.
+//  5. PurgeURL bumps the URL's counter, PurgeKey the purge sequence and
+//     then a tag's counter (in that order, so a Put between the two sees
+//     the sequence moved), PurgeAll the namespace every page key
+//     includes. A soft purge changes a counter's low half: pages become
+//     stale. A hard purge changes the high half: pages become unusable.
 //
 // In format raw (CacheOptions.Raw) values are page bodies alone, as
 // another program writes them: there is no namespace, no tags and no
@@ -47,7 +48,7 @@ import (
 type Cache struct {
 	store  Store
 	keys   *KeyTemplate
-	gens   *Generations
+	gens   *generations
 	format format
 	ns     atomic.Uint64 // the namespace last seen; 0 before the first
 	hints  *otter.Cache[string, tagHint]
@@ -170,7 +171,7 @@ func NewCache(o CacheOptions) (*Cache, error) {
 	if prefix == "" {
 		prefix = "ur:"
 	}
-	gens, err := NewGenerations(o.Store, prefix, o.TagCacheTTL)
+	gens, err := newGenerations(o.Store, prefix, o.TagCacheTTL)
 	if err != nil {
 		return nil, err
 	}
@@ -209,19 +210,19 @@ func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State
 func (c *Cache) Fence(t *Ticket) error {
 	g := c.gens
 	if !t.seqKnown {
-		v, err := g.Create(g.SeqKey())
+		v, err := g.create(g.SeqKey())
 		if err != nil {
 			return err
 		}
-		g.Remember(g.SeqKey(), v)
+		g.remember(g.SeqKey(), v)
 		t.seq, t.seqKnown = v, true
 	}
 	if !t.urlKnown {
-		v, err := g.Create(t.url)
+		v, err := g.create(t.url)
 		if err != nil {
 			return err
 		}
-		g.Remember(t.url, v)
+		g.remember(t.url, v)
 		t.urlGen, t.urlKnown = v, true
 	}
 	return nil
@@ -270,8 +271,8 @@ func (c *Cache) PurgeURL(in *KeyInput, soft bool) error {
 	return nil
 }
 
-// PurgeKey purges the pages carrying a surrogate key and advances the
-// purge sequence, so that no fill in flight stores an answer fetched
+// PurgeKey advances the purge sequence, then purges the pages carrying a
+// surrogate key, so that no fill in flight stores an answer fetched
 // before the purge.
 func (c *Cache) PurgeKey(tag string, soft bool) error {
 	if !c.KeepsTags() {

@@ -13,7 +13,7 @@ import (
 	"github.com/maypok86/otter/v2"
 )
 
-// Generations are the counters that make every purge one O(1) operation,
+// generations are the counters that make every purge one O(1) operation,
 // kept in the shared store so every userrouter instance sees them at once:
 //
 //   - {prefix}ns, the namespace: it is part of every page key, so
@@ -32,8 +32,8 @@ import (
 // stale (served while one request refreshes them). A counter that is
 // missing — evicted, or never set — counts as changed; one created anew
 // starts at a random hard part, so it never matches what pages recorded
-// from an earlier counter. Generations is safe for concurrent use.
-type Generations struct {
+// from an earlier counter. It is safe for concurrent use.
+type generations struct {
 	store  Store
 	prefix string
 	nsKey  string
@@ -41,13 +41,13 @@ type Generations struct {
 	local  *otter.Cache[string, uint64]
 }
 
-// Validity is what a page's recorded generation says against the current.
-type Validity uint8
+// validity is what a page's recorded generation says against the current.
+type validity uint8
 
 const (
-	Valid   Validity = iota // unchanged
-	Stale                   // soft-purged: serve stale and refresh
-	Invalid                 // hard-purged, or the counter is missing
+	valid   validity = iota // unchanged
+	stale                   // soft-purged: serve stale and refresh
+	invalid                 // hard-purged, or the counter is missing
 )
 
 // Purge steps: a soft purge adds 1, a hard purge 1<<32.
@@ -56,11 +56,11 @@ const (
 	hardStep = 1 << 32
 )
 
-// NewGenerations keeps counters in store under prefix. With localTTL > 0
+// newGenerations keeps counters in store under prefix. With localTTL > 0
 // counter values are also kept in process that long: hits skip reading
 // them, and a purge may then take up to localTTL to reach every instance.
-func NewGenerations(store Store, prefix string, localTTL time.Duration) (*Generations, error) {
-	g := &Generations{store: store, prefix: prefix, nsKey: prefix + "ns", seqKey: prefix + "seq"}
+func newGenerations(store Store, prefix string, localTTL time.Duration) (*generations, error) {
+	g := &generations{store: store, prefix: prefix, nsKey: prefix + "ns", seqKey: prefix + "seq"}
 	if localTTL > 0 {
 		c, err := otter.New(&otter.Options[string, uint64]{
 			MaximumSize:      100_000,
@@ -75,15 +75,15 @@ func NewGenerations(store Store, prefix string, localTTL time.Duration) (*Genera
 }
 
 // NSKey is the namespace counter's key.
-func (g *Generations) NSKey() string { return g.nsKey }
+func (g *generations) NSKey() string { return g.nsKey }
 
 // SeqKey is the purge sequence's key.
-func (g *Generations) SeqKey() string { return g.seqKey }
+func (g *generations) SeqKey() string { return g.seqKey }
 
 // AppendURLKey appends the key of the URL counter for a page key (without
 // its namespace) to dst: the prefix and a 64-bit FNV-1a hash. Two URLs
 // sharing a hash would only share purges.
-func (g *Generations) AppendURLKey(dst, pageKey []byte) []byte {
+func (g *generations) AppendURLKey(dst, pageKey []byte) []byte {
 	h := uint64(14695981039346656037)
 	for _, c := range pageKey {
 		h ^= uint64(c)
@@ -95,7 +95,7 @@ func (g *Generations) AppendURLKey(dst, pageKey []byte) []byte {
 }
 
 // TagKey is the key of a surrogate key's counter.
-func (g *Generations) TagKey(tag string) string {
+func (g *generations) TagKey(tag string) string {
 	if k := g.prefix + "t:" + tag; len(k) <= MaxKeyLength {
 		return k
 	}
@@ -103,66 +103,66 @@ func (g *Generations) TagKey(tag string) string {
 	return g.prefix + "t#" + base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-// Local returns a counter's value kept in process, if any.
-func (g *Generations) Local(key string) (uint64, bool) {
+// cached returns a counter's value kept in process, if any.
+func (g *generations) cached(key string) (uint64, bool) {
 	if g.local == nil {
 		return 0, false
 	}
 	return g.local.GetIfPresent(key)
 }
 
-// Remember keeps a counter's value in process (no-op without localTTL)
+// remember keeps a counter's value in process (no-op without localTTL)
 // for localTTL from now. Pass only values just read from the store: a
-// value taken from Local and remembered again would live on past its TTL,
+// value cached returned, remembered again, would live on past its TTL,
 // and purges from other instances would never show. The key is copied:
 // callers may pass one that aliases a reused buffer.
-func (g *Generations) Remember(key string, v uint64) {
+func (g *generations) remember(key string, v uint64) {
 	if g.local != nil {
 		g.local.Set(strings.Clone(key), v)
 	}
 }
 
-// Check compares a recorded generation with the current one.
-func Check(recorded, current uint64) Validity {
+// compareGen compares a recorded generation with the current one.
+func compareGen(recorded, current uint64) validity {
 	switch {
 	case recorded == current:
-		return Valid
+		return valid
 	case recorded>>32 == current>>32:
-		return Stale
+		return stale
 	}
-	return Invalid
+	return invalid
 }
 
-// ParseCounter reads a counter value as the store holds it.
-func ParseCounter(it Item) (uint64, bool) {
+// parseCounter reads a counter value as the store holds it.
+func parseCounter(it Item) (uint64, bool) {
 	n, err := strconv.ParseUint(string(it.Value), 10, 64)
 	return n, err == nil
 }
 
 // Read returns the current values of counters, creating the missing ones.
-func (g *Generations) Read(keys []string) (map[string]uint64, error) {
+func (g *generations) Read(keys []string) (map[string]uint64, error) {
 	items := make([]Item, len(keys))
 	if err := g.store.GetMulti(keys, items); err != nil {
 		return nil, err
 	}
 	out := make(map[string]uint64, len(keys))
 	for i, k := range keys {
-		v, ok := ParseCounter(items[i])
+		v, ok := parseCounter(items[i])
 		if !ok {
 			var err error
-			if v, err = g.Create(k); err != nil {
+			if v, err = g.create(k); err != nil {
 				return nil, err
 			}
 		}
 		out[k] = v
-		g.Remember(k, v)
+		g.remember(k, v)
 	}
 	return out, nil
 }
 
-// Create makes a missing counter with a random hard part and returns its
+// create makes a missing counter with a random hard part and returns its
 // value (or, when another instance created it first, theirs).
-func (g *Generations) Create(key string) (uint64, error) {
+func (g *generations) create(key string) (uint64, error) {
 	v := uint64(rand.Uint32()>>1) << 32
 	err := g.store.Add(key, Item{Value: strconv.AppendUint(nil, v, 10)}, 0)
 	if errors.Is(err, ErrNotStored) {
@@ -170,7 +170,7 @@ func (g *Generations) Create(key string) (uint64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if v, ok := ParseCounter(it); ok {
+		if v, ok := parseCounter(it); ok {
 			return v, nil
 		}
 		return 0, fmt.Errorf("pagecache: counter %q holds %q, not a number", key, it.Value)
@@ -180,14 +180,14 @@ func (g *Generations) Create(key string) (uint64, error) {
 
 // Bump purges through a counter: soft makes its pages stale, hard makes
 // them unusable. A missing counter is created, which invalidates too.
-func (g *Generations) Bump(key string, soft bool) error {
+func (g *generations) Bump(key string, soft bool) error {
 	step := uint64(hardStep)
 	if soft {
 		step = softStep
 	}
 	_, err := g.store.Incr(key, step)
 	if errors.Is(err, ErrMiss) {
-		_, err = g.Create(key)
+		_, err = g.create(key)
 	}
 	if g.local != nil {
 		g.local.Invalidate(key) // this instance sees its own purge at once
@@ -195,11 +195,15 @@ func (g *Generations) Bump(key string, soft bool) error {
 	return err
 }
 
-// PurgeTag purges a surrogate key and advances the purge sequence, so
-// that no fill in flight stores an answer fetched before the purge.
-func (g *Generations) PurgeTag(tag string, soft bool) error {
-	if err := g.Bump(g.TagKey(tag), soft); err != nil {
+// PurgeTag advances the purge sequence, then purges a surrogate key, so
+// that no fill in flight stores an answer fetched before the purge. The
+// order matters: a fill reads the sequence and its tags' counters
+// together, and between the two bumps it must see the sequence moved, not
+// the tag's new generation beside the old sequence (which it would record,
+// keeping the old answer valid).
+func (g *generations) PurgeTag(tag string, soft bool) error {
+	if err := g.Bump(g.seqKey, true); err != nil {
 		return err
 	}
-	return g.Bump(g.seqKey, true)
+	return g.Bump(g.TagKey(tag), soft)
 }

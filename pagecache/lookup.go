@@ -30,19 +30,19 @@ func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (
 	// from the store are remembered, and only those: remembering a value
 	// known in process would extend its life at every hit, and another
 	// instance's purge would never show.
-	nsCur, nsLocal := g.Local(g.NSKey())
+	nsCur, nsLocal := g.cached(g.NSKey())
 	nsKnown := nsLocal
 	if !nsKnown {
 		sc.keys = append(sc.keys, g.NSKey())
 	}
-	urlCur, urlLocal := g.Local(urlKey)
+	urlCur, urlLocal := g.cached(urlKey)
 	urlKnown := urlLocal
 	if !urlKnown {
 		sc.keys = append(sc.keys, urlKey)
 	}
 	// The purge sequence is only needed on a miss, as the fill's fence;
 	// one more key in this round trip saves the fill one.
-	seqCur, seqLocal := g.Local(g.SeqKey())
+	seqCur, seqLocal := g.cached(g.SeqKey())
 	seqKnown := seqLocal
 	if !seqKnown {
 		sc.keys = append(sc.keys, g.SeqKey())
@@ -78,29 +78,29 @@ func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (
 		it, found = items[0], items[0].Found()
 		i := 1
 		if !nsKnown {
-			if v, ok := ParseCounter(items[i]); ok {
+			if v, ok := parseCounter(items[i]); ok {
 				nsCur, nsKnown = v, true
 			}
 			i++
 		}
 		if !urlKnown {
-			urlCur, urlKnown = ParseCounter(items[i])
+			urlCur, urlKnown = parseCounter(items[i])
 			i++
 		}
 		if !seqKnown {
-			seqCur, seqKnown = ParseCounter(items[i])
+			seqCur, seqKnown = parseCounter(items[i])
 		}
 	}
 	if urlKnown && !urlLocal {
-		g.Remember(urlKey, urlCur)
+		g.remember(urlKey, urlCur)
 	}
 	if seqKnown && !seqLocal {
-		g.Remember(g.SeqKey(), seqCur)
+		g.remember(g.SeqKey(), seqCur)
 	}
 	defer clear(sc.items) // do not keep values alive in the pool
 	if !nsKnown {
 		// No namespace yet (a new or flushed store): start one.
-		v, err := g.Create(g.NSKey())
+		v, err := g.create(g.NSKey())
 		if err != nil {
 			c.onStoreError(err)
 			return PageMissing, down
@@ -108,7 +108,7 @@ func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (
 		nsCur = v
 	}
 	if !nsLocal {
-		g.Remember(g.NSKey(), nsCur)
+		g.remember(g.NSKey(), nsCur)
 	}
 	if nsCur != ns {
 		// Everything was purged (or this is the first request): the page
@@ -131,9 +131,9 @@ func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (
 		c.onDamaged()
 		return PageMissing, t
 	}
-	valid := Check(e.URLGen, urlCur)
-	if valid != Invalid && e.NumTags() > 0 {
-		v, ok := Invalid, false
+	verdict := compareGen(e.URLGen, urlCur)
+	if verdict != invalid && e.NumTags() > 0 {
+		v, ok := invalid, false
 		if hinted {
 			v, ok = hint.check(e, sc.items[tagsAt:len(sc.keys)])
 		}
@@ -147,19 +147,19 @@ func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (
 			}
 			c.rememberTags(base, e)
 		}
-		valid = max(valid, v)
+		verdict = max(verdict, v)
 	}
 	switch {
-	case valid == Invalid:
+	case verdict == invalid:
 		return PageMissing, t
 	case e.Kind == KindUncacheable:
-		if valid == Valid && now < e.FreshUntil {
+		if verdict == valid && now < e.FreshUntil {
 			return PageUncacheable, t
 		}
 		return PageMissing, t
 	case e.Kind != KindPage:
 		return PageMissing, t
-	case valid == Valid && now < e.FreshUntil:
+	case verdict == valid && now < e.FreshUntil:
 		return PageFresh, t
 	case now < e.StaleUntil:
 		return PageStale, t // past its freshness, or soft-purged
@@ -176,38 +176,38 @@ func (c *Cache) pageKey(sc *Scratch, base []byte, ns uint64) string {
 }
 
 // checkTags reads the counters of a page's surrogate keys and returns the
-// worst of their verdicts; a counter missing or unreadable is Invalid,
+// worst of their verdicts; a counter missing or unreadable is invalid,
 // and a store that failed is an error too.
-func (c *Cache) checkTags(e *Entry) (Validity, error) {
+func (c *Cache) checkTags(e *Entry) (validity, error) {
 	g := c.gens
-	worst := Valid
+	worst := valid
 	var keys []string
 	var recorded []uint64
 	e.Tags(func(tag []byte, gen uint64) bool {
 		k := g.TagKey(string(tag))
-		if cur, ok := g.Local(k); ok {
-			worst = max(worst, Check(gen, cur))
+		if cur, ok := g.cached(k); ok {
+			worst = max(worst, compareGen(gen, cur))
 		} else {
 			keys = append(keys, k)
 			recorded = append(recorded, gen)
 		}
 		return true
 	})
-	if len(keys) == 0 || worst == Invalid {
+	if len(keys) == 0 || worst == invalid {
 		return worst, nil
 	}
 	items := make([]Item, len(keys))
 	if err := c.store.GetMulti(keys, items); err != nil {
 		c.onStoreError(err)
-		return Invalid, err
+		return invalid, err
 	}
 	for i, k := range keys {
-		cur, ok := ParseCounter(items[i])
+		cur, ok := parseCounter(items[i])
 		if !ok {
-			return Invalid, nil
+			return invalid, nil
 		}
-		g.Remember(k, cur)
-		worst = max(worst, Check(recorded[i], cur))
+		g.remember(k, cur)
+		worst = max(worst, compareGen(recorded[i], cur))
 	}
 	return worst, nil
 }
@@ -221,9 +221,9 @@ type tagHint struct {
 
 // check applies the counters fetched with the page (items, in hint order)
 // to e's tags; ok is false when e's tags are not the hint's.
-func (h tagHint) check(e *Entry, items []Item) (v Validity, ok bool) {
+func (h tagHint) check(e *Entry, items []Item) (v validity, ok bool) {
 	if e.NumTags() != len(h.names) || len(items) < len(h.names) {
-		return Invalid, false
+		return invalid, false
 	}
 	i := 0
 	ok = true
@@ -232,11 +232,11 @@ func (h tagHint) check(e *Entry, items []Item) (v Validity, ok bool) {
 			ok = false
 			return false
 		}
-		cur, found := ParseCounter(items[i])
+		cur, found := parseCounter(items[i])
 		if !found {
-			v = Invalid // a missing counter counts as purged
+			v = invalid // a missing counter counts as purged
 		} else {
-			v = max(v, Check(gen, cur))
+			v = max(v, compareGen(gen, cur))
 		}
 		i++
 		return true

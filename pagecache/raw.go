@@ -61,7 +61,7 @@ func (f *rawFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 		return storeReason(err), nil
 	}
 	it, err := c.store.Get(t.url)
-	if cur, ok := ParseCounter(it); err == nil && ok && cur == t.urlGen {
+	if cur, ok := parseCounter(it); err == nil && ok && cur == t.urlGen {
 		return Storable, nil
 	}
 	if err := c.store.Delete(t.page); err != nil && !errors.Is(err, ErrMiss) {
