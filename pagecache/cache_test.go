@@ -865,9 +865,11 @@ func testRawFill(t *testing.T, newStore storeMaker) {
 	if r, _ := v.c.Put(&tk, &f); r != ReasonStoreError {
 		t.Errorf("put before the fence: got %s; want %s", r, ReasonStoreError)
 	}
+	v.store.reset()
 	if err := v.c.Fence(&tk); err != nil {
 		t.Fatal(err)
 	}
+	v.store.wantCalls(t, "the raw fence (the URL counter alone: raw pages have no tags to guard)", map[op]int{opAdd: 1})
 	v.store.reset()
 	v.c.MarkUncacheable(&tk, t0, time.Minute)
 	v.store.wantCalls(t, "a marker, in format raw", nil)

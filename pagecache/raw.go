@@ -36,9 +36,11 @@ func (f *rawFormat) lookup(base []byte, sc *Scratch, e *Entry, _ int64) (State, 
 		c.onStoreError(err)
 		return PageMissing, Ticket{page: key, down: true}
 	}
-	// The URL counter fences raw fills against purges (see put).
+	// The URL counter fences raw fills against purges (see put); the
+	// purge sequence guards tags, which raw pages have none of, so the
+	// ticket counts it known and Fence does not read it.
 	sc.url = c.gens.AppendURLKey(sc.url[:0], base)
-	return PageMissing, Ticket{page: key, url: view(sc.url)}
+	return PageMissing, Ticket{page: key, url: view(sc.url), seqKnown: true}
 }
 
 // put writes a raw body, fenced against purges by the URL counter: a raw
