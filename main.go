@@ -20,8 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -90,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func newLogger(c conf.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
-	_ = level.UnmarshalText([]byte(c.Level)) // validated by conf
+	level.Set(slog.Level(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -107,13 +105,13 @@ func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 		return err
 	}
 	d.cur.Store(h)
-	mode, _ := strconv.ParseUint(cfg.Listen.SocketMode, 8, 32) // validated by conf
-	ln, err := router.Listen(cfg.Listen.Addr, os.FileMode(mode))
+	l := &cfg.Listen
+	mode := os.FileMode(l.SocketMode)
+	ln, err := router.Listen(l.Addr, mode)
 	if err != nil {
 		h.Close()
-		return err
+		return fmt.Errorf("listen.addr: %w", err)
 	}
-	l := &cfg.Listen
 	srv := router.NewServer(d.handle, router.ServerOptions{
 		ReadTimeout:        l.ReadTimeout.D(),
 		WriteTimeout:       l.WriteTimeout.D(),
@@ -125,11 +123,11 @@ func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 	servers := []*fasthttp.Server{srv}
 	listeners := []net.Listener{ln}
 	if l.AdminAddr != "" {
-		aln, err := router.Listen(l.AdminAddr, os.FileMode(mode))
+		aln, err := router.Listen(l.AdminAddr, mode)
 		if err != nil {
 			ln.Close()
 			h.Close()
-			return err
+			return fmt.Errorf("listen.admin_addr: %w", err)
 		}
 		admin := &router.Admin{Router: func() *router.Router { return d.cur.Load().Router }, Pprof: l.Pprof}
 		if l.Metrics {
@@ -229,7 +227,7 @@ func (d *daemon) reload() {
 		return
 	}
 	d.metrics.Reloads[0].Add(1)
-	_ = d.level.UnmarshalText([]byte(cfg.Log.Level))
+	d.level.Set(slog.Level(cfg.Log.Level))
 	prev := d.cur.Swap(h)
 	d.cfg = cfg
 	go func() {
@@ -261,14 +259,6 @@ func (h *handler) Close() {
 // memory is the running "memory" page store, if any: it is kept, pages
 // and all, when the new config asks for one of the same size.
 func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pagecache.Memory) (*handler, error) {
-	trusted, err := conf.ParsePrefixes(cfg.Listen.TrustedProxies)
-	if err != nil {
-		return nil, err // validated by conf; kept for safety
-	}
-	purgeAllow, err := conf.ParsePrefixes(cfg.Purge.Allow)
-	if err != nil {
-		return nil, err
-	}
 	b := &cfg.Backend
 	backends, err := router.NewBackends(router.BackendOptions{
 		Addrs:          b.Addrs,
@@ -281,9 +271,9 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 		MaxHeaderSize:  int(cfg.Listen.MaxHeaderSize),
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("backend.addrs: %w", err)
 	}
-	keys, err := sessioncheck.NewKeyFinder(cfg.Session.Cookie, cfg.Session.KeyPattern)
+	keys, err := sessioncheck.NewKeyFinder(cfg.Session.Cookie, cfg.Session.KeyPattern.String())
 	if err != nil {
 		return nil, err
 	}
@@ -323,9 +313,9 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 		Keys:               keys,
 		Sessions:           sessions,
 		Cache:              cacheOpts,
-		TrustedProxies:     trusted,
+		TrustedProxies:     conf.Prefixes(cfg.Listen.TrustedProxies),
 		MaxRequestBodySize: int(cfg.Listen.MaxRequestBodySize),
-		PurgeAllow:         purgeAllow,
+		PurgeAllow:         conf.Prefixes(cfg.Purge.Allow),
 		PurgeToken:         cfg.Purge.Token,
 		AccessLog:          access,
 		Stats:              &m.Router,
@@ -379,19 +369,14 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 	if c.Store == "none" {
 		return nil, nil
 	}
-	keys, err := pagecache.NewKeyTemplate(pagecache.KeyOptions{
-		Template:          c.Key,
-		IgnoreQueryParams: c.IgnoreQueryParams,
-		SortQuery:         c.SortQuery,
-		HashPrefix:        c.Prefix + "h:",
-	})
+	keys, err := c.KeyTemplate()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cache.key: %w", err)
 	}
 	rules := make([]pagecache.Rule, len(c.Rules))
 	for i, r := range c.Rules {
 		rules[i] = pagecache.Rule{
-			Path:              regexp.MustCompile(r.Path), // validated by conf
+			Path:              r.Path.Regexp,
 			Host:              strings.ToLower(r.Host),
 			Cache:             r.Cache,
 			TTL:               cmp.Or(r.TTL.D(), c.DefaultTTL.D()),
@@ -409,10 +394,6 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 		Rules:           rules,
 		Default:         pagecache.Rule{Cache: true, TTL: c.DefaultTTL.D(), HonorCacheControl: true},
 	})
-	var regexps []*regexp.Regexp
-	for _, p := range c.BypassPathRegexps {
-		regexps = append(regexps, regexp.MustCompile(p)) // validated by conf
-	}
 	store, err := pageStore(c, m, observe, keep)
 	if err != nil {
 		return nil, err
@@ -423,7 +404,7 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 		Policy:             policy,
 		Hosts:              c.Hosts,
 		BypassPaths:        c.BypassPaths,
-		BypassPathRegexps:  regexps,
+		BypassPathRegexps:  conf.Regexps(c.BypassPathRegexps),
 		BypassCookies:      c.BypassCookies,
 		BypassQueryParams:  c.BypassQueryParams,
 		FillStripHeaders:   c.FillStripHeaders,
@@ -461,7 +442,11 @@ func pageStore(c conf.Cache, m *router.Metrics, observe bool, keep *pagecache.Me
 	if observe {
 		mo.OpDuration = m.MemcacheOp
 	}
-	return pagecache.NewMemcache(mo)
+	store, err := pagecache.NewMemcache(mo)
+	if err != nil {
+		return nil, fmt.Errorf("cache.servers: %w", err)
+	}
+	return store, nil
 }
 
 // buildSessions opens the session store the config names and checks its
@@ -473,8 +458,7 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		logger.Info("no session store configured: visitors with a session cookie are forwarded", "cookie", c.Cookie)
 		return sessioncheck.NoStore{}, nil
 	}
-	zone, _ := time.LoadLocation(c.TimeZone) // validated by conf
-	so := sessioncheck.SQLOptions{Query: c.Query, Placeholder: sessioncheck.QuestionMark, Zone: zone}
+	so := sessioncheck.SQLOptions{Query: c.Query, Placeholder: sessioncheck.QuestionMark, Zone: c.TimeZone.Location}
 	var db *sql.DB
 	var err error
 	switch c.Driver {

@@ -8,6 +8,15 @@
 // text, with the default, is in userrouter.example.toml.
 package conf
 
+import (
+	"log/slog"
+	"time"
+
+	"github.com/userrouter/userrouter/pagecache"
+	"github.com/userrouter/userrouter/router"
+	"github.com/userrouter/userrouter/sessioncheck"
+)
+
 // Config is userrouter's whole configuration.
 type Config struct {
 	Listen  Listen  `toml:"listen"`
@@ -29,7 +38,7 @@ type Listen struct {
 	// SocketMode is the permission of a unix socket Addr (and of a unix
 	// socket AdminAddr), in octal.
 	// Default "0660" (nginx's user must share userrouter's group).
-	SocketMode string `toml:"socket_mode"`
+	SocketMode FileMode `toml:"socket_mode"`
 	// AdminAddr serves /healthz and the other admin endpoints. Keep it on
 	// loopback: it is not authenticated. "" disables it.
 	// Default "127.0.0.1:8091".
@@ -40,7 +49,7 @@ type Listen struct {
 	// sets X-Real-IP to it and X-Forwarded-Proto to "http". Unix socket
 	// peers are always trusted.
 	// Default ["127.0.0.0/8", "::1/128"].
-	TrustedProxies []string `toml:"trusted_proxies"`
+	TrustedProxies []Prefix `toml:"trusted_proxies"`
 	// ReadTimeout bounds reading one whole request (headers and body) from
 	// the client. nginx buffers request bodies, so this can stay short.
 	// Default "60s".
@@ -110,7 +119,7 @@ type Session struct {
 	// KeyPattern is a regexp a session key must match in full before it is
 	// looked up; a key failing it is ignored, as the application would
 	// ignore it. Default "^[a-z0-9]{32}$" (Django's keys).
-	KeyPattern string `toml:"key_pattern"`
+	KeyPattern Regexp `toml:"key_pattern"`
 	// Driver is the session store: "mysql" (MySQL or MariaDB), "sqlite" (a
 	// SQLite file, Django's default db.sqlite3), or "" for none. With no
 	// store, every visitor carrying a session cookie is forwarded.
@@ -150,7 +159,7 @@ type Session struct {
 	// TimeZone is the zone :now is written in: "UTC" for Django with
 	// USE_TZ = True (the default since Django 5.0), TIME_ZONE otherwise.
 	// Default "UTC".
-	TimeZone string `toml:"time_zone"`
+	TimeZone Location `toml:"time_zone"`
 	// MaxConns bounds the connections to the session store, and so the
 	// queries in flight; a lookup that gets none within timeout is
 	// forwarded. Default 8.
@@ -279,7 +288,7 @@ type Cache struct {
 	// against the raw path and the decoded, cleaned one. Default [].
 	BypassPaths []string `toml:"bypass_paths"`
 	// BypassPathRegexps are path regexps never cached. Default [].
-	BypassPathRegexps []string `toml:"bypass_path_regexps"`
+	BypassPathRegexps []Regexp `toml:"bypass_path_regexps"`
 	// BypassCookies are cookie names whose presence forwards the request
 	// uncached ("messages"). Default [].
 	BypassCookies []string `toml:"bypass_cookies"`
@@ -302,7 +311,7 @@ type Cache struct {
 // when set) matches a request sets its caching.
 type CacheRule struct {
 	// Path is a regexp matched against the request path. Required.
-	Path string `toml:"path"`
+	Path Regexp `toml:"path"`
 	// Host, when set, limits the rule to one Host. Default "".
 	Host string `toml:"host"`
 	// Cache false forwards matching requests uncached. Default true.
@@ -330,7 +339,7 @@ type Purge struct {
 	// listener, behind a trusted proxy, the client is X-Real-IP (or the last
 	// X-Forwarded-For address); on the admin listener it is the peer.
 	// Default ["127.0.0.0/8", "::1/128"].
-	Allow []string `toml:"allow"`
+	Allow []Prefix `toml:"allow"`
 	// Token, when set, must also be sent as "Authorization: Bearer
 	// <token>". Use ${ENV_VAR}. Default "".
 	Token string `toml:"token"`
@@ -340,7 +349,7 @@ type Purge struct {
 type Log struct {
 	// Level is the least severe level written: "debug", "info", "warn" or
 	// "error"; a reload applies it. Default "info".
-	Level string `toml:"level"`
+	Level Level `toml:"level"`
 	// Format is "text" or "json"; a change needs a restart. Default "text".
 	Format string `toml:"format"`
 	// Access is the access log's format: "" (off: nginx logs requests
@@ -357,19 +366,20 @@ type Log struct {
 }
 
 // Default returns the configuration used for every key a file leaves out.
+// Where a library has a default of its own, this is it.
 func Default() *Config {
-	loopback := []string{"127.0.0.0/8", "::1/128"}
+	loopback := func() []Prefix { return []Prefix{mustPrefix("127.0.0.0/8"), mustPrefix("::1/128")} }
 	return &Config{
 		Listen: Listen{
 			Addr:               "127.0.0.1:8090",
-			SocketMode:         "0660",
+			SocketMode:         0o660,
 			AdminAddr:          "127.0.0.1:8091",
-			TrustedProxies:     append([]string(nil), loopback...),
+			TrustedProxies:     loopback(),
 			ReadTimeout:        Duration(60e9),
 			WriteTimeout:       0,
 			IdleTimeout:        Duration(90e9),
 			MaxHeaderSize:      16 << 10,
-			MaxRequestBodySize: 64 << 20,
+			MaxRequestBodySize: router.DefaultMaxRequestBodySize,
 			ShutdownTimeout:    Duration(30e9),
 			Metrics:            true,
 		},
@@ -383,29 +393,29 @@ func Default() *Config {
 		},
 		Session: Session{
 			Cookie:             "sessionid",
-			KeyPattern:         "^[a-z0-9]{32}$",
+			KeyPattern:         mustRegexp("^[a-z0-9]{32}$"),
 			Query:              "SELECT session_data FROM django_session WHERE session_key = :key AND expire_date > :now",
 			Rule:               "django",
-			Timeout:            Duration(100e6),
+			Timeout:            Duration(sessioncheck.DefaultTimeout),
 			SecretKeyFallbacks: []string{},
-			DjangoSalt:         "django.contrib.sessions.SessionStore",
-			TimeZone:           "UTC",
-			MaxConns:           8,
-			CacheEntries:       100_000,
-			CacheTTLIdentified: Duration(60e9),
-			CacheTTLAnonymous:  Duration(60e9),
-			CacheTTLNoRow:      Duration(5e9),
-			BreakerFailures:    5,
-			BreakerCooldown:    Duration(2e9),
+			DjangoSalt:         sessioncheck.DefaultDjangoSalt,
+			TimeZone:           Location{time.UTC},
+			MaxConns:           sessioncheck.DefaultMaxQueries,
+			CacheEntries:       sessioncheck.DefaultCacheEntries,
+			CacheTTLIdentified: Duration(sessioncheck.DefaultTTLIdentified),
+			CacheTTLAnonymous:  Duration(sessioncheck.DefaultTTLAnonymous),
+			CacheTTLNoRow:      Duration(sessioncheck.DefaultTTLNoRow),
+			BreakerFailures:    sessioncheck.DefaultBreakerFailures,
+			BreakerCooldown:    Duration(sessioncheck.DefaultBreakerCooldown),
 		},
 		Cache: Cache{
 			Store:              "memcached",
-			MemorySize:         128 << 20,
+			MemorySize:         pagecache.DefaultMemorySize,
 			Servers:            []string{"127.0.0.1:11211"},
-			Timeout:            Duration(100e6),
-			MaxInFlight:        64,
-			ItemSizeLimit:      1 << 20,
-			Key:                "page:{host}{uri}",
+			Timeout:            Duration(pagecache.DefaultMemcacheTimeout),
+			MaxInFlight:        pagecache.DefaultMaxInFlight,
+			ItemSizeLimit:      pagecache.DefaultMaxItemSize,
+			Key:                pagecache.DefaultKeyTemplate,
 			Prefix:             "ur:",
 			TagHeaders:         []string{"Surrogate-Key", "xkey", "Cache-Tag"},
 			StripTagHeaders:    true,
@@ -413,25 +423,25 @@ func Default() *Config {
 			Format:             "envelope",
 			RawContentType:     "text/html; charset=utf-8",
 			DefaultTTL:         Duration(60e9),
-			MaxTTL:             Duration(24 * 3600e9),
+			MaxTTL:             Duration(pagecache.DefaultMaxTTL),
 			Grace:              Duration(10e9),
 			UncacheableTTL:     Duration(120e9),
-			Statuses:           []int{200, 203, 301, 404, 410},
+			Statuses:           pagecache.DefaultStatuses(),
 			StripSetCookies:    []string{},
 			KeepHeaders:        []string{},
 			FillStripHeaders:   []string{},
 			Hosts:              []string{},
 			BypassPaths:        []string{},
-			BypassPathRegexps:  []string{},
+			BypassPathRegexps:  []Regexp{},
 			BypassCookies:      []string{},
 			BypassQueryParams:  []string{},
 			MaxBackgroundFills: 64,
 		},
 		Purge: Purge{
-			Allow: append([]string(nil), loopback...),
+			Allow: loopback(),
 		},
 		Log: Log{
-			Level:       "info",
+			Level:       Level(slog.LevelInfo),
 			Format:      "text",
 			AccessFile:  "stdout",
 			AccessQueue: 8192,
@@ -453,4 +463,15 @@ func (c *Config) Redacted() *Config {
 		r.Purge.Token = "REDACTED"
 	}
 	return &r
+}
+
+// KeyTemplate builds the page key template c describes. Validation and
+// the daemon both build it here, so -check checks what runs.
+func (c *Cache) KeyTemplate() (*pagecache.KeyTemplate, error) {
+	return pagecache.NewKeyTemplate(pagecache.KeyOptions{
+		Template:          c.Key,
+		IgnoreQueryParams: c.IgnoreQueryParams,
+		SortQuery:         c.SortQuery,
+		HashPrefix:        c.Prefix + "h:",
+	})
 }

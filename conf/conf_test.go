@@ -58,11 +58,11 @@ func allKeys(prefix string, t reflect.Type) []string {
 			continue
 		}
 		key := joinKey(prefix, name)
-		if f.Type.Kind() == reflect.Struct && f.Type != durationType {
+		if f.Type.Kind() == reflect.Struct && !isText(f.Type) {
 			keys = append(keys, allKeys(key, f.Type)...)
 			continue
 		}
-		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct {
+		if f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() == reflect.Struct && !isText(f.Type.Elem()) {
 			continue // arrays of tables are shown commented out
 		}
 		keys = append(keys, key)
@@ -114,7 +114,7 @@ key_pattern = "^$${literal}$"
 	if got, want := cfg.Session.DSN, "django:s3cr3t@tcp(127.0.0.1:3306)/app"; got != want {
 		t.Errorf("dsn: got %q; want %q", got, want)
 	}
-	if got, want := cfg.Session.KeyPattern, "^${literal}$"; got != want {
+	if got, want := cfg.Session.KeyPattern.String(), "^${literal}$"; got != want {
 		t.Errorf("key_pattern: got %q; want %q", got, want)
 	}
 	out, err := cfg.Effective()

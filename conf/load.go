@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"encoding"
 	"errors"
 	"fmt"
 	"os"
@@ -149,6 +150,12 @@ var (
 	sizeType     = reflect.TypeFor[Size]()
 )
 
+// isText reports whether values of t are written as strings and parsed
+// by their UnmarshalText (Regexp, Prefix, FileMode, Location, Level).
+func isText(t reflect.Type) bool {
+	return reflect.PointerTo(t).Implements(reflect.TypeFor[encoding.TextUnmarshaler]())
+}
+
 func (d *decoder) decodeStruct(path string, m map[string]any, v reflect.Value) {
 	fields := tomlFields(v.Type())
 	names := make([]string, 0, len(m))
@@ -200,6 +207,22 @@ func (d *decoder) decodeValue(key string, val any, f reflect.Value) {
 			return
 		}
 		f.Set(reflect.ValueOf(sz))
+	case isText(f.Type()):
+		d.decodeText(key, val, f)
+	case f.Kind() == reflect.Slice && isText(f.Type().Elem()):
+		list, ok := val.([]any)
+		if !ok {
+			d.errf(key, "must be a list of strings like [\"a\", \"b\"], not %s", tomlType(val))
+			return
+		}
+		out := reflect.MakeSlice(f.Type(), 0, len(list))
+		for i, e := range list {
+			v := reflect.New(f.Type().Elem()).Elem()
+			if d.decodeText(fmt.Sprintf("%s[%d]", key, i), e, v) {
+				out = reflect.Append(out, v)
+			}
+		}
+		f.Set(out)
 	case f.Kind() == reflect.String:
 		s, ok := val.(string)
 		if !ok {
@@ -290,6 +313,25 @@ func (d *decoder) decodeValue(key string, val any, f reflect.Value) {
 	default:
 		panic(fmt.Sprintf("conf: field %s has unsupported type %s", key, f.Type()))
 	}
+}
+
+// decodeText sets f, a text type (see isText), from a string value, and
+// reports whether it could.
+func (d *decoder) decodeText(key string, val any, f reflect.Value) bool {
+	s, ok := val.(string)
+	if !ok {
+		d.errf(key, "must be a string, not %s", tomlType(val))
+		return false
+	}
+	n := len(d.problems)
+	if s = d.expand(key, s); len(d.problems) > n {
+		return false // reported: a bad ${} reference
+	}
+	if err := f.Addr().Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(s)); err != nil {
+		d.errf(key, "%v", err)
+		return false
+	}
+	return true
 }
 
 var envRef = regexp.MustCompile(`\$\$\{|\$\{([^}]*)\}`)

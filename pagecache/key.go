@@ -17,11 +17,14 @@ const MaxKeyLength = 250
 // URL with more is forwarded, not cached.
 const maxQueryParams = 64
 
+// DefaultKeyTemplate is what an empty KeyOptions.Template means.
+const DefaultKeyTemplate = "page:{host}{uri}"
+
 // KeyOptions configures a KeyTemplate.
 type KeyOptions struct {
 	// Template is the key with tokens: {scheme}, {host}, {path}, {query}
 	// (normalized, without "?"), {uri} ({path} and "?{query}" when there
-	// is one) and {header:Name}. Default "page:{host}{uri}".
+	// is one) and {header:Name}. Default DefaultKeyTemplate.
 	Template string
 	// IgnoreQueryParams are dropped from {query} and {uri}: names, or
 	// prefixes ending in "*" ("utm_*").
@@ -73,7 +76,7 @@ func NewKeyTemplate(o KeyOptions) (*KeyTemplate, error) {
 	}
 	tmpl := o.Template
 	if tmpl == "" {
-		tmpl = "page:{host}{uri}"
+		tmpl = DefaultKeyTemplate
 	}
 	for rest := tmpl; rest != ""; {
 		i := strings.IndexByte(rest, '{')
@@ -117,7 +120,7 @@ func NewKeyTemplate(o KeyOptions) (*KeyTemplate, error) {
 	}
 	for _, p := range o.IgnoreQueryParams {
 		if p == "" || p == "*" || strings.ContainsAny(p, "&=") {
-			return nil, fmt.Errorf("pagecache: ignore_query_params: %q is not a parameter name or name prefix like \"utm_*\"", p)
+			return nil, fmt.Errorf("pagecache: ignored query parameter %q is not a parameter name or name prefix like \"utm_*\"", p)
 		}
 		k.drop = append(k.drop, p)
 	}

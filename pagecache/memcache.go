@@ -2,6 +2,7 @@ package pagecache
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,20 +13,32 @@ import (
 	"github.com/bradfitz/gomemcache/memcache"
 )
 
+// Defaults of MemcacheOptions (and, for DefaultMaxItemSize, of
+// MemoryOptions): what their zero values mean.
+const (
+	// DefaultMemcacheTimeout bounds one memcached operation.
+	DefaultMemcacheTimeout = 100 * time.Millisecond
+	// DefaultMaxInFlight bounds the operations in flight to one server.
+	DefaultMaxInFlight = 64
+	// DefaultMaxItemSize is memcached's own default item size limit (-I).
+	DefaultMaxItemSize = 1 << 20
+)
+
 // MemcacheOptions configures a Memcache store. Zero values mean the
 // defaults given.
 type MemcacheOptions struct {
 	// Servers are "host:port" or "unix:/path" addresses; keys are spread
 	// over them by hash.
 	Servers []string
-	// Timeout bounds one operation, connecting included. Default 100ms.
+	// Timeout bounds one operation, connecting included.
+	// Default DefaultMemcacheTimeout.
 	Timeout time.Duration
 	// MaxInFlight bounds the operations in flight to each server; an
 	// operation that gets no slot within Timeout fails with ErrBusy. Idle
-	// connections are kept for as many. Default 64.
+	// connections are kept for as many. Default DefaultMaxInFlight.
 	MaxInFlight int
-	// MaxItemSize is memcached's item size limit (its -I, 1 MiB by
-	// default): larger items are refused before being sent.
+	// MaxItemSize is memcached's item size limit (its -I): larger items
+	// are refused before being sent. Default DefaultMaxItemSize.
 	MaxItemSize int
 	// OpDuration, when set, observes the latency of each operation.
 	OpDuration interface{ UpdateDuration(start time.Time) }
@@ -57,7 +70,16 @@ type Memcache struct {
 	Stats *MemcacheStats
 }
 
-var _ Store = (*Memcache)(nil)
+// A Pinger is a Store on servers that can tell whether they answer.
+type Pinger interface {
+	// Ping returns nil when every server answers before ctx is done.
+	Ping(ctx context.Context) error
+}
+
+var (
+	_ Store  = (*Memcache)(nil)
+	_ Pinger = (*Memcache)(nil)
+)
 
 // NewMemcache returns a store on o.Servers; it does not connect yet.
 func NewMemcache(o MemcacheOptions) (*Memcache, error) {
@@ -76,15 +98,15 @@ func NewMemcache(o MemcacheOptions) (*Memcache, error) {
 	m := &Memcache{
 		servers:  ss,
 		slots:    map[string]chan struct{}{},
-		timeout:  cmp.Or(o.Timeout, 100*time.Millisecond),
-		maxItem:  cmp.Or(o.MaxItemSize, 1<<20),
+		timeout:  cmp.Or(o.Timeout, DefaultMemcacheTimeout),
+		maxItem:  cmp.Or(o.MaxItemSize, DefaultMaxItemSize),
 		observer: o.OpDuration,
 		Stats:    o.Stats,
 	}
 	if m.Stats == nil {
 		m.Stats = new(MemcacheStats)
 	}
-	inFlight := cmp.Or(o.MaxInFlight, 64)
+	inFlight := cmp.Or(o.MaxInFlight, DefaultMaxInFlight)
 	ss.Each(func(a net.Addr) error {
 		m.slots[a.String()] = make(chan struct{}, inFlight)
 		return nil
@@ -226,8 +248,18 @@ func (m *Memcache) Delete(key string) error {
 	return err
 }
 
-// Ping checks that every server answers.
-func (m *Memcache) Ping() error { return m.client.Ping() }
+// Ping checks that every server answers, within the store's timeout per
+// server and before ctx is done.
+func (m *Memcache) Ping(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- m.client.Ping() }() // ends within the timeout per server
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Close closes the idle connections.
 func (m *Memcache) Close() error { return m.client.Close() }

@@ -11,14 +11,26 @@ import (
 	"github.com/maypok86/otter/v2"
 )
 
+// DefaultMemorySize is what a zero MemoryOptions.MaxBytes means: 128 MiB.
+const DefaultMemorySize = 128 << 20
+
 // MemoryOptions configures a Memory store.
 type MemoryOptions struct {
 	// MaxBytes bounds the keys and values held (each entry also counts a
 	// fixed overhead); the least valuable entries (W-TinyLFU) are evicted
-	// beyond it. Default 64 MiB.
+	// beyond it. Default DefaultMemorySize.
 	MaxBytes int64
-	// MaxItemSize refuses larger items, as memcached's -I. Default 1 MiB.
+	// MaxItemSize refuses larger items, as memcached's -I.
+	// Default DefaultMaxItemSize.
 	MaxItemSize int
+}
+
+// A Sizer is a Store in this process that can tell how much it holds.
+type Sizer interface {
+	// Size returns the bytes held: keys, values and per-entry overhead.
+	Size() uint64
+	// Len returns the entries held, pages and counters.
+	Len() int
 }
 
 // entryOverhead approximates what the cache spends per entry besides the
@@ -41,12 +53,15 @@ type Memory struct {
 	counter sync.Mutex // makes Add and Incr atomic
 }
 
-var _ Store = (*Memory)(nil)
+var (
+	_ Store = (*Memory)(nil)
+	_ Sizer = (*Memory)(nil)
+)
 
 // NewMemory returns an empty Memory store.
 func NewMemory(o MemoryOptions) (*Memory, error) {
 	c, err := otter.New(&otter.Options[string, memItem]{
-		MaximumWeight: uint64(cmp.Or(o.MaxBytes, 64<<20)),
+		MaximumWeight: uint64(cmp.Or(o.MaxBytes, DefaultMemorySize)),
 		Weigher: func(k string, v memItem) uint32 {
 			return uint32(min(len(k)+len(v.item.Value)+entryOverhead, 1<<31))
 		},
@@ -57,7 +72,7 @@ func NewMemory(o MemoryOptions) (*Memory, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pagecache: memory store: %w", err)
 	}
-	return &Memory{cache: c, opts: o, maxItem: cmp.Or(o.MaxItemSize, 1<<20)}, nil
+	return &Memory{cache: c, opts: o, maxItem: cmp.Or(o.MaxItemSize, DefaultMaxItemSize)}, nil
 }
 
 // Get returns the item under key. It does not keep key.

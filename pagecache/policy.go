@@ -55,14 +55,21 @@ type Rule struct {
 	StoreSetCookie bool
 }
 
+// DefaultMaxTTL is what a zero PolicyOptions.MaxTTL means.
+const DefaultMaxTTL = 24 * time.Hour
+
+// DefaultStatuses returns what an empty PolicyOptions.Statuses means.
+func DefaultStatuses() []int { return []int{200, 203, 301, 404, 410} }
+
 // PolicyOptions configures a Policy.
 type PolicyOptions struct {
-	// Statuses that may be stored. Default 200, 203, 301, 404, 410.
+	// Statuses that may be stored. Default DefaultStatuses():
+	// 200, 203, 301, 404, 410.
 	Statuses []int
 	// StripSetCookies names cookies whose Set-Cookie is removed from the
 	// stored copy (csrftoken, say); any other Set-Cookie prevents storing.
 	StripSetCookies []string
-	// MaxTTL caps every freshness lifetime. Default 24h.
+	// MaxTTL caps every freshness lifetime. Default DefaultMaxTTL.
 	MaxTTL time.Duration
 	// Grace is how long past freshness a page may be served stale while one
 	// request refreshes it; the response's stale-while-revalidate wins when
@@ -106,7 +113,7 @@ type Policy struct {
 func NewPolicy(o PolicyOptions) *Policy {
 	p := &Policy{
 		strip:    o.StripSetCookies,
-		maxTTL:   cmp.Or(o.MaxTTL, 24*time.Hour),
+		maxTTL:   cmp.Or(o.MaxTTL, DefaultMaxTTL),
 		grace:    o.Grace,
 		keep:     map[string]bool{},
 		vary:     map[string]bool{"accept-encoding": true, "cookie": true},
@@ -115,7 +122,7 @@ func NewPolicy(o PolicyOptions) *Policy {
 	}
 	statuses := o.Statuses
 	if len(statuses) == 0 {
-		statuses = []int{200, 203, 301, 404, 410}
+		statuses = DefaultStatuses()
 	}
 	for _, s := range statuses {
 		if s >= 100 && s < 1000 {

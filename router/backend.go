@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -13,10 +12,12 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// BackendOptions configures a Backends pool. Zero durations mean the
-// defaults documented in conf.
+// BackendOptions configures a Backends pool. A zero timeout is no limit
+// (no wait for a free connection, for ConnectTimeout); zero IdleTimeout
+// and MaxConns are fasthttp's defaults (10s, 512); a zero FailTimeout
+// never skips a backend.
 type BackendOptions struct {
-	// Addrs are "host:port" or "unix:/path" addresses.
+	// Addrs are "host:port" or "unix:/path" addresses (see SplitAddr).
 	Addrs          []string
 	ConnectTimeout time.Duration // dialing, and waiting for a free connection
 	ReadTimeout    time.Duration // between two reads, first byte included
@@ -64,9 +65,9 @@ func NewBackends(o BackendOptions) (*Backends, error) {
 	}
 	b := &Backends{failTimeout: o.FailTimeout}
 	for _, a := range o.Addrs {
-		network, address := "tcp", a
-		if p, ok := strings.CutPrefix(a, "unix:"); ok {
-			network, address = "unix", p
+		network, address, err := SplitAddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("router: backend %w", err)
 		}
 		d := &dialer{network: network, address: address, label: a, connect: o.ConnectTimeout, read: o.ReadTimeout, write: o.WriteTimeout}
 		hc := &fasthttp.HostClient{
@@ -120,15 +121,6 @@ func (b *Backends) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 		}
 	}
 	return err
-}
-
-// Addrs returns the backend addresses, in configured order.
-func (b *Backends) Addrs() []string {
-	out := make([]string, len(b.list))
-	for i, be := range b.list {
-		out[i] = be.addr
-	}
-	return out
 }
 
 // retryIfErr allows a retry only when it is safe and useful: an idempotent

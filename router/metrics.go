@@ -114,7 +114,7 @@ func (m *Metrics) WritePrometheus(out io.Writer, current *Router) {
 	w.counter("userrouter_memcached_too_large_total", "Pages not sent to memcached: over the item size limit.", one(&ms.TooLarge))
 
 	if current != nil && current.cache != nil {
-		if mem, ok := current.cache.Store.(*pagecache.Memory); ok {
+		if mem, ok := current.cache.Store.(pagecache.Sizer); ok {
 			w.gauge("userrouter_memory_store_bytes", "Bytes the memory page store holds (keys, pages and per-entry overhead).", sample{"", float64(mem.Size())})
 			w.gauge("userrouter_memory_store_items", "Entries the memory page store holds (pages and purge counters).", sample{"", float64(mem.Len())})
 		}

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/userrouter/userrouter/pagecache"
+	"github.com/userrouter/userrouter/sessioncheck"
 )
 
 // A Readiness is what /readyz reports: every dependency checked.
@@ -34,13 +37,13 @@ func (r *Router) Ready(ctx context.Context, timeout time.Duration) Readiness {
 		checks["backend "+be.addr] = be.check
 	}
 	if r.cache != nil {
-		if p, ok := r.cache.Store.(interface{ Ping() error }); ok {
-			checks["page store"] = func(context.Context) error { return p.Ping() }
-		} else {
-			checks["page store"] = func(context.Context) error { return nil }
+		// A store that cannot be pinged (in memory) is always up.
+		checks["page store"] = func(context.Context) error { return nil }
+		if p, ok := r.cache.Store.(pagecache.Pinger); ok {
+			checks["page store"] = p.Ping
 		}
 	}
-	if p, ok := r.sessions.(interface{ Ping(context.Context) error }); ok {
+	if p, ok := r.sessions.(sessioncheck.Pinger); ok {
 		checks["session store"] = p.Ping
 	}
 	res := Readiness{Status: "ok", Checks: map[string]CheckState{}}

@@ -72,7 +72,7 @@ func New(o Options) (*Router, error) {
 		keys:     o.Keys,
 		sessions: cmp.Or[sessioncheck.Checker](o.Sessions, sessioncheck.NoStore{}),
 		trusted:  o.TrustedProxies,
-		maxBody:  cmp.Or(o.MaxRequestBodySize, 64<<20),
+		maxBody:  cmp.Or(o.MaxRequestBodySize, DefaultMaxRequestBodySize),
 		log:      newLimitedLog(logger, time.Second),
 
 		purgeAllow: o.PurgeAllow,

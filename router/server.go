@@ -1,16 +1,23 @@
 package router
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
 )
+
+// DefaultMaxRequestBodySize is the largest request body the server reads
+// and the router forwards when their options leave it 0: 64 MiB.
+const DefaultMaxRequestBodySize = 64 << 20
 
 // ServerOptions configures the main HTTP server.
 type ServerOptions struct {
@@ -18,7 +25,7 @@ type ServerOptions struct {
 	WriteTimeout       time.Duration // one whole response; 0 = none
 	IdleTimeout        time.Duration // between requests on a keep-alive connection
 	MaxHeaderSize      int
-	MaxRequestBodySize int
+	MaxRequestBodySize int // 0 means DefaultMaxRequestBodySize
 	Logger             *slog.Logger
 }
 
@@ -42,7 +49,7 @@ func NewServer(h fasthttp.RequestHandler, o ServerOptions) *fasthttp.Server {
 		IdleTimeout:                  o.IdleTimeout,
 		ReadBufferSize:               o.MaxHeaderSize,
 		WriteBufferSize:              ioBufferSize,
-		MaxRequestBodySize:           o.MaxRequestBodySize,
+		MaxRequestBodySize:           cmp.Or(o.MaxRequestBodySize, DefaultMaxRequestBodySize),
 		CloseOnShutdown:              true,
 		Logger:                       fasthttpLogger{newLimitedLog(logger, time.Second)},
 		ErrorHandler:                 requestError,
@@ -84,12 +91,59 @@ func requestError(ctx *fasthttp.RequestCtx, err error) {
 	ctx.SetConnectionClose()
 }
 
-// Listen opens "host:port" or "unix:/path". A unix socket left behind by a
+// SplitAddr splits a listen, backend or memcached address, "host:port" or
+// "unix:/path/to.sock", into a network ("tcp" or "unix") and an address for
+// net.Dial or net.Listen. An empty host (":8090") means every interface.
+// The error describes the address; callers add what it was for.
+func SplitAddr(a string) (network, address string, err error) {
+	if path, ok := strings.CutPrefix(a, "unix:"); ok {
+		if !strings.HasPrefix(path, "/") {
+			return "", "", fmt.Errorf("%q: a unix socket needs an absolute path, like \"unix:/run/app.sock\"", a)
+		}
+		return "unix", path, nil
+	}
+	if strings.Contains(a, "://") {
+		return "", "", fmt.Errorf("%q: write host:port without a scheme, like \"127.0.0.1:8000\"", a)
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return "", "", fmt.Errorf("%q is not host:port or unix:/path", a)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("%q: port %q is not a number from 1 to 65535", a, port)
+	}
+	if host != "" && !validHostName(host) {
+		return "", "", fmt.Errorf("%q: %q is not a host name or IP address", a, host)
+	}
+	return "tcp", a, nil
+}
+
+// validHostName accepts an IP address or a DNS name, without a port.
+func validHostName(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// Listen opens addr, as SplitAddr reads it. A unix socket left behind by a
 // process that is gone is replaced; one in use is an error. The socket
 // file gets mode.
 func Listen(addr string, mode os.FileMode) (net.Listener, error) {
-	path, ok := strings.CutPrefix(addr, "unix:")
-	if !ok {
+	network, path, err := SplitAddr(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if network == "tcp" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("listen on %s: %w", addr, err)

@@ -35,10 +35,13 @@ type DjangoSigner struct {
 	Secrets []string
 	// Salt is the session engine's key salt,
 	// "django.contrib.sessions." + the SessionStore class's __qualname__.
-	// Empty means "django.contrib.sessions.SessionStore" (db, cached_db,
-	// cache and file engines).
+	// Empty means DefaultDjangoSalt.
 	Salt string
 }
+
+// DefaultDjangoSalt is the key salt of Django's db, cached_db, cache and
+// file session engines.
+const DefaultDjangoSalt = "django.contrib.sessions.SessionStore"
 
 // ParseDjangoSession decodes a django_session.session_data value and reports
 // whether the session belongs to a logged-in user (its dict holds
@@ -172,7 +175,7 @@ func (s *DjangoSigner) salt() string {
 	if s.Salt != "" {
 		return s.Salt
 	}
-	return "django.contrib.sessions.SessionStore"
+	return DefaultDjangoSalt
 }
 
 // verifySigned checks signing's signature: base64url(HMAC(H(salt+"signer"+

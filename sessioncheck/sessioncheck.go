@@ -46,6 +46,12 @@ type Checker interface {
 	Check(ctx context.Context, key []byte) (Verdict, error)
 }
 
+// A Pinger is a Checker or a Store that can tell whether its database
+// answers, for readiness checks.
+type Pinger interface {
+	Ping(ctx context.Context) error
+}
+
 // Doubts: why a Checker could not tell. Each is forwarded, never guessed.
 var (
 	ErrNoStore      = errors.New("sessioncheck: no session store configured")

@@ -15,8 +15,20 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
+// Defaults of Options: what its zero values mean.
+const (
+	DefaultTimeout         = 100 * time.Millisecond
+	DefaultMaxQueries      = 8
+	DefaultCacheEntries    = 100_000
+	DefaultTTLIdentified   = 60 * time.Second
+	DefaultTTLAnonymous    = 60 * time.Second
+	DefaultTTLNoRow        = 5 * time.Second
+	DefaultBreakerFailures = 5
+	DefaultBreakerCooldown = 2 * time.Second
+)
+
 // Options configures Sessions. Store and Rule are required; zero values
-// elsewhere mean the defaults given.
+// elsewhere mean the defaults given (the Default constants).
 type Options struct {
 	Store Store
 	Rule  Rule
@@ -88,7 +100,10 @@ type Sessions struct {
 	Stats *Stats
 }
 
-var _ Checker = (*Sessions)(nil)
+var (
+	_ Checker = (*Sessions)(nil)
+	_ Pinger  = (*Sessions)(nil)
+)
 
 // New returns a Sessions over o.Store.
 func New(o Options) (*Sessions, error) {
@@ -98,20 +113,20 @@ func New(o Options) (*Sessions, error) {
 	s := &Sessions{
 		store:   o.Store,
 		rule:    o.Rule,
-		timeout: cmp.Or(o.Timeout, 100*time.Millisecond),
-		slots:   make(chan struct{}, cmp.Or(o.MaxQueries, 8)),
+		timeout: cmp.Or(o.Timeout, DefaultTimeout),
+		slots:   make(chan struct{}, cmp.Or(o.MaxQueries, DefaultMaxQueries)),
 		observe: o.QueryDuration,
 		Stats:   o.Stats,
 	}
 	if s.Stats == nil {
 		s.Stats = new(Stats)
 	}
-	s.ttl[kindIdentified] = cmp.Or(o.TTLIdentified, 60*time.Second)
-	s.ttl[kindAnonymous] = cmp.Or(o.TTLAnonymous, 60*time.Second)
-	s.ttl[kindNoRow] = cmp.Or(o.TTLNoRow, 5*time.Second)
-	s.breaker = breaker{threshold: cmp.Or(o.BreakerFailures, 5), cooldown: cmp.Or(o.BreakerCooldown, 2*time.Second), opens: &s.Stats.BreakerOpens}
+	s.ttl[kindIdentified] = cmp.Or(o.TTLIdentified, DefaultTTLIdentified)
+	s.ttl[kindAnonymous] = cmp.Or(o.TTLAnonymous, DefaultTTLAnonymous)
+	s.ttl[kindNoRow] = cmp.Or(o.TTLNoRow, DefaultTTLNoRow)
+	s.breaker = breaker{threshold: cmp.Or(o.BreakerFailures, DefaultBreakerFailures), cooldown: cmp.Or(o.BreakerCooldown, DefaultBreakerCooldown), opens: &s.Stats.BreakerOpens}
 	cache, err := otter.New(&otter.Options[string, kind]{
-		MaximumSize: cmp.Or(o.CacheEntries, 100_000),
+		MaximumSize: cmp.Or(o.CacheEntries, DefaultCacheEntries),
 		// ±10% jitter: keys first seen together (after a restart) do not all
 		// expire, and get asked about, together.
 		ExpiryCalculator: otter.ExpiryCreatingFunc(func(e otter.Entry[string, kind]) time.Duration {
@@ -234,7 +249,7 @@ func (s *Sessions) BreakerState() string { return s.breaker.String() }
 // Ping checks the store, when it can be checked, and reports an open
 // circuit breaker.
 func (s *Sessions) Ping(ctx context.Context) error {
-	if p, ok := s.store.(interface{ Ping(context.Context) error }); ok {
+	if p, ok := s.store.(Pinger); ok {
 		if err := p.Ping(ctx); err != nil {
 			return err
 		}

@@ -287,4 +287,7 @@ func (s *SQLStore) Ping(ctx context.Context) error { return s.db.PingContext(ctx
 // Close closes the database pool.
 func (s *SQLStore) Close() error { return s.db.Close() }
 
-var _ Store = (*SQLStore)(nil)
+var (
+	_ Store  = (*SQLStore)(nil)
+	_ Pinger = (*SQLStore)(nil)
+)
