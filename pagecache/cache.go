@@ -1,6 +1,7 @@
 package pagecache
 
 import (
+	"cmp"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -57,6 +58,10 @@ type Cache struct {
 	onStoreError func(error)
 	onDamaged    func()
 }
+
+// DefaultPrefix starts the generation counters' keys when
+// CacheOptions.Prefix is empty.
+const DefaultPrefix = "ur:"
 
 // CacheOptions configures a Cache. Store and Keys are required.
 type CacheOptions struct {
@@ -167,10 +172,7 @@ func NewCache(o CacheOptions) (*Cache, error) {
 	if o.Store == nil || o.Keys == nil {
 		return nil, errors.New("pagecache: a cache needs a store and a key template")
 	}
-	prefix := o.Prefix
-	if prefix == "" {
-		prefix = "ur:"
-	}
+	prefix := cmp.Or(o.Prefix, DefaultPrefix)
 	gens, err := newGenerations(o.Store, prefix, o.TagCacheTTL)
 	if err != nil {
 		return nil, err

@@ -64,6 +64,17 @@ type CacheOptions struct {
 	TagCacheTTL time.Duration
 }
 
+// Defaults of CacheOptions and RawOptions, for zero fields.
+const (
+	DefaultUncacheableTTL     = 2 * time.Minute
+	DefaultMaxBackgroundFills = 64
+	DefaultRawContentType     = "text/html; charset=utf-8"
+)
+
+// DefaultTagHeaders are the response headers that carry surrogate keys
+// when CacheOptions.TagHeaders is nil.
+func DefaultTagHeaders() []string { return []string{"Surrogate-Key", "xkey", "Cache-Tag"} }
+
 // RawOptions configures format "raw": a value is a page body alone.
 type RawOptions struct {
 	// ContentType is sent with raw pages. Default "text/html; charset=utf-8".
@@ -101,10 +112,10 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 		return nil, errors.New("router: the cache needs a store, a key template and a policy")
 	}
 	c := &cache{CacheOptions: *o, raw: o.Raw, fills: o.Raw == nil || o.Raw.Fill}
-	c.UncacheableTTL = cmp.Or(c.UncacheableTTL, 2*time.Minute)
+	c.UncacheableTTL = cmp.Or(c.UncacheableTTL, DefaultUncacheableTTL)
 	c.CollapseTimeout = cmp.Or(c.CollapseTimeout, 30*time.Second)
 	c.MaxBodySize = cmp.Or(c.MaxBodySize, 1<<20-8<<10)
-	c.bgSlots = make(chan struct{}, cmp.Or(c.MaxBackgroundFills, 64))
+	c.bgSlots = make(chan struct{}, cmp.Or(c.MaxBackgroundFills, DefaultMaxBackgroundFills))
 	for _, h := range o.Keys.Headers() {
 		if !slices.ContainsFunc(o.FillStripHeaders, func(s string) bool { return strings.EqualFold(s, h) }) {
 			c.fillHeaders = append(c.fillHeaders, h)
@@ -118,16 +129,16 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	} else if !o.Keys.HasHost() {
 		return nil, errors.New("router: a key template without {host} needs a list of cacheable hosts, or one site's pages would be served for another")
 	}
-	po := pagecache.CacheOptions{Store: c.Store, Keys: c.Keys, Prefix: cmp.Or(c.Prefix, "ur:"), TagCacheTTL: c.TagCacheTTL,
+	po := pagecache.CacheOptions{Store: c.Store, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL,
 		OnStoreError: r.storeError, OnDamaged: func() { r.stats.Damaged.Add(1) }}
 	if c.raw != nil {
 		raw := *c.raw
-		raw.ContentType = cmp.Or(raw.ContentType, "text/html; charset=utf-8")
+		raw.ContentType = cmp.Or(raw.ContentType, DefaultRawContentType)
 		c.raw = &raw
 		po.Raw, po.RawGzipFlag = true, raw.GzipFlag
 	}
 	if c.TagHeaders == nil {
-		c.TagHeaders = []string{"Surrogate-Key", "xkey", "Cache-Tag"}
+		c.TagHeaders = DefaultTagHeaders()
 	}
 	var err error
 	if c.pages, err = pagecache.NewCache(po); err != nil {
