@@ -2,8 +2,6 @@ package conf
 
 import (
 	"fmt"
-	"net"
-	"net/netip"
 	"strconv"
 	"strings"
 
@@ -116,7 +114,7 @@ func (c *Config) validate(d *decoder) {
 		}
 	}
 	for i, h := range k.Hosts {
-		if !validHost(h) {
+		if !router.ValidHost(h) {
 			d.errf(fmt.Sprintf("cache.hosts[%d]", i), "%q is not a host name (write it as in the Host header, like \"example.com\" or \"example.com:8080\")", h)
 		}
 	}
@@ -134,7 +132,7 @@ func (c *Config) validate(d *decoder) {
 		if r.Path.String() == "" {
 			d.errf(key+".path", "is required: a regexp such as \"^/blog/\"")
 		}
-		if r.Host != "" && !validHost(r.Host) {
+		if r.Host != "" && !router.ValidHost(r.Host) {
 			d.errf(key+".host", "%q is not a host name", r.Host)
 		}
 	}
@@ -224,28 +222,3 @@ func validCookieName(s string) bool {
 	return true
 }
 
-// validHost accepts a DNS name or IP literal, with an optional port.
-func validHost(h string) bool {
-	if h == "" || len(h) > 255 {
-		return false
-	}
-	if host, port, err := net.SplitHostPort(h); err == nil {
-		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
-			return false
-		}
-		h = host
-		if _, err := netip.ParseAddr(h); err == nil {
-			return true
-		}
-	}
-	if _, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
-		return true
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
-			return false
-		}
-	}
-	return true
-}

@@ -118,6 +118,21 @@ func SplitAddr(a string) (network, address string, err error) {
 	return "tcp", a, nil
 }
 
+// ValidHost accepts a DNS name or an IP literal ("[::1]" too), with an
+// optional port: a Host header value.
+func ValidHost(h string) bool {
+	if h == "" || len(h) > 255 {
+		return false
+	}
+	if host, port, err := net.SplitHostPort(h); err == nil {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return false
+		}
+		h = host
+	}
+	return validHostName(strings.Trim(h, "[]"))
+}
+
 // validHostName accepts an IP address or a DNS name, without a port.
 func validHostName(h string) bool {
 	if _, err := netip.ParseAddr(h); err == nil {
