@@ -221,4 +221,3 @@ func validCookieName(s string) bool {
 	}
 	return true
 }
-
