@@ -389,7 +389,7 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 		StripSetCookies: c.StripSetCookies,
 		MaxTTL:          c.MaxTTL.D(),
 		Grace:           c.Grace.D(),
-		KeepHeaders:     c.KeepHeaders,
+		DropHeaders:     c.DropHeaders,
 		VaryHeaders:     keys.Headers(),
 		Rules:           rules,
 		Default:         pagecache.Rule{Cache: true, TTL: c.DefaultTTL.D(), HonorCacheControl: true},

@@ -270,10 +270,15 @@ type Cache struct {
 	// stored copy; any other Set-Cookie prevents storing. Beware: a page
 	// whose HTML embeds a CSRF token must not be shared. Default [].
 	StripSetCookies []string `toml:"strip_set_cookies"`
-	// KeepHeaders are response headers stored with a page besides the
-	// standard ones (content, validators, Location, Cache-Control and the
-	// security headers). Default [].
-	KeepHeaders []string `toml:"keep_headers"`
+	// DropHeaders are response headers never stored with a page. Every
+	// other end-to-end header is stored and served on hits, repeated ones
+	// in order (RFC 9111 section 3.1); Set-Cookie, hop-by-hop headers,
+	// those Connection names, Content-Length and Age never are, nor the
+	// tag headers when strip_tag_headers. Default [].
+	DropHeaders []string `toml:"drop_headers"`
+	// KeepHeaders is retired: every end-to-end header is stored now.
+	// Setting it is an error that says so.
+	KeepHeaders []string `toml:"keep_headers,omitempty"`
 	// FillStripHeaders are request headers removed from fill requests.
 	// A fill carries only what the page key is built from (Host, the
 	// query the key keeps, the {header:Name} headers) and userrouter's
@@ -428,7 +433,7 @@ func Default() *Config {
 			UncacheableTTL:     Duration(router.DefaultUncacheableTTL),
 			Statuses:           pagecache.DefaultStatuses(),
 			StripSetCookies:    []string{},
-			KeepHeaders:        []string{},
+			DropHeaders:        []string{},
 			FillStripHeaders:   []string{},
 			Hosts:              []string{},
 			BypassPaths:        []string{},

@@ -40,7 +40,7 @@ func (c *Config) validate(d *decoder) {
 	}
 
 	s := &c.Session
-	if !validCookieName(s.Cookie) {
+	if !validToken(s.Cookie) {
 		d.errf("session.cookie", "%q is not a cookie name (letters, digits and !#$%%&'*+-.^_`|~ only)", s.Cookie)
 	}
 	if n := len(s.KeyPattern.String()); n > 1024 {
@@ -98,7 +98,7 @@ func (c *Config) validate(d *decoder) {
 	}
 	oneOf(d, "cache.format", k.Format, "envelope", "raw")
 	for i, h := range k.TagHeaders {
-		if !validCookieName(h) {
+		if !validToken(h) {
 			d.errf(fmt.Sprintf("cache.tag_headers[%d]", i), "%q is not a header name", h)
 		}
 	}
@@ -147,25 +147,16 @@ func (c *Config) validate(d *decoder) {
 	}
 }
 
-// checkStoredHeaders refuses settings that would store or strip what makes
-// a page personal: keep_headers naming Set-Cookie (a session handed to
-// every visitor), a hop-by-hop header or a tag header (stripped or
-// consumed by userrouter), and strip_set_cookies naming the session cookie
-// (a login's Set-Cookie dropped from a page then served to everyone).
+// checkStoredHeaders refuses the retired keep_headers, drop_headers that
+// are not header names, and strip_set_cookies naming the session cookie (a
+// login's Set-Cookie dropped from a page then served to everyone).
 func checkStoredHeaders(d *decoder, k *Cache, sessionCookie string) {
-	never := map[string]string{
-		"set-cookie": "would hand one visitor's cookies to every visitor", "set-cookie2": "would hand one visitor's cookies to every visitor",
-		"connection": "is hop-by-hop", "keep-alive": "is hop-by-hop", "proxy-connection": "is hop-by-hop",
-		"proxy-authenticate": "is hop-by-hop", "proxy-authorization": "is hop-by-hop", "te": "is hop-by-hop",
-		"trailer": "is hop-by-hop", "transfer-encoding": "is hop-by-hop", "upgrade": "is hop-by-hop",
-		"content-length": "is set by userrouter for each answer",
+	if k.KeepHeaders != nil {
+		d.errf("cache.keep_headers", "is retired: every end-to-end header of a response is now stored with its page (RFC 9111 section 3.1), so there is nothing to keep by hand; remove keep_headers, and list any header a hit must not carry in drop_headers")
 	}
-	for _, t := range k.TagHeaders {
-		never[strings.ToLower(t)] = "is a tag header (cache.tag_headers): userrouter reads it and strip_tag_headers decides whether clients see it"
-	}
-	for i, h := range k.KeepHeaders {
-		if why, bad := never[strings.ToLower(h)]; bad {
-			d.errf(fmt.Sprintf("cache.keep_headers[%d]", i), "%q cannot be kept: it %s; remove it from keep_headers", h, why)
+	for i, h := range k.DropHeaders {
+		if !validToken(h) {
+			d.errf(fmt.Sprintf("cache.drop_headers[%d]", i), "%q is not a header name", h)
 		}
 	}
 	for i, name := range k.StripSetCookies {
@@ -209,7 +200,8 @@ func oneOf(d *decoder, key, v string, allowed ...string) {
 	d.errf(key, "%q is not one of %s", v, strings.Join(quoted, ", "))
 }
 
-func validCookieName(s string) bool {
+// validToken accepts an RFC 9110 token: a cookie or header name.
+func validToken(s string) bool {
 	if s == "" || len(s) > 256 {
 		return false
 	}

@@ -138,7 +138,7 @@ type Scratch struct {
 // A Fill is an answer to store.
 type Fill struct {
 	Status int
-	// Headers are the response headers to keep; more than 32 is
+	// Headers are the response headers to keep; more than 64 is
 	// ReasonHeaders.
 	Headers []Header
 	Body    []byte
@@ -149,6 +149,9 @@ type Fill struct {
 	Tags       []string
 	StoredAt   time.Time
 	TTL, Grace time.Duration
+	// Age is how old the answer already was when it came
+	// (Decision.Age): its freshness is TTL - Age from StoredAt.
+	Age time.Duration
 }
 
 // ErrUnkeyable: the URL to purge has no key (too many query parameters),

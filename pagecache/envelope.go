@@ -31,7 +31,7 @@ import (
 const (
 	envelopeVersion = 1
 	envelopeFixed   = 39 // through the header count
-	maxHeaders      = 32
+	maxHeaders      = 64
 	maxTagLength    = 1024
 	maxTags         = 1024
 )

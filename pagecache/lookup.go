@@ -263,12 +263,15 @@ func (c *Cache) rememberTags(base []byte, e *Entry) {
 // recording the fence's URL generation and its tags' current ones.
 func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	c := f.c
+	// Times count from the response's birth, Age before it came: a hit's
+	// Age is then now - StoredAt.
+	born := fl.StoredAt.Add(-fl.Age)
 	page := Page{
 		Kind:       KindPage,
 		Status:     fl.Status,
-		StoredAt:   fl.StoredAt.UnixMilli(),
-		FreshUntil: fl.StoredAt.Add(fl.TTL).UnixMilli(),
-		StaleUntil: fl.StoredAt.Add(fl.TTL + fl.Grace).UnixMilli(),
+		StoredAt:   born.UnixMilli(),
+		FreshUntil: born.Add(fl.TTL).UnixMilli(),
+		StaleUntil: born.Add(fl.TTL + fl.Grace).UnixMilli(),
 		URLGen:     t.urlGen,
 		Body:       fl.Body,
 	}
@@ -300,7 +303,7 @@ func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	if err != nil {
 		return ReasonHeaders, nil
 	}
-	if err := c.store.Set(t.page, Item{Value: env}, fl.TTL+fl.Grace); err != nil {
+	if err := c.store.Set(t.page, Item{Value: env}, fl.TTL-fl.Age+fl.Grace); err != nil {
 		return storeReason(err), nil
 	}
 	return Storable, env

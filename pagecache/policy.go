@@ -3,6 +3,7 @@ package pagecache
 import (
 	"bytes"
 	"cmp"
+	"maps"
 	"net/http"
 	"regexp"
 	"strings"
@@ -75,8 +76,9 @@ type PolicyOptions struct {
 	// request refreshes it; the response's stale-while-revalidate wins when
 	// set, must-revalidate forbids it. 0 disables serving stale.
 	Grace time.Duration
-	// KeepHeaders are stored with a page besides the default set.
-	KeepHeaders []string
+	// DropHeaders are response headers never stored with a page, besides
+	// those no shared cache may store (see Policy.Stores).
+	DropHeaders []string
 	// VaryHeaders are request headers the key includes: a response may
 	// Vary on them (and on Accept-Encoding and Cookie) and still be stored.
 	VaryHeaders []string
@@ -85,15 +87,15 @@ type PolicyOptions struct {
 	Default Rule
 }
 
-// DefaultKeepHeaders are stored with every page: what describes the body,
-// redirects, and the security headers a page must not lose.
-var DefaultKeepHeaders = []string{
-	"Content-Type", "Content-Encoding", "Content-Language", "ETag", "Last-Modified",
-	"Location", "Vary", "Cache-Control", "Expires", "Link",
-	"Content-Security-Policy", "Content-Security-Policy-Report-Only", "X-Frame-Options",
-	"X-Content-Type-Options", "Referrer-Policy", "Permissions-Policy",
-	"Cross-Origin-Opener-Policy", "Cross-Origin-Embedder-Policy", "Cross-Origin-Resource-Policy",
-	"Strict-Transport-Security",
+// neverStored are the response headers no stored page keeps (RFC 9111
+// section 3.1): Set-Cookie (one visitor's cookies), the hop-by-hop headers
+// (RFC 9110 section 7.6.1), the framing userrouter sets for each answer,
+// and Age, which each hit computes anew. Lower case.
+var neverStored = map[string]bool{
+	"set-cookie": true, "set-cookie2": true,
+	"connection": true, "keep-alive": true, "proxy-connection": true, "proxy-authenticate": true,
+	"proxy-authorization": true, "te": true, "trailer": true, "transfer-encoding": true, "upgrade": true,
+	"content-length": true, "age": true,
 }
 
 // A Policy decides whether and for how long a response is stored. It is
@@ -103,7 +105,7 @@ type Policy struct {
 	strip    []string
 	maxTTL   time.Duration
 	grace    time.Duration
-	keep     map[string]bool // canonical header names
+	drop     map[string]bool // lower case: neverStored and DropHeaders
 	vary     map[string]bool // lower case
 	rules    []Rule
 	fallback Rule
@@ -115,7 +117,7 @@ func NewPolicy(o PolicyOptions) *Policy {
 		strip:    o.StripSetCookies,
 		maxTTL:   cmp.Or(o.MaxTTL, DefaultMaxTTL),
 		grace:    o.Grace,
-		keep:     map[string]bool{},
+		drop:     maps.Clone(neverStored),
 		vary:     map[string]bool{"accept-encoding": true, "cookie": true},
 		rules:    o.Rules,
 		fallback: o.Default,
@@ -129,8 +131,8 @@ func NewPolicy(o PolicyOptions) *Policy {
 			p.statuses[s] = true
 		}
 	}
-	for _, h := range append(append([]string(nil), DefaultKeepHeaders...), o.KeepHeaders...) {
-		p.keep[http.CanonicalHeaderKey(h)] = true
+	for _, h := range o.DropHeaders {
+		p.drop[strings.ToLower(h)] = true
 	}
 	for _, h := range o.VaryHeaders {
 		p.vary[strings.ToLower(h)] = true
@@ -153,9 +155,27 @@ func (p *Policy) Rule(host []byte, rawPath []byte, cleanPath string) *Rule {
 	return &p.fallback
 }
 
-// Keep reports whether a response header is stored with a page.
-func (p *Policy) Keep(name []byte) bool {
-	return p.keep[http.CanonicalHeaderKey(string(name))]
+// Stores reports whether a response header may be stored with a page:
+// every end-to-end header but DropHeaders. What a response itself names
+// (Connection's tokens, no-cache="..." and private="..." field lists) is
+// the caller's to leave out too (see Response.Unstored).
+func (p *Policy) Stores(name []byte) bool {
+	var buf [64]byte
+	if len(name) > len(buf) {
+		return !p.drop[strings.ToLower(string(name))]
+	}
+	return !p.drop[string(lowerASCII(buf[:0], name))]
+}
+
+// lowerASCII appends b in lower case to dst.
+func lowerASCII(dst, b []byte) []byte {
+	for _, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	return dst
 }
 
 // StripSetCookie reports whether a Set-Cookie value sets a cookie the
@@ -177,7 +197,12 @@ type Response struct {
 	CacheControl    []byte // every Cache-Control value, joined by ", "
 	Expires, Date   []byte
 	Vary            []byte // every Vary value, joined by ", "
+	Age             []byte // the Age header: what caches upstream held it
 	ContentEncoding []byte
+	// RequestTime is when the request was sent; Decide's now is when the
+	// response came (RFC 9111 section 4.2.3's request_time and
+	// response_time).
+	RequestTime time.Time
 	// SetCookie is true when a Set-Cookie remains after StripSetCookie.
 	SetCookie bool
 }
@@ -187,6 +212,10 @@ type Decision struct {
 	Reason Reason        // Storable, or why not
 	TTL    time.Duration // freshness lifetime
 	Grace  time.Duration // how long it may then be served stale
+	// Age is the response's corrected initial age (RFC 9111 section
+	// 4.2.3): it was already that old when it came. Its freshness
+	// lifetime, TTL, counts from then: what is left of it is TTL - Age.
+	Age time.Duration
 }
 
 // Decide applies rule r and the policy to a response fetched at now.
@@ -233,10 +262,31 @@ func (p *Policy) Decide(r *Rule, resp *Response, now time.Time) Decision {
 		}
 	}
 	ttl = min(ttl, p.maxTTL)
-	if ttl <= 0 {
-		return Decision{Reason: ReasonTTL}
+	var age time.Duration
+	if r.HonorCacheControl {
+		age = initialAge(resp, now)
 	}
-	return Decision{Reason: Storable, TTL: ttl, Grace: grace}
+	if ttl <= age {
+		return Decision{Reason: ReasonTTL} // no freshness left: stale on arrival
+	}
+	return Decision{Reason: Storable, TTL: ttl, Grace: grace, Age: age}
+}
+
+// initialAge is the age a response had when it came at now (RFC 9111
+// section 4.2.3's corrected_age_value): its Age header, what caches
+// upstream held it, plus the response delay. The apparent age (now less
+// its Date) is left out, as Varnish does: it measures the backend's clock
+// against this one, and a backend a few minutes behind would make every
+// page stale on arrival.
+func initialAge(resp *Response, now time.Time) time.Duration {
+	var delay time.Duration
+	if !resp.RequestTime.IsZero() {
+		delay = max(0, now.Sub(resp.RequestTime))
+	}
+	if len(resp.Age) == 0 {
+		return delay
+	}
+	return seconds(bytes.TrimSpace(resp.Age)) + delay
 }
 
 func (p *Policy) varyAllowed(vary []byte) bool {

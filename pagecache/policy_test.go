@@ -1,6 +1,7 @@
 package pagecache
 
 import (
+	"net/http"
 	"regexp"
 	"testing"
 	"time"
@@ -63,7 +64,7 @@ func TestPolicyRulesAndHeaders(t *testing.T) {
 	news := Rule{Path: regexp.MustCompile("^/news/"), Cache: true, TTL: time.Hour}
 	admin := Rule{Path: regexp.MustCompile("^/admin/"), Cache: false}
 	onlyB := Rule{Path: regexp.MustCompile("^/"), Host: "b.example", Cache: true, TTL: time.Second}
-	p := NewPolicy(PolicyOptions{Rules: []Rule{news, admin, onlyB}, Default: Rule{Cache: true, TTL: time.Minute}, KeepHeaders: []string{"x-custom"}, StripSetCookies: []string{"csrftoken"}})
+	p := NewPolicy(PolicyOptions{Rules: []Rule{news, admin, onlyB}, Default: Rule{Cache: true, TTL: time.Minute}, DropHeaders: []string{"x-debug"}, StripSetCookies: []string{"csrftoken"}})
 	for _, tc := range []struct {
 		host, path, clean string
 		ttl               time.Duration
@@ -79,14 +80,54 @@ func TestPolicyRulesAndHeaders(t *testing.T) {
 			t.Errorf("%s%s: got %+v", tc.host, tc.path, r)
 		}
 	}
-	for name, want := range map[string]bool{"content-type": true, "X-Frame-Options": true, "X-Custom": true, "Set-Cookie": false, "Date": false, "Surrogate-Key": false, "Server": false} {
-		if p.Keep([]byte(name)) != want {
-			t.Errorf("Keep(%s) = %v", name, !want)
+	// Every end-to-end header is stored (RFC 9111 section 3.1) but
+	// Set-Cookie, the hop-by-hop ones, the framing, Age and the operator's.
+	for name, want := range map[string]bool{"content-type": true, "X-Frame-Options": true, "X-Custom": true, "Date": true, "Server": true,
+		"Access-Control-Allow-Origin": true, "Surrogate-Key": true,
+		"Set-Cookie": false, "set-cookie2": false, "Connection": false, "Keep-Alive": false, "Transfer-Encoding": false,
+		"Content-Length": false, "Age": false, "X-Debug": false, "x-DEBUG": false} {
+		if p.Stores([]byte(name)) != want {
+			t.Errorf("Stores(%s) = %v; want %v", name, !want, want)
 		}
 	}
 	for sc, want := range map[string]bool{"csrftoken=abc; Path=/": true, " csrftoken=x": true, "sessionid=abc": false, "csrftoken2=x": false} {
 		if p.StripSetCookie([]byte(sc)) != want {
 			t.Errorf("StripSetCookie(%q) = %v", sc, !want)
 		}
+	}
+}
+
+// TestDecideCorrectedAge: the freshness lifetime counts from the
+// response's corrected initial age (RFC 9111 section 4.2.3), its Age header
+// plus the response delay; the backend's Date is not compared with this
+// clock.
+func TestDecideCorrectedAge(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	p := NewPolicy(PolicyOptions{Default: Rule{Cache: true, TTL: time.Minute, HonorCacheControl: true}})
+	for _, tc := range []struct {
+		name, cc, age string
+		sent          time.Duration // before now
+		date          time.Time
+		reason        Reason
+		wantAge       time.Duration
+	}{
+		{name: "stale on arrival", cc: "max-age=3600", age: "3600", reason: ReasonTTL},
+		{name: "older than its lifetime", cc: "max-age=3600", age: "7200", reason: ReasonTTL},
+		{name: "the delay completes it", cc: "max-age=10", age: "9", sent: time.Second, reason: ReasonTTL},
+		{name: "some left", cc: "max-age=3600", age: "100", sent: 250 * time.Millisecond, reason: Storable, wantAge: 100*time.Second + 250*time.Millisecond},
+		{name: "no Age: the delay alone", cc: "max-age=60", sent: 40 * time.Millisecond, reason: Storable, wantAge: 40 * time.Millisecond},
+		{name: "an invalid Age is 0", cc: "max-age=60", age: "soon", reason: Storable},
+		{name: "an old Date is the backend's clock, not an age", cc: "max-age=60", date: now.Add(-time.Hour), reason: Storable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := &Response{Status: 200, CacheControl: []byte(tc.cc), Age: []byte(tc.age), RequestTime: now.Add(-tc.sent)}
+			if !tc.date.IsZero() {
+				resp.Date = []byte(tc.date.Format(http.TimeFormat))
+			}
+			d := p.Decide(&p.fallback, resp, now)
+			if d.Reason != tc.reason || d.Age != tc.wantAge {
+				t.Errorf("got %s with age %v; want %s with age %v", d.Reason, d.Age, tc.reason, tc.wantAge)
+			}
+		})
 	}
 }

@@ -59,7 +59,7 @@ func (f *rawFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	} else if len(fl.ContentEncoding) > 0 {
 		return ReasonEncoding, nil
 	}
-	if err := c.store.Set(t.page, Item{Value: fl.Body, Flags: flags}, fl.TTL); err != nil {
+	if err := c.store.Set(t.page, Item{Value: fl.Body, Flags: flags}, fl.TTL-fl.Age); err != nil {
 		return storeReason(err), nil
 	}
 	it, err := c.store.Get(t.url)

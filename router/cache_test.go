@@ -118,7 +118,8 @@ func cacheRouter(t *testing.T, s *site, store pagecache.Store, o Options, tweak 
 	co := &CacheOptions{
 		Store:       store,
 		Keys:        keys,
-		Policy:      pagecache.NewPolicy(pagecache.PolicyOptions{Grace: 30 * time.Second, Default: pagecache.Rule{Cache: true, TTL: time.Minute, HonorCacheControl: true}, StripSetCookies: []string{"csrftoken"}}),
+		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Grace: 30 * time.Second, Default: pagecache.Rule{Cache: true, TTL: time.Minute, HonorCacheControl: true},
+			StripSetCookies: []string{"csrftoken"}, DropHeaders: []string{"X-Backend-Only"}}),
 		MaxBodySize: 1 << 20,
 	}
 	if tweak != nil {

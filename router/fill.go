@@ -1,6 +1,7 @@
 package router
 
 import (
+	"net/http"
 	"bytes"
 	"io"
 	"log/slog"
@@ -132,7 +133,9 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 		Expires:         resp.Header.Peek(fasthttp.HeaderExpires),
 		Date:            resp.Header.Peek(fasthttp.HeaderDate),
 		Vary:            joinHeader(&resp.Header, fasthttp.HeaderVary),
+		Age:             resp.Header.Peek(fasthttp.HeaderAge),
 		ContentEncoding: resp.Header.ContentEncoding(),
+		RequestTime:     start,
 	}
 	var tags []string
 	var tagErr error
@@ -167,7 +170,11 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 		case !complete:
 			res.reason = pagecache.ReasonTooLarge
 		default:
-			res.reason, res.entry = c.pages.Put(&t, r.fillOf(resp, body, d, now, tags))
+			if f, ok := r.fillOf(resp, body, d, now, tags); !ok {
+				res.reason = pagecache.ReasonTooLarge
+			} else {
+				res.reason, res.entry = c.pages.Put(&t, f)
+			}
 		}
 	}
 	switch {
@@ -184,26 +191,44 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 	return res
 }
 
-// fillOf is what Put stores of an answer: its status, the headers the
-// policy keeps (one more than can be stored, to be refused), its body and
-// tags, and its freshness.
-func (r *Router) fillOf(resp *fasthttp.Response, body []byte, d pagecache.Decision, now time.Time, tags []string) *pagecache.Fill {
-	f := &pagecache.Fill{Status: resp.StatusCode(), Body: body, ContentEncoding: resp.Header.ContentEncoding(),
-		Tags: tags, StoredAt: now, TTL: d.TTL, Grace: d.Grace, Headers: make([]pagecache.Header, 0, 8)}
+// fillOf is what Put stores of an answer (RFC 9111 section 3.1): its
+// status, every end-to-end header in order, repeated ones included, but
+// those the policy never stores (Set-Cookie, hop-by-hop, Age, the
+// operator's drop_headers), those its Connection header names, and the tag
+// headers when clients do not see them; a Date, the time it came, when the
+// backend sent none; its body, tags and freshness. ok is false when the
+// headers and body together pass MaxBodySize. One header more than an
+// envelope holds is kept, for Put to refuse (ReasonHeaders).
+func (r *Router) fillOf(resp *fasthttp.Response, body []byte, d pagecache.Decision, now time.Time, tags []string) (f *pagecache.Fill, ok bool) {
+	c := r.cache
+	f = &pagecache.Fill{Status: resp.StatusCode(), Body: body, ContentEncoding: resp.Header.ContentEncoding(),
+		Tags: tags, StoredAt: now, TTL: d.TTL, Grace: d.Grace, Age: d.Age, Headers: make([]pagecache.Header, 0, 16)}
+	connection := joinHeader(&resp.Header, fasthttp.HeaderConnection)
+	size, dated := len(body), false
 	for k, v := range resp.Header.All() {
-		if !r.cache.Policy.Keep(k) {
+		switch {
+		case !c.Policy.Stores(k), isHop(k, connection), c.StripTagHeaders && c.isTagHeader(k):
 			continue
+		case len(f.Headers) > maxStoredHeaders:
+			return f, true
 		}
-		if len(f.Headers) > maxStoredHeaders {
-			break
-		}
+		dated = dated || bytes.EqualFold(k, strDate)
+		size += len(k) + len(v) + 3
 		f.Headers = append(f.Headers, pagecache.Header{Name: bytes.Clone(k), Value: bytes.Clone(v)})
 	}
-	return f
+	if !dated {
+		var b [len(http.TimeFormat)]byte
+		f.Headers = append(f.Headers, pagecache.Header{Name: strDate, Value: now.UTC().AppendFormat(b[:0], http.TimeFormat)})
+	}
+	return f, size <= c.MaxBodySize+storedHeaderBytes
 }
 
 // maxStoredHeaders is how many headers an envelope holds.
-const maxStoredHeaders = 32
+const maxStoredHeaders = 64
+
+// storedHeaderBytes is what headers may add to MaxBodySize: the item size
+// limit less MaxBodySize leaves room for the key, tags and envelope.
+const storedHeaderBytes = 4 << 10
 
 // isTagHeader reports whether a response header carries surrogate keys.
 func (c *cache) isTagHeader(name []byte) bool {

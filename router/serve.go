@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"errors"
@@ -63,13 +64,19 @@ func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string,
 			return false
 		}
 	}
+	for _, h := range e.Headers {
+		if bytes.EqualFold(h.Name, strDate) {
+			setDate(&resp.Header, h.Value)
+			break
+		}
+	}
 	if notModified {
 		resp.Header.SetStatusCode(fasthttp.StatusNotModified)
 	} else {
 		resp.Header.SetStatusCode(e.Status)
 	}
 	for _, h := range e.Headers {
-		if gunzip && bytes.EqualFold(h.Name, strContentEncoding) {
+		if gunzip && bytes.EqualFold(h.Name, strContentEncoding) || bytes.EqualFold(h.Name, strDate) {
 			continue
 		}
 		resp.Header.AddBytesKV(h.Name, h.Value)
@@ -115,6 +122,28 @@ func (q *request) serveRaw(key string, e *pagecache.Entry) bool {
 	resp.SetBodyRaw(body)
 	r.stats.BytesFromCache.Add(uint64(len(body)))
 	return true
+}
+
+// setDate gives h, still empty, the stored Date. fasthttp drops a Date set
+// through its API ("managed automatically": the server's clock, which
+// userrouter turns off); parsing keeps one, so a two-line head is parsed
+// into h, before anything else is set.
+func setDate(h *fasthttp.ResponseHeader, date []byte) {
+	hb := headBufPool.Get().(*headBuf)
+	defer headBufPool.Put(hb)
+	b := append(hb.b[:0], "HTTP/1.1 200 OK\r\nDate: "...)
+	b = append(b, date...)
+	b = append(b, "\r\n\r\n"...)
+	hb.b = b
+	hb.rd.Reset(b)
+	if hb.br == nil {
+		hb.br = bufio.NewReaderSize(&hb.rd, 4096)
+	} else {
+		hb.br.Reset(&hb.rd)
+	}
+	if h.Read(hb.br) == nil {
+		h.ResetConnectionClose() // the parser's guess for a head without a length
+	}
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -228,6 +257,7 @@ var (
 	strLastModified    = []byte(fasthttp.HeaderLastModified)
 	strContentEncoding = []byte(fasthttp.HeaderContentEncoding)
 	strAge             = []byte(fasthttp.HeaderAge)
+	strDate            = []byte(fasthttp.HeaderDate)
 	strSetCookie       = []byte(fasthttp.HeaderSetCookie)
 	strVary            = []byte(fasthttp.HeaderVary)
 	strAcceptEncoding  = []byte(fasthttp.HeaderAcceptEncoding)
