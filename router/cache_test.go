@@ -116,8 +116,8 @@ func cacheRouter(t *testing.T, s *site, store pagecache.Store, o Options, tweak 
 		t.Fatal(err)
 	}
 	co := &CacheOptions{
-		Store:       store,
-		Keys:        keys,
+		Store: store,
+		Keys:  keys,
 		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Grace: 30 * time.Second, Default: pagecache.Rule{Cache: true, TTL: time.Minute, HonorCacheControl: true},
 			StripSetCookies: []string{"csrftoken"}, DropHeaders: []string{"X-Backend-Only"}}),
 		MaxBodySize: 1 << 20,

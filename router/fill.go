@@ -1,10 +1,10 @@
 package router
 
 import (
-	"net/http"
 	"bytes"
 	"io"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/valyala/fasthttp"
