@@ -250,7 +250,9 @@ type Cache struct {
 	// in raw mode it only reads what another program wrote. Default false.
 	RawFill bool `toml:"raw_fill"`
 	// DefaultTTL is how long a page is fresh when the backend's
-	// Cache-Control and Expires say nothing. Default "60s".
+	// Cache-Control, Surrogate-Control and Expires say nothing (RFC 9111
+	// section 4.2.2's heuristic freshness, the operator's); "0s" stores
+	// only what the backend made explicitly cacheable. Default "60s".
 	DefaultTTL Duration `toml:"default_ttl"`
 	// MaxTTL caps every freshness lifetime. Default "24h".
 	MaxTTL Duration `toml:"max_ttl"`

@@ -105,7 +105,8 @@ func (c *Config) validate(d *decoder) {
 	if k.RawGzipFlag < 0 || k.RawGzipFlag > 1<<31 || k.RawGzipFlag&1 != 0 {
 		d.errf("cache.raw_gzip_flag", "%d must be a memcached flag bit other than 1 (which marks Python pickles)", k.RawGzipFlag)
 	}
-	positive(d, "cache.default_ttl", k.DefaultTTL)
+	// default_ttl may be 0: only what the backend made explicitly
+	// cacheable is stored, as a strictly conforming shared cache would.
 	positive(d, "cache.max_ttl", k.MaxTTL)
 	positive(d, "cache.uncacheable_ttl", k.UncacheableTTL)
 	for i, st := range k.Statuses {

@@ -193,12 +193,15 @@ func (p *Policy) StripSetCookie(setCookie []byte) bool {
 
 // A Response is what the policy looks at in a backend response.
 type Response struct {
-	Status          int
-	CacheControl    []byte // every Cache-Control value, joined by ", "
-	Expires, Date   []byte
-	Vary            []byte // every Vary value, joined by ", "
-	Age             []byte // the Age header: what caches upstream held it
-	ContentEncoding []byte
+	Status        int
+	CacheControl  []byte // every Cache-Control value, joined by ", "
+	Expires, Date []byte
+	Vary          []byte // every Vary value, joined by ", "
+	Age           []byte // the Age header: what caches upstream held it
+	// SurrogateControl is every Surrogate-Control value, joined by ", ":
+	// its max-age and no-store win over Cache-Control's freshness.
+	SurrogateControl []byte
+	ContentEncoding  []byte
 	// RequestTime is when the request was sent; Decide's now is when the
 	// response came (RFC 9111 section 4.2.3's request_time and
 	// response_time).
@@ -246,7 +249,16 @@ func (p *Policy) Decide(r *Rule, resp *Response, now time.Time) Decision {
 		case cc.noCache:
 			return Decision{Reason: ReasonNoCache}
 		}
+		sc := parseSurrogateControl(resp.SurrogateControl)
+		if sc.noStore {
+			return Decision{Reason: ReasonNoStore}
+		}
 		switch {
+		case sc.maxAge >= 0:
+			ttl = sc.maxAge
+			if sc.grace >= 0 {
+				grace = sc.grace
+			}
 		case cc.sMaxAge >= 0:
 			ttl = cc.sMaxAge
 		case cc.maxAge >= 0:
@@ -333,6 +345,39 @@ func parseCacheControl(v []byte) cacheControl {
 		}
 	}
 	return cc
+}
+
+// surrogateControl is what the policy reads of Surrogate-Control (W3C
+// Edge Architecture Specification 1.0, as Fastly and Varnish read it):
+// max-age, in its "max-age=60+30" form too (fresh for 60 s, then 30 s of
+// grace), and no-store. A directive targeted at another surrogate
+// ("max-age=60;cdn") is not for userrouter; untargeted ones and those
+// targeted at "userrouter" are. Durations are -1 when absent.
+type surrogateControl struct {
+	noStore       bool
+	maxAge, grace time.Duration
+}
+
+func parseSurrogateControl(v []byte) surrogateControl {
+	sc := surrogateControl{maxAge: -1, grace: -1}
+	for d := range bytes.SplitSeq(v, []byte{','}) {
+		d, target, targeted := bytes.Cut(bytes.TrimSpace(d), []byte{';'})
+		if targeted && !bytes.EqualFold(bytes.TrimSpace(target), []byte("userrouter")) {
+			continue
+		}
+		name, arg, _ := bytes.Cut(d, []byte{'='})
+		switch strings.ToLower(string(bytes.TrimSpace(name))) {
+		case "no-store":
+			sc.noStore = true
+		case "max-age":
+			fresh, stale, plus := bytes.Cut(bytes.Trim(bytes.TrimSpace(arg), `"`), []byte{'+'})
+			sc.maxAge = seconds(fresh)
+			if plus {
+				sc.grace = seconds(stale)
+			}
+		}
+	}
+	return sc
 }
 
 // seconds parses a delta-seconds argument (digits only); an invalid one

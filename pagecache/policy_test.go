@@ -131,3 +131,31 @@ func TestDecideCorrectedAge(t *testing.T) {
 		})
 	}
 }
+
+// TestDecideSurrogateControl: Surrogate-Control's max-age and no-store win
+// over Cache-Control for userrouter; directives targeted at another
+// surrogate do not apply; Cache-Control's private still forbids storing.
+func TestDecideSurrogateControl(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	p := NewPolicy(PolicyOptions{Grace: 10 * time.Second, Default: Rule{Cache: true, TTL: time.Minute, HonorCacheControl: true}})
+	for _, tc := range []struct {
+		name, cc, sc string
+		reason       Reason
+		ttl, grace   time.Duration
+	}{
+		{name: "no-store wins", cc: "public, max-age=600", sc: "no-store", reason: ReasonNoStore},
+		{name: "max-age wins", cc: "max-age=600, s-maxage=300", sc: "max-age=30", reason: Storable, ttl: 30 * time.Second, grace: 10 * time.Second},
+		{name: "max-age with grace", cc: "max-age=600", sc: "max-age=30+90", reason: Storable, ttl: 30 * time.Second, grace: 90 * time.Second},
+		{name: "targeted at userrouter", sc: `max-age=5;userrouter, max-age=9999;cdn`, reason: Storable, ttl: 5 * time.Second, grace: 10 * time.Second},
+		{name: "targeted elsewhere", cc: "max-age=600", sc: "no-store;cdn", reason: Storable, ttl: 600 * time.Second, grace: 10 * time.Second},
+		{name: "private still forbids", cc: "private", sc: "max-age=600", reason: ReasonPrivate},
+		{name: "must-revalidate still forbids grace", cc: "must-revalidate", sc: "max-age=60+60", reason: Storable, ttl: time.Minute},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := p.Decide(&p.fallback, &Response{Status: 200, CacheControl: []byte(tc.cc), SurrogateControl: []byte(tc.sc)}, now)
+			if d.Reason != tc.reason || d.TTL != tc.ttl || d.Grace != tc.grace {
+				t.Errorf("got %s ttl %v grace %v; want %s ttl %v grace %v", d.Reason, d.TTL, d.Grace, tc.reason, tc.ttl, tc.grace)
+			}
+		})
+	}
+}

@@ -128,14 +128,15 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 	r.countBackend(resp.StatusCode())
 	now := time.Now()
 	info := pagecache.Response{
-		Status:          resp.StatusCode(),
-		CacheControl:    joinHeader(&resp.Header, fasthttp.HeaderCacheControl),
-		Expires:         resp.Header.Peek(fasthttp.HeaderExpires),
-		Date:            resp.Header.Peek(fasthttp.HeaderDate),
-		Vary:            joinHeader(&resp.Header, fasthttp.HeaderVary),
-		Age:             resp.Header.Peek(fasthttp.HeaderAge),
-		ContentEncoding: resp.Header.ContentEncoding(),
-		RequestTime:     start,
+		Status:           resp.StatusCode(),
+		CacheControl:     joinHeader(&resp.Header, fasthttp.HeaderCacheControl),
+		Expires:          resp.Header.Peek(fasthttp.HeaderExpires),
+		Date:             resp.Header.Peek(fasthttp.HeaderDate),
+		Vary:             joinHeader(&resp.Header, fasthttp.HeaderVary),
+		Age:              resp.Header.Peek(fasthttp.HeaderAge),
+		SurrogateControl: joinHeader(&resp.Header, "Surrogate-Control"),
+		ContentEncoding:  resp.Header.ContentEncoding(),
+		RequestTime:      start,
 	}
 	var tags []string
 	var tagErr error
@@ -207,7 +208,7 @@ func (r *Router) fillOf(resp *fasthttp.Response, body []byte, d pagecache.Decisi
 	size, dated := len(body), false
 	for k, v := range resp.Header.All() {
 		switch {
-		case !c.Policy.Stores(k), isHop(k, connection), c.StripTagHeaders && c.isTagHeader(k):
+		case !c.Policy.Stores(k), isHop(k, connection), c.hidden(k):
 			continue
 		case len(f.Headers) > maxStoredHeaders:
 			return f, true
@@ -229,6 +230,15 @@ const maxStoredHeaders = 64
 // storedHeaderBytes is what headers may add to MaxBodySize: the item size
 // limit less MaxBodySize leaves room for the key, tags and envelope.
 const storedHeaderBytes = 4 << 10
+
+// hidden reports whether clients never see a response header: it is for
+// userrouter alone (Surrogate-Control, which a surrogate consumes, and the
+// tag headers when StripTagHeaders).
+func (c *cache) hidden(name []byte) bool {
+	return bytes.EqualFold(name, strSurrogateControl) || c.StripTagHeaders && c.isTagHeader(name)
+}
+
+var strSurrogateControl = []byte("Surrogate-Control")
 
 // isTagHeader reports whether a response header carries surrogate keys.
 func (c *cache) isTagHeader(name []byte) bool {

@@ -70,8 +70,8 @@ func (q *request) prepare() (closeConn bool) {
 func (q *request) relayWith(resp *fasthttp.Response, read []byte, cacheStatus string, closeConn bool) bool {
 	r, ctx := q.r, q.ctx
 	var drop func([]byte) bool
-	if r.cache != nil && r.cache.StripTagHeaders {
-		drop = r.cache.isTagHeader
+	if r.cache != nil {
+		drop = r.cache.hidden
 	}
 	if err := relay(&ctx.Response, resp, read, drop); err != nil {
 		q.backendError(err)

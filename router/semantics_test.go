@@ -38,6 +38,12 @@ func semanticsSite(t *testing.T) (*httptest.Server, func(string) int) {
 		case "/aged":
 			h.Set("Cache-Control", "max-age=3600")
 			h.Set("Age", "3600")
+		case "/sc-no-store":
+			h.Set("Cache-Control", "public, max-age=600")
+			h.Set("Surrogate-Control", "no-store")
+		case "/sc-short":
+			h.Set("Cache-Control", "max-age=600")
+			h.Set("Surrogate-Control", "max-age=1")
 		case "/age100":
 			h.Set("Cache-Control", "max-age=3600")
 			h.Set("Age", "100")
@@ -125,5 +131,31 @@ func TestAgeCountsFromUpstream(t *testing.T) {
 	}
 	if v := hit.header.Values("Age"); len(v) != 1 {
 		t.Errorf("Age headers on the hit: %q; want one, userrouter's", v)
+	}
+}
+
+// TestSurrogateControl: Surrogate-Control: no-store is never stored,
+// whatever Cache-Control says; its max-age wins over Cache-Control's; and
+// clients never see it, on a miss or a hit.
+func TestSurrogateControl(t *testing.T) {
+	srv, requests := semanticsSite(t)
+	base := semanticsRouter(t, srv)
+	for i := range 3 {
+		a := fetch(t, "GET", base+"/sc-no-store")
+		if a.cacheStatus == statusHit || a.header.Get("Surrogate-Control") != "" {
+			t.Errorf("request %d: %q, Surrogate-Control %q; want never a hit, and the header not shown", i, a.cacheStatus, a.header.Get("Surrogate-Control"))
+		}
+	}
+	if n := requests("/sc-no-store"); n != 3 {
+		t.Errorf("the backend got %d requests for /sc-no-store; want 3", n)
+	}
+	fetch(t, "GET", base+"/sc-short")
+	hit := fetch(t, "GET", base+"/sc-short")
+	if hit.cacheStatus != statusHit || hit.header.Get("Surrogate-Control") != "" || hit.header.Get("Cache-Control") != "max-age=600" {
+		t.Errorf("hit: %q, Surrogate-Control %q, Cache-Control %q; want a hit, no Surrogate-Control, the page's Cache-Control", hit.cacheStatus, hit.header.Get("Surrogate-Control"), hit.header.Get("Cache-Control"))
+	}
+	time.Sleep(1100 * time.Millisecond) // past Surrogate-Control's max-age=1, within Cache-Control's 600
+	if a := fetch(t, "GET", base+"/sc-short"); a.cacheStatus == statusHit {
+		t.Errorf("after 1.1 s: %q; want no fresh hit (Surrogate-Control: max-age=1 wins)", a.cacheStatus)
 	}
 }
