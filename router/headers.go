@@ -231,14 +231,7 @@ func relay(dst, src *fasthttp.Response, read []byte, drop func(name []byte) bool
 		b = append(b, "\r\n"...)
 	}
 	b = append(b, "\r\n"...)
-	hb.b = b
-	hb.rd.Reset(b)
-	if hb.br == nil || hb.br.Size() < len(b) {
-		hb.br = bufio.NewReaderSize(&hb.rd, max(len(b), 4096))
-	} else {
-		hb.br.Reset(&hb.rd)
-	}
-	if err := dst.Header.Read(hb.br); err != nil {
+	if err := dst.Header.Read(hb.reader(b)); err != nil {
 		fasthttp.ReleaseResponse(src)
 		return err
 	}
@@ -291,6 +284,19 @@ type headBuf struct {
 	b  []byte
 	rd bytes.Reader
 	br *bufio.Reader
+}
+
+// reader returns a reader of b, a header block built in hb.b, sized to
+// hold it whole (fasthttp parses a head from one buffer).
+func (hb *headBuf) reader(b []byte) *bufio.Reader {
+	hb.b = b
+	hb.rd.Reset(b)
+	if hb.br == nil || hb.br.Size() < len(b) {
+		hb.br = bufio.NewReaderSize(&hb.rd, max(len(b), 4096))
+	} else {
+		hb.br.Reset(&hb.rd)
+	}
+	return hb.br
 }
 
 var headBufPool = sync.Pool{New: func() any { return &headBuf{b: make([]byte, 0, 2048)} }}

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"errors"
@@ -127,24 +126,25 @@ func (q *request) serveRaw(key string, e *pagecache.Entry) bool {
 // setDate gives h, still empty, the stored Date. fasthttp drops a Date set
 // through its API ("managed automatically": the server's clock, which
 // userrouter turns off); parsing keeps one, so a two-line head is parsed
-// into h, before anything else is set.
+// into h, before anything else is set. A value no HTTP-date could be (too
+// long, or breaking the line: a tampered store) is not sent.
 func setDate(h *fasthttp.ResponseHeader, date []byte) {
+	if len(date) > maxDateLen || bytes.ContainsAny(date, "\r\n") {
+		return
+	}
 	hb := headBufPool.Get().(*headBuf)
 	defer headBufPool.Put(hb)
 	b := append(hb.b[:0], "HTTP/1.1 200 OK\r\nDate: "...)
 	b = append(b, date...)
 	b = append(b, "\r\n\r\n"...)
-	hb.b = b
-	hb.rd.Reset(b)
-	if hb.br == nil {
-		hb.br = bufio.NewReaderSize(&hb.rd, 4096)
-	} else {
-		hb.br.Reset(&hb.rd)
-	}
-	if h.Read(hb.br) == nil {
+	if h.Read(hb.reader(b)) == nil {
 		h.ResetConnectionClose() // the parser's guess for a head without a length
 	}
 }
+
+// maxDateLen bounds a stored Date sent on a hit: an IMF-fixdate is 29
+// bytes, the obsolete forms a few more.
+const maxDateLen = 64
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
