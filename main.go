@@ -389,6 +389,7 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 		StripSetCookies: c.StripSetCookies,
 		MaxTTL:          c.MaxTTL.D(),
 		Grace:           c.Grace.D(),
+		StaleIfError:    c.StaleIfError.D(),
 		DropHeaders:     c.DropHeaders,
 		VaryHeaders:     keys.Headers(),
 		Rules:           rules,

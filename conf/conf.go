@@ -261,6 +261,12 @@ type Cache struct {
 	// stale-while-revalidate overrides it, must-revalidate forbids it.
 	// Default "10s".
 	Grace Duration `toml:"grace"`
+	// StaleIfError is how long past its freshness a page may be served
+	// stale when the backend fails (down, timing out, answering 5xx), RFC
+	// 5861; a response's stale-if-error overrides it, must-revalidate and
+	// no-cache forbid it. Pages stay in the store that long past their
+	// grace. "0s" turns it off. Default "1h".
+	StaleIfError Duration `toml:"stale_if_error"`
 	// UncacheableTTL is how long a URL whose response could not be stored
 	// goes straight to the backend, with the visitor's cookies and no fill
 	// (Varnish's hit-for-pass); a 5xx answer leaves no such marker.
@@ -432,6 +438,7 @@ func Default() *Config {
 			DefaultTTL:         Duration(60e9),
 			MaxTTL:             Duration(pagecache.DefaultMaxTTL),
 			Grace:              Duration(10e9),
+			StaleIfError:       Duration(pagecache.DefaultStaleIfError),
 			UncacheableTTL:     Duration(router.DefaultUncacheableTTL),
 			Statuses:           pagecache.DefaultStatuses(),
 			StripSetCookies:    []string{},

@@ -19,8 +19,9 @@ import (
 //     and, speculatively, the counters of the tags the page carried when
 //     last seen (the tag hint). A page whose tags are not the hint's costs
 //     one more round trip. The page is PageFresh, PageStale (past its
-//     freshness, or soft-purged), PageUncacheable (a marker: forward, do
-//     not fill) or PageMissing. A counter that is missing counts as purged. When an
+//     freshness, or soft-purged, within grace), PageExpired (past grace,
+//     kept to revalidate or to serve when the backend fails),
+//     PageUncacheable (a marker: forward, do not fill) or PageMissing. A counter that is missing counts as purged. When an
 //     operation fails, the Ticket says so (StoreDown) and the request
 //     asks the store nothing more: one timeout at most.
 //  2. Fence, before the fill request is sent, makes sure the Ticket holds
@@ -96,6 +97,10 @@ const (
 	PageFresh                    // serve
 	PageStale                    // serve, and refresh in the background
 	PageUncacheable              // a marker: forward without filling
+	// PageExpired: past freshness and grace, kept to be revalidated with a
+	// conditional fill (the Entry has its validators) and, until its
+	// ErrorUntil, to be served when the backend fails (stale-if-error).
+	PageExpired
 )
 
 // A Ticket names a page in the store (its key, namespace included, and
@@ -152,6 +157,9 @@ type Fill struct {
 	// Age is how old the answer already was when it came
 	// (Decision.Age): its freshness is TTL - Age from StoredAt.
 	Age time.Duration
+	// ErrorGrace and Keep are Decision's: how long past freshness it may
+	// be served when the backend fails, and how long it is kept.
+	ErrorGrace, Keep time.Duration
 }
 
 // ErrUnkeyable: the URL to purge has no key (too many query parameters),

@@ -1,6 +1,7 @@
 package pagecache
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,25 +13,30 @@ import (
 //
 //	offset  size  field
 //	0       2     magic "UR"
-//	2       1     version (1)
+//	2       1     version (2)
 //	3       1     kind (0 page, 1 uncacheable marker)
 //	4       2     status
 //	6       8     stored at, Unix milliseconds
 //	14      8     fresh until, Unix milliseconds
 //	22      8     stale until, Unix milliseconds (serve-stale limit)
-//	30      8     URL generation (the page's own purge counter)
-//	38      1     header count, then per header:
+//	30      8     error until, Unix milliseconds (stale-if-error limit)
+//	38      8     keep until, Unix milliseconds (kept to revalidate)
+//	46      8     URL generation (the page's own purge counter)
+//	54      1     header count, then per header:
 //	                1 name length, name, 2 value length, value
 //	        2     tag count, then per tag:
 //	                2 tag length, tag, 8 tag generation
 //	        4     body length, body
 //	        4     CRC-32C of everything before
 //
-// Integers are big-endian. An unknown version or any inconsistency is a
-// miss: damaged data is never served.
+// Integers are big-endian. Version 1, which a build before stale-if-error
+// wrote, lacks the error and keep times (they read as the stale limit). An
+// unknown version or any inconsistency is a miss: damaged data is never
+// served.
 const (
-	envelopeVersion = 1
-	envelopeFixed   = 39 // through the header count
+	envelopeVersion = 2
+	envelopeFixed   = 55 // through the header count
+	envelopeFixedV1 = 39
 	maxHeaders      = 64
 	maxTagLength    = 1024
 	maxTags         = 1024
@@ -63,7 +69,13 @@ type Entry struct {
 	Status     int
 	StoredAt   int64 // Unix milliseconds
 	FreshUntil int64 // Unix milliseconds
-	StaleUntil int64 // Unix milliseconds
+	StaleUntil int64 // Unix milliseconds: served stale while refreshed until then
+	// ErrorUntil (Unix milliseconds) is how long it may be served stale
+	// when the backend fails (stale-if-error).
+	ErrorUntil int64
+	// KeepUntil (Unix milliseconds) is how long it is kept past those, to
+	// be revalidated with a conditional request.
+	KeepUntil int64
 	// URLGen is the generation the page's URL counter had before it was
 	// fetched: purging the URL changes the counter.
 	URLGen  uint64
@@ -73,9 +85,20 @@ type Entry struct {
 	// envelope.
 	Flags uint32
 
+	value   []byte // the whole encoded value
 	tags    []byte // encoded tag records
 	nTags   int
 	headers [maxHeaders]Header
+}
+
+// Clone returns a copy of e that aliases nothing of its stored value,
+// for work that outlives the request (a background revalidation).
+func (e *Entry) Clone() *Entry {
+	c := new(Entry)
+	if e.value == nil || Decode(bytes.Clone(e.value), c) != nil {
+		*c = Entry{Kind: e.Kind, Status: e.Status, Flags: e.Flags, Body: bytes.Clone(e.Body)} // a raw value
+	}
+	return c
 }
 
 // Tags calls f with each stored surrogate key and the generation its tag
@@ -107,6 +130,8 @@ type Page struct {
 	StoredAt   int64
 	FreshUntil int64
 	StaleUntil int64
+	ErrorUntil int64
+	KeepUntil  int64
 	URLGen     uint64
 	Headers    []Header
 	Tags       []Tag
@@ -130,6 +155,8 @@ func Encode(dst []byte, p *Page) ([]byte, error) {
 	dst = binary.BigEndian.AppendUint64(dst, uint64(p.StoredAt))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(p.FreshUntil))
 	dst = binary.BigEndian.AppendUint64(dst, uint64(p.StaleUntil))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(max(p.ErrorUntil, p.StaleUntil)))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(max(p.KeepUntil, p.ErrorUntil, p.StaleUntil)))
 	dst = binary.BigEndian.AppendUint64(dst, p.URLGen)
 	dst = append(dst, byte(len(p.Headers)))
 	for _, h := range p.Headers {
@@ -158,16 +185,25 @@ func Encode(dst []byte, p *Page) ([]byte, error) {
 // Decode reads an envelope into e. It returns ErrVersion for an envelope
 // of another version and ErrDamaged for anything inconsistent.
 func Decode(b []byte, e *Entry) error {
-	if len(b) < envelopeFixed+2+4+4 || b[0] != 'U' || b[1] != 'R' {
+	if len(b) < envelopeFixedV1+2+4+4 || b[0] != 'U' || b[1] != 'R' {
 		return ErrDamaged
 	}
-	if b[2] != envelopeVersion {
+	fixed := envelopeFixed
+	switch b[2] {
+	case envelopeVersion:
+	case 1:
+		fixed = envelopeFixedV1
+	default:
 		return ErrVersion
+	}
+	if len(b) < fixed+2+4+4 {
+		return ErrDamaged
 	}
 	n := len(b) - 4
 	if crc32.Checksum(b[:n], crcTable) != binary.BigEndian.Uint32(b[n:]) {
 		return ErrDamaged
 	}
+	e.value = b
 	b = b[:n]
 	e.Kind = Kind(b[3])
 	e.Flags = 0
@@ -181,12 +217,19 @@ func Decode(b []byte, e *Entry) error {
 	e.StoredAt = int64(binary.BigEndian.Uint64(b[6:]))
 	e.FreshUntil = int64(binary.BigEndian.Uint64(b[14:]))
 	e.StaleUntil = int64(binary.BigEndian.Uint64(b[22:]))
-	e.URLGen = binary.BigEndian.Uint64(b[30:])
-	nh := int(b[38])
+	e.ErrorUntil, e.KeepUntil = e.StaleUntil, e.StaleUntil
+	at := 30
+	if fixed == envelopeFixed {
+		e.ErrorUntil = int64(binary.BigEndian.Uint64(b[30:]))
+		e.KeepUntil = int64(binary.BigEndian.Uint64(b[38:]))
+		at = 46
+	}
+	e.URLGen = binary.BigEndian.Uint64(b[at:])
+	nh := int(b[at+8])
 	if nh > maxHeaders {
 		return ErrDamaged
 	}
-	r := b[envelopeFixed:]
+	r := b[fixed:]
 	for i := range nh {
 		if len(r) < 1 {
 			return ErrDamaged

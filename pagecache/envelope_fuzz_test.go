@@ -59,7 +59,7 @@ func pageOf(e *Entry) *Page {
 // checksum, so that Decode reads past its first checks.
 func withCRC(b []byte) []byte {
 	b = bytes.Clone(b)
-	copy(b, "UR\x01")
+	copy(b, []byte{'U', 'R', envelopeVersion})
 	if n := len(b) - 4; n >= 0 {
 		binary.BigEndian.PutUint32(b[n:], crc32.Checksum(b[:n], crcTable))
 	}

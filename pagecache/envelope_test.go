@@ -2,7 +2,10 @@ package pagecache
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -75,10 +78,10 @@ func TestEnvelopeRejectsDamage(t *testing.T) {
 	if err := Decode(append(bytes.Clone(b), 0), &e); err == nil {
 		t.Error("a trailing byte decoded")
 	}
-	v2 := bytes.Clone(b)
-	v2[2] = 2
-	if err := Decode(v2, &e); !errors.Is(err, ErrVersion) {
-		t.Errorf("version 2: got %v; want ErrVersion", err)
+	v3 := bytes.Clone(b)
+	v3[2] = envelopeVersion + 1
+	if err := Decode(v3, &e); !errors.Is(err, ErrVersion) {
+		t.Errorf("version 3: got %v; want ErrVersion", err)
 	}
 	if err := Decode([]byte("<html>a raw page</html>"), &e); !errors.Is(err, ErrDamaged) {
 		t.Errorf("a raw body: got %v; want ErrDamaged", err)
@@ -142,5 +145,30 @@ func BenchmarkEncode(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf, _ = Encode(buf[:0], p)
+	}
+}
+
+// TestEnvelopeReadsVersion1: a page a build before stale-if-error wrote
+// (no error and keep times) is still served during a rolling upgrade; its
+// error and keep limits are its stale limit.
+func TestEnvelopeReadsVersion1(t *testing.T) {
+	p := samplePage()
+	p.ErrorUntil, p.KeepUntil = p.StaleUntil+1000, p.StaleUntil+2000
+	v2, err := Encode(nil, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := slices.Concat(v2[:30], v2[46:len(v2)-4])
+	v1[2] = 1
+	v1 = binary.BigEndian.AppendUint32(v1, crc32.Checksum(v1, crcTable))
+	var e Entry
+	if err := Decode(v1, &e); err != nil {
+		t.Fatalf("version 1: %v", err)
+	}
+	if e.ErrorUntil != p.StaleUntil || e.KeepUntil != p.StaleUntil || e.URLGen != p.URLGen || string(e.Body) != string(p.Body) || len(e.Headers) != len(p.Headers) {
+		t.Errorf("version 1 decoded as %+v", e)
+	}
+	if err := Decode(v2, &e); err != nil || e.ErrorUntil != p.ErrorUntil || e.KeepUntil != p.KeepUntil {
+		t.Errorf("version 2: %v, error until %d keep until %d", err, e.ErrorUntil, e.KeepUntil)
 	}
 }

@@ -163,6 +163,8 @@ func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (
 		return PageFresh, t
 	case now < e.StaleUntil:
 		return PageStale, t // past its freshness, or soft-purged
+	case now < e.KeepUntil:
+		return PageExpired, t // to revalidate, or to serve if the backend fails
 	}
 	return PageMissing, t
 }
@@ -272,6 +274,8 @@ func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 		StoredAt:   born.UnixMilli(),
 		FreshUntil: born.Add(fl.TTL).UnixMilli(),
 		StaleUntil: born.Add(fl.TTL + fl.Grace).UnixMilli(),
+		ErrorUntil: born.Add(fl.TTL + fl.ErrorGrace).UnixMilli(),
+		KeepUntil:  born.Add(fl.TTL + max(fl.Keep, fl.Grace, fl.ErrorGrace)).UnixMilli(),
 		URLGen:     t.urlGen,
 		Body:       fl.Body,
 	}
@@ -303,7 +307,7 @@ func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	if err != nil {
 		return ReasonHeaders, nil
 	}
-	if err := c.store.Set(t.page, Item{Value: env}, fl.TTL-fl.Age+fl.Grace); err != nil {
+	if err := c.store.Set(t.page, Item{Value: env}, fl.TTL-fl.Age+max(fl.Keep, fl.Grace, fl.ErrorGrace)); err != nil {
 		return storeReason(err), nil
 	}
 	return Storable, env

@@ -76,6 +76,11 @@ type PolicyOptions struct {
 	// request refreshes it; the response's stale-while-revalidate wins when
 	// set, must-revalidate forbids it. 0 disables serving stale.
 	Grace time.Duration
+	// StaleIfError is how long past freshness a page may be served stale
+	// when the backend fails (down, timing out, answering 5xx), RFC 5861;
+	// the response's stale-if-error wins when set, must-revalidate and
+	// no-cache forbid it. 0 disables it.
+	StaleIfError time.Duration
 	// DropHeaders are response headers never stored with a page, besides
 	// those no shared cache may store (see Policy.Stores).
 	DropHeaders []string
@@ -105,6 +110,7 @@ type Policy struct {
 	strip    []string
 	maxTTL   time.Duration
 	grace    time.Duration
+	sie      time.Duration
 	drop     map[string]bool // lower case: neverStored and DropHeaders
 	vary     map[string]bool // lower case
 	rules    []Rule
@@ -117,6 +123,7 @@ func NewPolicy(o PolicyOptions) *Policy {
 		strip:    o.StripSetCookies,
 		maxTTL:   cmp.Or(o.MaxTTL, DefaultMaxTTL),
 		grace:    o.Grace,
+		sie:      o.StaleIfError,
 		drop:     maps.Clone(neverStored),
 		vary:     map[string]bool{"accept-encoding": true, "cookie": true},
 		rules:    o.Rules,
@@ -157,8 +164,8 @@ func (p *Policy) Rule(host []byte, rawPath []byte, cleanPath string) *Rule {
 
 // Stores reports whether a response header may be stored with a page:
 // every end-to-end header but DropHeaders. What a response itself names
-// (Connection's tokens, no-cache="..." and private="..." field lists) is
-// the caller's to leave out too (see Response.Unstored).
+// (Connection's tokens, no-cache="..." field lists: Decision.Unstored) is
+// the caller's to leave out too.
 func (p *Policy) Stores(name []byte) bool {
 	var buf [64]byte
 	if len(name) > len(buf) {
@@ -208,6 +215,9 @@ type Response struct {
 	RequestTime time.Time
 	// SetCookie is true when a Set-Cookie remains after StripSetCookie.
 	SetCookie bool
+	// Validator is true when the response has an ETag or a Last-Modified:
+	// a stored copy can be revalidated with a conditional request.
+	Validator bool
 }
 
 // A Decision is the policy's answer for one response.
@@ -219,6 +229,36 @@ type Decision struct {
 	// 4.2.3): it was already that old when it came. Its freshness
 	// lifetime, TTL, counts from then: what is left of it is TTL - Age.
 	Age time.Duration
+	// ErrorGrace is how long past freshness it may be served when the
+	// backend fails (stale-if-error).
+	ErrorGrace time.Duration
+	// Keep is how long past freshness it stays in the store: Grace, then
+	// ErrorGrace, or RevalidationKeep for a response with a validator.
+	Keep time.Duration
+	// Unstored is the field list of a qualified no-cache
+	// (no-cache="X-Secret, X-Other"): those headers are not stored (RFC
+	// 9111 section 5.2.2.4). It aliases Response.CacheControl; see Lists.
+	Unstored []byte
+}
+
+// RevalidationKeep is how long past its freshness a page with a validator
+// (ETag, Last-Modified) stays in the store at least, so that it is
+// revalidated with a conditional request rather than fetched again.
+const RevalidationKeep = time.Hour
+
+// DefaultStaleIfError is the stale-if-error the daemon configures when
+// the config says nothing.
+const DefaultStaleIfError = time.Hour
+
+// Lists reports whether a field list (Decision.Unstored: names separated
+// by commas) names a header, case-insensitively.
+func Lists(list, name []byte) bool {
+	for n := range bytes.SplitSeq(list, []byte{','}) {
+		if bytes.EqualFold(bytes.TrimSpace(n), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // Decide applies rule r and the policy to a response fetched at now.
@@ -239,15 +279,17 @@ func (p *Policy) Decide(r *Rule, resp *Response, now time.Time) Decision {
 		return Decision{Reason: ReasonVary}
 	}
 	cc := parseCacheControl(resp.CacheControl)
-	ttl, grace := r.TTL, p.grace
+	ttl, grace, sie := r.TTL, p.grace, p.sie
+	// revalidate: stored only to be revalidated before each use
+	// (no-cache, RFC 9111 section 5.2.2.4).
+	revalidate := false
+	var unstored []byte
 	if r.HonorCacheControl {
 		switch {
 		case cc.private:
-			return Decision{Reason: ReasonPrivate}
+			return Decision{Reason: ReasonPrivate} // qualified too: see the README
 		case cc.noStore:
 			return Decision{Reason: ReasonNoStore}
-		case cc.noCache:
-			return Decision{Reason: ReasonNoCache}
 		}
 		sc := parseSurrogateControl(resp.SurrogateControl)
 		if sc.noStore {
@@ -269,8 +311,20 @@ func (p *Policy) Decide(r *Rule, resp *Response, now time.Time) Decision {
 		if cc.swr >= 0 {
 			grace = cc.swr
 		}
-		if cc.mustRevalidate {
-			grace = 0
+		if cc.sie >= 0 {
+			sie = cc.sie
+		}
+		unstored = cc.noCacheFields
+		if cc.noCache {
+			if !resp.Validator {
+				return Decision{Reason: ReasonNoCache} // nothing to revalidate with
+			}
+			revalidate = true
+		}
+		// A cache must not serve stale what must-revalidate or no-cache
+		// forbid (RFC 9111 section 4.2.4), whatever else is allowed.
+		if cc.mustRevalidate || revalidate {
+			grace, sie = 0, 0
 		}
 	}
 	ttl = min(ttl, p.maxTTL)
@@ -278,10 +332,20 @@ func (p *Policy) Decide(r *Rule, resp *Response, now time.Time) Decision {
 	if r.HonorCacheControl {
 		age = initialAge(resp, now)
 	}
-	if ttl <= age {
-		return Decision{Reason: ReasonTTL} // no freshness left: stale on arrival
+	if revalidate || ttl <= age {
+		// No freshness left: stale on arrival, never a hit. With a
+		// validator it is kept, to be revalidated at the next request.
+		if !resp.Validator {
+			return Decision{Reason: ReasonTTL}
+		}
+		ttl, grace = age, 0
 	}
-	return Decision{Reason: Storable, TTL: ttl, Grace: grace, Age: age}
+	d := Decision{Reason: Storable, TTL: ttl, Grace: grace, Age: age, ErrorGrace: sie, Unstored: unstored}
+	d.Keep = max(grace, sie)
+	if resp.Validator {
+		d.Keep = max(d.Keep, grace+RevalidationKeep)
+	}
+	return d
 }
 
 // initialAge is the age a response had when it came at now (RFC 9111
@@ -318,13 +382,16 @@ func (p *Policy) varyAllowed(vary []byte) bool {
 // when absent.
 type cacheControl struct {
 	private, noStore, noCache, mustRevalidate bool
-	maxAge, sMaxAge, swr                      time.Duration
+	maxAge, sMaxAge, swr, sie                 time.Duration
+	// noCacheFields is a qualified no-cache's field list; noCache is then
+	// false (the rest of the response may be used without revalidation).
+	noCacheFields []byte
 }
 
 func parseCacheControl(v []byte) cacheControl {
-	cc := cacheControl{maxAge: -1, sMaxAge: -1, swr: -1}
-	for d := range bytes.SplitSeq(v, []byte{','}) {
-		name, arg, _ := bytes.Cut(bytes.TrimSpace(d), []byte{'='})
+	cc := cacheControl{maxAge: -1, sMaxAge: -1, swr: -1, sie: -1}
+	for d := range directives(v) {
+		name, arg, qualified := bytes.Cut(bytes.TrimSpace(d), []byte{'='})
 		name = bytes.TrimSpace(name)
 		arg = bytes.Trim(bytes.TrimSpace(arg), `"`)
 		switch strings.ToLower(string(name)) {
@@ -333,7 +400,11 @@ func parseCacheControl(v []byte) cacheControl {
 		case "no-store":
 			cc.noStore = true
 		case "no-cache":
-			cc.noCache = true
+			if qualified && len(bytes.TrimSpace(arg)) > 0 {
+				cc.noCacheFields = arg
+			} else {
+				cc.noCache = true
+			}
 		case "must-revalidate", "proxy-revalidate":
 			cc.mustRevalidate = true
 		case "max-age":
@@ -342,9 +413,31 @@ func parseCacheControl(v []byte) cacheControl {
 			cc.sMaxAge = seconds(arg)
 		case "stale-while-revalidate":
 			cc.swr = seconds(arg)
+		case "stale-if-error":
+			cc.sie = seconds(arg)
 		}
 	}
 	return cc
+}
+
+// directives yields the comma-separated directives of a header value,
+// where commas inside a quoted string (a field list) do not separate.
+func directives(v []byte) func(yield func([]byte) bool) {
+	return func(yield func([]byte) bool) {
+		quoted, start := false, 0
+		for i, c := range v {
+			switch {
+			case c == '"':
+				quoted = !quoted
+			case c == ',' && !quoted:
+				if !yield(v[start:i]) {
+					return
+				}
+				start = i + 1
+			}
+		}
+		yield(v[start:])
+	}
 }
 
 // surrogateControl is what the policy reads of Surrogate-Control (W3C

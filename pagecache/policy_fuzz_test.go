@@ -1,8 +1,10 @@
 package pagecache
 
 import (
+	"cmp"
 	"math/big"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -20,14 +22,18 @@ func TestParseCacheControl(t *testing.T) {
 		in                                        string
 		private, noStore, noCache, mustRevalidate bool
 		maxAge, sMaxAge, swr                      time.Duration
+		sie                                       time.Duration // 0 for absent
+		fields                                    string
 	}{
 		{name: "empty", in: "", maxAge: absent, sMaxAge: absent, swr: absent},
 		{name: "django cache_page", in: "max-age=600", maxAge: s(600), sMaxAge: absent, swr: absent},
 		{name: "django never_cache", in: "max-age=0, no-cache, no-store, must-revalidate, private", private: true, noStore: true, noCache: true, mustRevalidate: true, maxAge: 0, sMaxAge: absent, swr: absent},
-		{name: "varnish style", in: "public, max-age=120, s-maxage=3600, stale-while-revalidate=30, stale-if-error=86400", maxAge: s(120), sMaxAge: s(3600), swr: s(30)},
+		{name: "varnish style", in: "public, max-age=120, s-maxage=3600, stale-while-revalidate=30, stale-if-error=86400", maxAge: s(120), sMaxAge: s(3600), swr: s(30), sie: s(86400)},
 		{name: "any case and spacing", in: " Private ,\tNO-STORE,Max-Age = 60 ", private: true, noStore: true, maxAge: s(60), sMaxAge: absent, swr: absent},
 		{name: "private with fields", in: `private="Set-Cookie, X-User", max-age=60`, private: true, maxAge: s(60), sMaxAge: absent, swr: absent},
-		{name: "no-cache with fields", in: `no-cache="Set-Cookie", s-maxage=5`, noCache: true, maxAge: absent, sMaxAge: s(5), swr: absent},
+		{name: "no-cache with fields", in: `no-cache="Set-Cookie", s-maxage=5`, fields: "Set-Cookie", maxAge: absent, sMaxAge: s(5), swr: absent},
+		{name: "no-cache with a list", in: `no-cache="X-A, X-B", max-age=5`, fields: "X-A, X-B", maxAge: s(5), sMaxAge: absent, swr: absent},
+		{name: "no-cache with an empty list", in: `no-cache=""`, noCache: true, maxAge: absent, sMaxAge: absent, swr: absent},
 		{name: "quoted argument", in: `max-age="60"`, maxAge: s(60), sMaxAge: absent, swr: absent},
 		{name: "a quoted no-store is not a directive", in: `community="UCI, no-store"`, maxAge: absent, sMaxAge: absent, swr: absent},
 		{name: "proxy-revalidate", in: "proxy-revalidate, max-age=5", mustRevalidate: true, maxAge: s(5), sMaxAge: absent, swr: absent},
@@ -46,8 +52,12 @@ func TestParseCacheControl(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := parseCacheControl([]byte(tc.in))
-			want := cacheControl{tc.private, tc.noStore, tc.noCache, tc.mustRevalidate, tc.maxAge, tc.sMaxAge, tc.swr}
-			if got != want {
+			want := cacheControl{private: tc.private, noStore: tc.noStore, noCache: tc.noCache, mustRevalidate: tc.mustRevalidate,
+				maxAge: tc.maxAge, sMaxAge: tc.sMaxAge, swr: tc.swr, sie: cmp.Or(tc.sie, absent)}
+			if tc.fields != "" {
+				want.noCacheFields = []byte(tc.fields)
+			}
+			if !reflect.DeepEqual(got, want) {
 				t.Errorf("parseCacheControl(%q): got %+v; want %+v", tc.in, got, want)
 			}
 		})
@@ -96,11 +106,28 @@ func TestExpiration(t *testing.T) {
 
 // ccDirectives is an independent reading of a Cache-Control list: the
 // lower-case names of its comma-separated members.
+// A quoted string's commas do not separate directives; a no-cache with a
+// field list is "no-cache=" (it forbids nothing but those fields).
 func ccDirectives(cc string) map[string]bool {
 	names := map[string]bool{}
-	for _, d := range strings.Split(cc, ",") {
-		name, _, _ := strings.Cut(d, "=")
-		names[strings.ToLower(strings.TrimSpace(name))] = true
+	var parts []string
+	quoted, start := false, 0
+	for i := 0; i < len(cc); i++ {
+		switch {
+		case cc[i] == '"':
+			quoted = !quoted
+		case cc[i] == ',' && !quoted:
+			parts = append(parts, cc[start:i])
+			start = i + 1
+		}
+	}
+	for _, d := range append(parts, cc[start:]) {
+		name, arg, _ := strings.Cut(d, "=")
+		name = strings.ToLower(strings.TrimSpace(name))
+		if name == "no-cache" && strings.TrimSpace(strings.Trim(strings.TrimSpace(arg), `"`)) != "" {
+			name = "no-cache="
+		}
+		names[name] = true
 	}
 	return names
 }
@@ -259,7 +286,7 @@ func FuzzParseCacheControl(f *testing.F) {
 		di := p.Decide(ignoring, resp, now)
 		bare := *resp
 		bare.CacheControl, bare.Expires, bare.Date = nil, nil, nil
-		if dn := p.Decide(ignoring, &bare, now); di != dn {
+		if dn := p.Decide(ignoring, &bare, now); !reflect.DeepEqual(di, dn) {
 			t.Fatalf("a rule ignoring Cache-Control: got %+v with %q and %+v without", di, cc, dn)
 		}
 	})

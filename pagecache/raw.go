@@ -27,7 +27,7 @@ func (f *rawFormat) lookup(base []byte, sc *Scratch, e *Entry, _ int64) (State, 
 	it, err := c.store.Get(key)
 	switch {
 	case err == nil && it.Flags&pickleFlag == 0:
-		e.Kind, e.Status, e.StoredAt, e.Headers, e.Body, e.Flags = KindPage, 200, 0, nil, it.Value, it.Flags
+		e.Kind, e.Status, e.StoredAt, e.Headers, e.Body, e.Flags, e.value = KindPage, 200, 0, nil, it.Value, it.Flags, nil
 		e.nTags = 0
 		return PageFresh, Ticket{page: key}
 	case err == nil:

@@ -66,7 +66,7 @@ func testStore(t *testing.T, s pagecache.Store) {
 }
 
 func TestMemcacheStore(t *testing.T) {
-	m, err := pagecache.NewMemcache(pagecache.MemcacheOptions{Servers: []string{pagecachetest.Memcached(t)}})
+	m, err := pagecache.NewMemcache(pagecache.MemcacheOptions{Servers: []string{pagecachetest.Memcached(t)}, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -180,10 +180,18 @@ func (q *request) anonymous() outcome {
 			return q.bypass(bypassGunzip)
 		}
 		r.stats.StaleHits.Add(1)
+		q.revalidate = true
 		q.backgroundFill(t.Clone())
 		return outcomeStale
 	case pagecache.PageUncacheable:
 		return q.bypass(bypassUncacheable)
+	case pagecache.PageExpired:
+		t = t.Clone()
+		q.revalidate = true
+		if time.Now().UnixMilli() < e.ErrorUntil {
+			q.staleKey = t.Key()
+		}
+		return q.miss(t)
 	}
 	return q.miss(t.Clone())
 }
@@ -199,7 +207,9 @@ func (q *request) miss(t pagecache.Ticket) outcome {
 	if !q.r.cache.fills {
 		return q.forwardAs(statusMissRaw, outcomeMiss)
 	}
-	if q.ctx.IsGet() && !q.cookies {
+	if q.ctx.IsGet() && (!q.cookies || q.revalidate && validated(&q.w.entry)) {
+		// A visitor with cookies waits, like a hit, for a revalidation of
+		// a stale page: it is cheap, and the page is served if it stays.
 		return q.fillFromVisitor(t)
 	}
 	// A visitor with cookies gets an answer made for them, never stored.

@@ -130,7 +130,7 @@ func cacheRouter(t *testing.T, s *site, store pagecache.Store, o Options, tweak 
 }
 
 func memcachedStore(t *testing.T, addr string) *pagecache.Memcache {
-	m, err := pagecache.NewMemcache(pagecache.MemcacheOptions{Servers: []string{addr}, Timeout: 200 * time.Millisecond})
+	m, err := pagecache.NewMemcache(pagecache.MemcacheOptions{Servers: []string{addr}, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,9 +8,17 @@ import (
 // Cache-Status (RFC 9211) values, built once: every outcome names itself,
 // and serving one costs no allocation.
 const (
-	headerCacheStatus    = "Cache-Status"
-	statusHit            = "userrouter; hit"
-	statusStale          = "userrouter; hit; detail=stale"
+	headerCacheStatus = "Cache-Status"
+	statusHit         = "userrouter; hit"
+	statusStale       = "userrouter; hit; detail=stale"
+	// A stale page served because the backend failed (RFC 5861).
+	statusStaleIfError = "userrouter; hit; detail=stale-if-error"
+	// A stale page revalidated by the backend (304) and served refreshed.
+	statusRevalidated = "userrouter; fwd=stale; fwd-status=304; stored"
+	// The same, when the refreshed page could not be stored.
+	statusRevalidatedNotStored = "userrouter; fwd=stale; fwd-status=304"
+	// A stale page the backend replaced with a new one, stored.
+	statusStaleStored    = "userrouter; fwd=stale; fwd-status=200; stored"
 	statusCollapsed      = "userrouter; fwd=miss; collapsed"
 	statusMissStored     = "userrouter; fwd=miss; stored"
 	statusMissBackground = "userrouter; fwd=miss; detail=background-fill"

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -21,12 +22,20 @@ type fillResult struct {
 	// body is what was read of the response body, for the leader to send
 	// first (the rest, if any, is still in its response's stream).
 	body []byte
+	// failed: the backend failed or answered 5xx; waiters with a stale
+	// page may serve it (stale-if-error).
+	failed bool
+	// revalidated: the backend answered 304 to a conditional fill; entry,
+	// when stored, is the refreshed page. The leader has no body to relay.
+	revalidated bool
 }
 
 // fillFromVisitor forwards a visitor without cookies or credentials and
 // stores the answer if the policy allows. Concurrent misses of the key wait
 // for this one fill and are served the stored page; when it could not be
-// stored, each forwards its own request.
+// stored, each forwards its own request. A visitor with cookies comes here
+// only to revalidate a stale page: they are served the page stored, never
+// the fill's answer itself, which was not made for them.
 func (q *request) fillFromVisitor(t pagecache.Ticket) outcome {
 	r := q.r
 	closeConn := q.prepare()
@@ -35,23 +44,46 @@ func (q *request) fillFromVisitor(t pagecache.Ticket) outcome {
 	if !q.fillRequest(req, acceptsGzip(&q.ctx.Request.Header)) {
 		return q.bypass(bypassQuery)
 	}
+	var old *pagecache.Entry
+	if q.revalidate && conditional(req, &q.w.entry) {
+		old = &q.w.entry // read by the fill, in this goroutine, before it returns
+	}
 	var resp *fasthttp.Response
 	res, leader := r.cache.flights.do(t.Key(), r.cache.CollapseTimeout, func() *fillResult {
 		resp = fasthttp.AcquireResponse()
 		start := time.Now()
-		res := r.fill(req, resp, t, q.rule)
+		res := r.fill(req, resp, t, q.rule, old)
 		q.waited(start)
 		return res
 	})
 	switch {
 	case leader && res.err != nil:
 		fasthttp.ReleaseResponse(resp)
+		if q.serveStale(res.err) {
+			return outcomeStale
+		}
 		q.backendError(res.err)
 		return outcomeError
+	case leader && res.failed && q.serveStale(nil):
+		fasthttp.ReleaseResponse(resp) // a 5xx: its body not read, its connection closes
+		return outcomeStale
+	case leader && res.revalidated:
+		fasthttp.ReleaseResponse(resp)
+		return q.serveRevalidated(t, res)
+	case leader && q.cookies:
+		fasthttp.ReleaseResponse(resp)
+		e := &q.w.entry
+		if res.entry != nil && pagecache.Decode(res.entry, e) == nil && q.serveEntry(t.Key(), e, statusStaleStored, time.Now().UnixMilli()) {
+			return outcomeMiss
+		}
+		return q.forwardAs(statusNotStored[res.reason], outcomeMiss)
 	case leader:
 		status := statusMissStored
-		if res.reason != pagecache.Storable {
+		switch {
+		case res.reason != pagecache.Storable:
 			status = statusNotStored[res.reason]
+		case q.revalidate:
+			status = statusStaleStored
 		}
 		if !q.relayWith(resp, res.body, status, closeConn) {
 			return outcomeError
@@ -60,6 +92,8 @@ func (q *request) fillFromVisitor(t pagecache.Ticket) outcome {
 	case res == nil:
 		r.stats.CollapseTimeouts.Add(1)
 		return q.forwardAs(statusCollapseTimeout, outcomeMiss)
+	case res.failed && q.serveStale(nil):
+		return outcomeStale
 	case res.entry != nil:
 		e := &q.w.entry // the lookup is done with it
 		if pagecache.Decode(res.entry, e) == nil && q.serveEntry(t.Key(), e, statusCollapsed, time.Now().UnixMilli()) {
@@ -71,10 +105,86 @@ func (q *request) fillFromVisitor(t pagecache.Ticket) outcome {
 	return q.forwardAs(statusNotStored[res.reason], outcomeMiss)
 }
 
+// serveRevalidated answers the leader of a fill the backend answered 304:
+// the refreshed page when it was stored, else the stale one it confirmed;
+// a 304 that made the page unstorable (a Set-Cookie, say) sends the
+// visitor's own request instead.
+func (q *request) serveRevalidated(t pagecache.Ticket, res *fillResult) outcome {
+	e := &q.w.entry
+	now := time.Now().UnixMilli()
+	switch {
+	case res.entry != nil && pagecache.Decode(res.entry, e) == nil && q.serveEntry(t.Key(), e, statusRevalidated, now):
+		return outcomeMiss
+	case res.reason == pagecache.ReasonStoreError && q.serveEntry(t.Key(), e, statusRevalidatedNotStored, now):
+		return outcomeMiss
+	}
+	q.ctx.Response.Reset()
+	return q.forwardAs(statusNotStored[res.reason], outcomeMiss)
+}
+
+// serveStale serves, in place of a failed backend's answer, the stale page
+// the lookup found when it is within its stale-if-error limit (RFC 5861).
+// err is the failure, for the log; nil for a 5xx answer or another
+// request's failed fill.
+func (q *request) serveStale(err error) bool {
+	key := q.staleKey
+	if key == "" {
+		return false
+	}
+	q.staleKey = ""
+	q.ctx.Response.Reset()
+	if !q.serveEntry(key, &q.w.entry, statusStaleIfError, time.Now().UnixMilli()) {
+		return false
+	}
+	q.r.stats.StaleIfError.Add(1)
+	if err != nil {
+		q.r.stats.BackendErrors.Add(1)
+		q.r.log.Log(slog.LevelWarn, "stale-if-error", "backend request failed; served the stale page", slog.String("key", key), slog.String("error", err.Error()))
+	}
+	return true
+}
+
+// validated reports whether a stored page can be revalidated (see
+// conditional).
+func validated(e *pagecache.Entry) bool {
+	if e.Status != fasthttp.StatusOK {
+		return false
+	}
+	for _, h := range e.Headers {
+		if bytes.EqualFold(h.Name, strETag) || bytes.EqualFold(h.Name, strLastModified) {
+			return true
+		}
+	}
+	return false
+}
+
+// conditional makes req ask whether the stored page e is still current
+// (RFC 9111 section 4.3.1): If-None-Match with its ETag, If-Modified-Since
+// with its Last-Modified. Only a 200 is revalidated, as Varnish does. It
+// reports whether e has a validator.
+func conditional(req *fasthttp.Request, e *pagecache.Entry) bool {
+	if e.Status != fasthttp.StatusOK {
+		return false
+	}
+	ok := false
+	for _, h := range e.Headers {
+		switch {
+		case bytes.EqualFold(h.Name, strETag):
+			req.Header.SetBytesV(fasthttp.HeaderIfNoneMatch, h.Value)
+			ok = true
+		case bytes.EqualFold(h.Name, strLastModified):
+			req.Header.SetBytesV(fasthttp.HeaderIfModifiedSince, h.Value)
+			ok = true
+		}
+	}
+	return ok
+}
+
 // backgroundFill starts, unless one is running or too many are, a fill of
-// the ticket's page by a request like the visitor's without credentials.
+// the ticket's page by a request like the visitor's without credentials;
+// a stale page with a validator is revalidated (a copy of it goes along).
 // The fill outlives the request: it takes copies (the fill request, the
-// ticket cloned) and the rule, which the Policy owns.
+// ticket cloned, the stale page) and the rule, which the Policy owns.
 func (q *request) backgroundFill(t pagecache.Ticket) {
 	r, c, rule := q.r, q.r.cache, q.rule
 	if !c.fills || c.flights.running(t.Key()) {
@@ -92,6 +202,10 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 		<-c.bgSlots
 		return
 	}
+	var old *pagecache.Entry
+	if q.revalidate && conditional(req, &q.w.entry) {
+		old = q.w.entry.Clone()
+	}
 	started := c.flights.tryGo(t.Key(), func() *fillResult {
 		defer func() {
 			fasthttp.ReleaseRequest(req)
@@ -100,7 +214,7 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 		r.stats.BackgroundFills.Add(1)
 		resp := fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseResponse(resp)
-		res := r.fill(req, resp, t, rule)
+		res := r.fill(req, resp, t, rule, old)
 		if res.err != nil {
 			r.log.Log(slog.LevelWarn, "fill", "background fill failed", slog.String("key", t.Key()), slog.String("error", res.err.Error()))
 		}
@@ -115,17 +229,21 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 // fill sends req, decides whether the answer may be stored, and stores it
 // (or an uncacheable marker). resp keeps the answer for a leader to relay;
 // when the body was read, fillResult.body holds it. The ticket is fenced
-// before the request is sent (see pagecache.Cache).
-func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecache.Ticket, rule *pagecache.Rule) *fillResult {
+// before the request is sent (see pagecache.Cache). old, when not nil, is
+// the stale page req asks about (see conditional): a 304 refreshes it.
+func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecache.Ticket, rule *pagecache.Rule, old *pagecache.Entry) *fillResult {
 	c := r.cache
 	genErr := c.pages.Fence(&t)
 	start := time.Now()
 	err := r.backends.Do(req, resp)
 	r.backendDone(start)
 	if err != nil {
-		return &fillResult{err: err}
+		return &fillResult{err: err, failed: true}
 	}
 	r.countBackend(resp.StatusCode())
+	if resp.StatusCode() == fasthttp.StatusNotModified && old != nil {
+		return r.refresh(resp, t, rule, old, start, genErr)
+	}
 	now := time.Now()
 	info := pagecache.Response{
 		Status:           resp.StatusCode(),
@@ -137,6 +255,7 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 		SurrogateControl: joinHeader(&resp.Header, "Surrogate-Control"),
 		ContentEncoding:  resp.Header.ContentEncoding(),
 		RequestTime:      start,
+		Validator:        len(resp.Header.Peek(fasthttp.HeaderETag)) > 0 || len(resp.Header.Peek(fasthttp.HeaderLastModified)) > 0,
 	}
 	var tags []string
 	var tagErr error
@@ -160,7 +279,7 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 	case len(tags) > 0 && !c.pages.KeepsTags():
 		d.Reason = pagecache.ReasonTags // raw pages have nowhere to keep tags
 	}
-	res := &fillResult{reason: d.Reason}
+	res := &fillResult{reason: d.Reason, failed: resp.StatusCode() >= 500}
 	if d.Reason == pagecache.Storable {
 		body, complete, err := readBody(resp, c.MaxBodySize)
 		res.body = body
@@ -178,6 +297,14 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 			}
 		}
 	}
+	r.stored(res, &t, resp.StatusCode() < 500 && genErr == nil, now)
+	return res
+}
+
+// stored counts what became of a fill; one not stored leaves an
+// uncacheable marker when mark (a server error may pass: the URL is not
+// marked), unless a purge or the store was the cause.
+func (r *Router) stored(res *fillResult, t *pagecache.Ticket, mark bool, now time.Time) {
 	switch {
 	case res.reason == pagecache.Storable:
 		r.stats.Stored.Add(1)
@@ -185,11 +312,121 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 		r.stats.NotStored[res.reason].Add(1)
 	default:
 		r.stats.NotStored[res.reason].Add(1)
-		if resp.StatusCode() < 500 && genErr == nil { // a server error may pass; do not mark the URL
-			c.pages.MarkUncacheable(&t, now, c.UncacheableTTL)
+		if mark {
+			r.cache.pages.MarkUncacheable(t, now, r.cache.UncacheableTTL)
 		}
 	}
+}
+
+// refresh applies a 304 to the stale page it revalidated (RFC 9111
+// sections 3.2 and 4.3.4): the page keeps its status, body and, unless
+// the 304 sends new ones, its surrogate keys; each header the 304 sends
+// replaces the stored ones of that name, but the Content-* headers, which
+// describe a representation that did not change; freshness is decided
+// again from the merged headers, and the page stored anew.
+func (r *Router) refresh(resp *fasthttp.Response, t pagecache.Ticket, rule *pagecache.Rule, old *pagecache.Entry, start time.Time, genErr error) *fillResult {
+	c := r.cache
+	now := time.Now()
+	r.stats.Revalidated.Add(1)
+	connection := joinHeader(&resp.Header, fasthttp.HeaderConnection)
+	var sent []pagecache.Header
+	var tags []string
+	var tagErr error
+	setCookie, tagged := false, false
+	for k, v := range resp.Header.All() {
+		if bytes.EqualFold(k, strSetCookie) {
+			setCookie = setCookie || !c.Policy.StripSetCookie(v)
+			continue
+		}
+		if c.isTagHeader(k) {
+			tagged = true
+			if tagErr == nil {
+				tags, tagErr = pagecache.ParseTags(tags, v)
+			}
+		}
+		if c.stores(k, connection) && !hasPrefixFold(k, "Content-") {
+			sent = append(sent, pagecache.Header{Name: bytes.Clone(k), Value: bytes.Clone(v)})
+		}
+	}
+	merged := make([]pagecache.Header, 0, len(old.Headers)+len(sent))
+	for _, h := range old.Headers {
+		if !slices.ContainsFunc(sent, func(s pagecache.Header) bool { return bytes.EqualFold(s.Name, h.Name) }) {
+			merged = append(merged, h)
+		}
+	}
+	merged = append(merged, sent...)
+	if !tagged {
+		old.Tags(func(tag []byte, _ uint64) bool {
+			tags = append(tags, string(tag))
+			return true
+		})
+	}
+	info := pagecache.Response{
+		Status:           old.Status,
+		CacheControl:     storedValues(merged, fasthttp.HeaderCacheControl),
+		Expires:          storedValues(merged, fasthttp.HeaderExpires),
+		Date:             storedValues(merged, fasthttp.HeaderDate),
+		Vary:             storedValues(merged, fasthttp.HeaderVary),
+		Age:              resp.Header.Peek(fasthttp.HeaderAge),
+		SurrogateControl: joinHeader(&resp.Header, "Surrogate-Control"),
+		ContentEncoding:  storedValues(merged, fasthttp.HeaderContentEncoding),
+		RequestTime:      start,
+		SetCookie:        setCookie,
+		Validator:        true,
+	}
+	d := c.Policy.Decide(rule, &info, now)
+	res := &fillResult{revalidated: true, reason: d.Reason}
+	switch {
+	case d.Reason != pagecache.Storable:
+	case genErr != nil:
+		r.storeError(genErr)
+		res.reason = pagecache.ReasonStoreError
+	case tagErr != nil:
+		res.reason = pagecache.ReasonTags
+	default:
+		f := &pagecache.Fill{Status: old.Status, Body: old.Body, ContentEncoding: info.ContentEncoding, Tags: tags,
+			StoredAt: now, TTL: d.TTL, Grace: d.Grace, Age: d.Age, ErrorGrace: d.ErrorGrace, Keep: d.Keep}
+		size := len(old.Body)
+		for _, h := range merged {
+			if !pagecache.Lists(d.Unstored, h.Name) {
+				f.Headers = append(f.Headers, h)
+				size += len(h.Name) + len(h.Value) + 3
+			}
+		}
+		if size > c.MaxBodySize+storedHeaderBytes {
+			res.reason = pagecache.ReasonTooLarge
+			break
+		}
+		res.reason, res.entry = c.pages.Put(&t, f)
+	}
+	r.stored(res, &t, genErr == nil, now)
 	return res
+}
+
+// storedValues joins the values of a stored header with ", ".
+func storedValues(hs []pagecache.Header, name string) []byte {
+	var v []byte
+	for _, h := range hs {
+		if bytes.EqualFold(h.Name, []byte(name)) {
+			if v != nil {
+				v = append(v, ", "...)
+			}
+			v = append(v, h.Value...)
+		}
+	}
+	return v
+}
+
+// hasPrefixFold reports whether b starts with prefix, ignoring ASCII case.
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
+}
+
+// stores reports whether a response header goes into a stored page: the
+// policy stores it, it is end to end (the Connection header does not
+// name it), and clients see it.
+func (c *cache) stores(name, connection []byte) bool {
+	return c.Policy.Stores(name) && !isHop(name, connection) && !c.hidden(name)
 }
 
 // fillOf is what Put stores of an answer (RFC 9111 section 3.1): its
@@ -203,12 +440,13 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 func (r *Router) fillOf(resp *fasthttp.Response, body []byte, d pagecache.Decision, now time.Time, tags []string) (f *pagecache.Fill, ok bool) {
 	c := r.cache
 	f = &pagecache.Fill{Status: resp.StatusCode(), Body: body, ContentEncoding: resp.Header.ContentEncoding(),
-		Tags: tags, StoredAt: now, TTL: d.TTL, Grace: d.Grace, Age: d.Age, Headers: make([]pagecache.Header, 0, 16)}
+		Tags: tags, StoredAt: now, TTL: d.TTL, Grace: d.Grace, Age: d.Age, ErrorGrace: d.ErrorGrace, Keep: d.Keep,
+		Headers: make([]pagecache.Header, 0, 16)}
 	connection := joinHeader(&resp.Header, fasthttp.HeaderConnection)
 	size, dated := len(body), false
 	for k, v := range resp.Header.All() {
 		switch {
-		case !c.Policy.Stores(k), isHop(k, connection), c.hidden(k):
+		case !c.stores(k, connection), pagecache.Lists(d.Unstored, k):
 			continue
 		case len(f.Headers) > maxStoredHeaders:
 			return f, true

@@ -38,6 +38,9 @@ func (q *request) forward(cacheStatus string) bool {
 			q.closeAfter() // how much of the body was read is unknown
 		}
 		fasthttp.ReleaseResponse(resp)
+		if q.serveStale(err) {
+			return true
+		}
 		q.backendError(err)
 		return false
 	}
@@ -69,6 +72,10 @@ func (q *request) prepare() (closeConn bool) {
 // ownership of resp, and reports whether the answer could be relayed.
 func (q *request) relayWith(resp *fasthttp.Response, read []byte, cacheStatus string, closeConn bool) bool {
 	r, ctx := q.r, q.ctx
+	if resp.StatusCode() >= 500 && q.serveStale(nil) {
+		fasthttp.ReleaseResponse(resp) // a body not read: its connection closes
+		return true
+	}
 	var drop func([]byte) bool
 	if r.cache != nil {
 		drop = r.cache.hidden

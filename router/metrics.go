@@ -77,6 +77,8 @@ func (m *Metrics) WritePrometheus(out io.Writer, current *Router) {
 	w.counter("userrouter_cache_damaged_total", "Stored values that could not be read (damaged, another version, a pickle).", one(&s.Damaged))
 	w.counter("userrouter_cache_store_errors_total", "Page store operations that failed (served from the backend).", one(&s.StoreErrors))
 	w.counter("userrouter_background_fills_total", "Cache fills started for visitors with cookies, and stale refreshes.", one(&s.BackgroundFills))
+	w.counter("userrouter_cache_revalidated_total", "Conditional fills the backend answered 304 Not Modified: the stored page was refreshed without a render.", one(&s.Revalidated))
+	w.counter("userrouter_cache_stale_if_error_total", "Requests served a stale page because the backend failed (stale-if-error).", one(&s.StaleIfError))
 	w.counter("userrouter_background_fills_skipped_total", "Background fills not started: too many running.", one(&s.FillsSkipped))
 	w.counter("userrouter_collapse_timeouts_total", "Misses that stopped waiting for another request's fill (cache.collapse_timeout) and went to the backend.", one(&s.CollapseTimeouts))
 	w.counter("userrouter_backend_responses_total", "Backend responses, by status class.",

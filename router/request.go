@@ -32,6 +32,13 @@ type request struct {
 	// later steps do to it (see closeAfter).
 	closeConn bool
 
+	// revalidate: w.entry is a stale page the lookup found (in its grace
+	// or past it), to be revalidated by the fill; staleKey, when not "",
+	// names it in the store and says it may be served if the backend
+	// fails (stale-if-error).
+	revalidate bool
+	staleKey   string
+
 	w *work
 }
 

@@ -57,6 +57,8 @@ type Stats struct {
 	Doubts           atomic.Uint64                                 // forwarded: session doubts
 	DoubtReasons     [len(sessioncheck.DoubtReasons)]atomic.Uint64 // forwarded doubts, by reason (see sessioncheck.DoubtReasons)
 	BackgroundFills  atomic.Uint64                                 // fills for visitors with cookies
+	Revalidated      atomic.Uint64                                 // fills the backend answered 304: the stored page refreshed
+	StaleIfError     atomic.Uint64                                 // served stale because the backend failed (stale-if-error)
 	FillsSkipped     atomic.Uint64                                 // background fills not started: too many running
 	CollapseTimeouts atomic.Uint64                                 // misses that stopped waiting for another's fill
 	Damaged          atomic.Uint64                                 // stored values that could not be read
