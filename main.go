@@ -418,6 +418,9 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 		StripTagHeaders:    c.StripTagHeaders,
 		TagCacheTTL:        c.TagCacheTTL.D(),
 	}
+	if o.UnsafeInvalidation, err = router.ParseInvalidation(c.UnsafeInvalidation); err != nil {
+		return nil, fmt.Errorf("cache.unsafe_invalidation: %w", err)
+	}
 	if c.Format == "raw" {
 		o.Raw = &router.RawOptions{ContentType: c.RawContentType, GzipFlag: uint32(c.RawGzipFlag), Fill: c.RawFill}
 	}

@@ -229,6 +229,12 @@ type Cache struct {
 	// memcached, and a purge may take that long to reach every instance
 	// (the instance that purges sees it at once). Default "0s": exact.
 	TagCacheTTL Duration `toml:"tag_cache_ttl"`
+	// UnsafeInvalidation is what a 2xx or 3xx answer to a POST, PUT, PATCH
+	// or DELETE does to the stored page of its URL and of the same-host URLs
+	// in the answer's Location and Content-Location (RFC 9111 section
+	// 4.4): "hard" purges them, "soft" makes them stale (served while
+	// refreshed), "off" leaves them. Default "hard".
+	UnsafeInvalidation string `toml:"unsafe_invalidation"`
 	// IgnoreQueryParams are dropped from the key: names, or prefixes
 	// ending in "*". Default ["utm_*", "fbclid", "gclid"].
 	IgnoreQueryParams []string `toml:"ignore_query_params"`
@@ -434,6 +440,7 @@ func Default() *Config {
 			StripTagHeaders:    true,
 			IgnoreQueryParams:  []string{"utm_*", "fbclid", "gclid"},
 			Format:             "envelope",
+			UnsafeInvalidation: "hard",
 			RawContentType:     router.DefaultRawContentType,
 			DefaultTTL:         Duration(60e9),
 			MaxTTL:             Duration(pagecache.DefaultMaxTTL),

@@ -97,6 +97,7 @@ func (c *Config) validate(d *decoder) {
 		d.errf("cache.prefix", "%q must be a short memcached key prefix without spaces", k.Prefix)
 	}
 	oneOf(d, "cache.format", k.Format, "envelope", "raw")
+	oneOf(d, "cache.unsafe_invalidation", k.UnsafeInvalidation, "hard", "soft", "off")
 	for i, h := range k.TagHeaders {
 		if !validToken(h) {
 			d.errf(fmt.Sprintf("cache.tag_headers[%d]", i), "%q is not a header name", h)

@@ -62,6 +62,10 @@ type CacheOptions struct {
 	// long: hits skip reading them, and a purge may take that long to
 	// reach every instance.
 	TagCacheTTL time.Duration
+	// UnsafeInvalidation is what a successful POST, PUT, PATCH or DELETE
+	// does to the stored pages of its URL and of the same-host URLs in its
+	// answer's Location and Content-Location. Default InvalidateHard.
+	UnsafeInvalidation Invalidation
 }
 
 // Defaults of CacheOptions and RawOptions, for zero fields.

@@ -27,7 +27,9 @@
 //     pagecache.Cache.Fence, decides with pagecache.Policy.Decide, and
 //     stores with pagecache.Cache.Put or marks the URL uncacheable.
 //  6. forward relays anything else to a backend as the client sent it and
-//     the answer back as the backend sent it, streamed (prepare, relayWith).
+//     the answer back as the backend sent it, streamed (prepare, relayWith);
+//     a successful POST, PUT, PATCH or DELETE first purges the pages it
+//     changed (invalidate).
 //  7. finish leaves the connection at a request boundary (an unread body
 //     drained, up to 64 KiB) or closed; Router.done writes the access log
 //     line and pools the request.

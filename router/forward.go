@@ -45,6 +45,9 @@ func (q *request) forward(cacheStatus string) bool {
 		return false
 	}
 	r.countBackend(resp.StatusCode())
+	if r.cache != nil {
+		q.invalidate(resp)
+	}
 	return q.relayWith(resp, nil, cacheStatus, closeConn)
 }
 

@@ -88,6 +88,7 @@ func (m *Metrics) WritePrometheus(out io.Writer, current *Router) {
 		sample{`source="cache"`, float64(s.BytesFromCache.Load())}, sample{`source="backend"`, float64(s.BytesFromBackend.Load())})
 	w.counter("userrouter_purges_total", "Purges carried out, by kind (a soft purge counts under its kind too).", indexed(PurgeKinds(), "kind", s.Purges[:])...)
 	w.counter("userrouter_purges_refused_total", "Purges refused: address not allowed, or no valid token.", one(&s.PurgesRefused))
+	w.counter("userrouter_unsafe_invalidations_total", "URLs invalidated by successful POST, PUT, PATCH and DELETE requests (the request's, and same-host Location and Content-Location).", one(&s.UnsafeInvalidations))
 
 	ss := &m.Sessions
 	w.counter("userrouter_session_lookups_total", "Session keys checked.", one(&ss.Lookups))

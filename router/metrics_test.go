@@ -129,6 +129,7 @@ func TestMetrics(t *testing.T) {
 		{"userrouter_session_verdicts_total", []string{"verdict=identified"}, 2},
 		{"userrouter_session_doubts_total", []string{"reason=undecodable"}, 1},
 		{"userrouter_purges_total", []string{"kind=url"}, 1},
+		{"userrouter_unsafe_invalidations_total", nil, 1}, // the POST
 	} {
 		if got := value(t, after, tc.name, tc.labels...) - value(t, before, tc.name, tc.labels...); got != tc.delta {
 			t.Errorf("%s%v moved by %v; want %v", tc.name, tc.labels, got, tc.delta)

@@ -69,6 +69,9 @@ type Stats struct {
 	BytesFromBackend atomic.Uint64                                 // body bytes relayed from backends (known lengths)
 	Purges           [numPurgeKinds]atomic.Uint64                  // purges carried out, by kind (url, key, all, soft)
 	PurgesRefused    atomic.Uint64                                 // purges refused: address or token
+	// UnsafeInvalidations counts the URLs invalidated by successful POST,
+	// PUT, PATCH and DELETE requests (CacheOptions.UnsafeInvalidation).
+	UnsafeInvalidations atomic.Uint64
 }
 
 // Purge kinds, for Stats.Purges; a soft purge counts under its kind too.
