@@ -308,6 +308,13 @@ func (p *Policy) Decide(r *Rule, resp *Response, now time.Time) Decision {
 		case len(resp.Expires) > 0:
 			ttl = expiresTTL(resp.Expires, resp.Date, now)
 		}
+		if cc.sMaxAge >= 0 && sc.maxAge < 0 {
+			// s-maxage implies proxy-revalidate for a shared cache (RFC
+			// 9111 section 5.2.2.10): no stale use by default, only what
+			// the response grants itself (RFC 5861). Surrogate-Control's
+			// max-age, when set, governs userrouter instead.
+			grace, sie = 0, 0
+		}
 		if cc.swr >= 0 {
 			grace = cc.swr
 		}

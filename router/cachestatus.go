@@ -1,6 +1,8 @@
 package router
 
 import (
+	"strings"
+
 	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/sessioncheck"
 )
@@ -30,6 +32,13 @@ const (
 	statusCollapseTimeout = "userrouter; fwd=miss; detail=collapse-timeout"
 	statusIdentified      = "userrouter; fwd=bypass; detail=identified"
 )
+
+// withTTL reports whether a Cache-Status gets RFC 9211's ttl parameter:
+// those of a stale page, served on an error or revalidated. Hits and
+// misses keep their fixed values, which log parsers and bench read.
+func withTTL(s string) bool {
+	return s == statusStaleIfError || strings.HasPrefix(s, "userrouter; fwd=stale")
+}
 
 // statusNotStored is the Cache-Status of a miss whose answer was not
 // stored, by reason: "userrouter; fwd=miss; detail=set-cookie".

@@ -1,11 +1,13 @@
 package router
 
 import (
+	"compress/gzip"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +46,23 @@ func semanticsSite(t *testing.T) (*httptest.Server, func(string) int) {
 		case "/sc-short":
 			h.Set("Cache-Control", "max-age=600")
 			h.Set("Surrogate-Control", "max-age=1")
+		case "/no-cache-fields":
+			h.Set("Cache-Control", `max-age=60, no-cache="X-Secret, X-Other"`)
+			h.Set("X-Secret", "for this one answer")
+			h.Set("X-Other", "also")
+			h.Set("X-Kept", "shared")
+		case "/no-cache-plain":
+			h.Set("Cache-Control", "no-cache")
+		case "/no-transform":
+			h.Set("Cache-Control", "max-age=60, no-transform")
+			h.Set("Vary", "Accept-Encoding")
+			if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+				h.Set("Content-Encoding", "gzip")
+				zw := gzip.NewWriter(w)
+				io.WriteString(zw, "body of "+r.URL.Path)
+				zw.Close()
+				return
+			}
 		case "/age100":
 			h.Set("Cache-Control", "max-age=3600")
 			h.Set("Age", "100")
@@ -157,5 +176,46 @@ func TestSurrogateControl(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond) // past Surrogate-Control's max-age=1, within Cache-Control's 600
 	if a := fetch(t, "GET", base+"/sc-short"); a.cacheStatus == statusHit {
 		t.Errorf("after 1.1 s: %q; want no fresh hit (Surrogate-Control: max-age=1 wins)", a.cacheStatus)
+	}
+}
+
+// TestNoCacheFieldList: a no-cache naming fields lets the response be
+// stored and served without revalidation, but without those fields (RFC
+// 9111 section 5.2.2.4); a plain no-cache without a validator is not
+// stored at all.
+func TestNoCacheFieldList(t *testing.T) {
+	srv, requests := semanticsSite(t)
+	base := semanticsRouter(t, srv)
+	miss := fetch(t, "GET", base+"/no-cache-fields")
+	hit := fetch(t, "GET", base+"/no-cache-fields")
+	if miss.header.Get("X-Secret") == "" || hit.cacheStatus != statusHit {
+		t.Fatalf("miss X-Secret %q, then %q; want the backend's header, then a hit", miss.header.Get("X-Secret"), hit.cacheStatus)
+	}
+	if hit.header.Get("X-Secret") != "" || hit.header.Get("X-Other") != "" || hit.header.Get("X-Kept") != "shared" {
+		t.Errorf("hit: X-Secret %q X-Other %q X-Kept %q; want the listed fields gone, the rest kept", hit.header.Get("X-Secret"), hit.header.Get("X-Other"), hit.header.Get("X-Kept"))
+	}
+	for range 2 {
+		if a := fetch(t, "GET", base+"/no-cache-plain"); a.cacheStatus == statusHit || a.cacheStatus == statusStale {
+			t.Errorf("no-cache without a validator: %q; want never a hit", a.cacheStatus)
+		}
+	}
+	if n := requests("/no-cache-plain"); n != 2 {
+		t.Errorf("no-cache without a validator: %d backend requests; want 2", n)
+	}
+}
+
+// TestNoTransform: a gzipped page the backend marked no-transform is never
+// decompressed for a client that does not take gzip (RFC 9110 section
+// 7.7): that client's request is forwarded; gzip clients get hits.
+func TestNoTransform(t *testing.T) {
+	srv, requests := semanticsSite(t)
+	base := semanticsRouter(t, srv)
+	fetch(t, "GET", base+"/no-transform", "Accept-Encoding", "gzip")
+	if a := fetch(t, "GET", base+"/no-transform", "Accept-Encoding", "gzip"); a.cacheStatus != statusHit || a.header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("gzip client: %q %q; want a gzipped hit", a.cacheStatus, a.header.Get("Content-Encoding"))
+	}
+	a := fetch(t, "GET", base+"/no-transform", "Accept-Encoding", "identity")
+	if a.cacheStatus != statusBypass[bypassGunzip] || a.header.Get("Content-Encoding") != "" || a.body != "body of /no-transform" || requests("/no-transform") != 2 {
+		t.Errorf("identity client: %q %q %q after %d backend requests; want its own request forwarded", a.cacheStatus, a.header.Get("Content-Encoding"), a.body, requests("/no-transform"))
 	}
 }

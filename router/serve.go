@@ -43,6 +43,7 @@ func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string,
 	r, ctx := q.r, q.ctx
 	resp := &ctx.Response
 	var etag, lastMod, encoding []byte
+	noTransform := false
 	for _, h := range e.Headers {
 		switch {
 		case bytes.EqualFold(h.Name, strETag):
@@ -51,10 +52,15 @@ func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string,
 			lastMod = h.Value
 		case bytes.EqualFold(h.Name, strContentEncoding):
 			encoding = h.Value
+		case bytes.EqualFold(h.Name, strCacheControl):
+			noTransform = noTransform || containsFold(h.Value, strNoTransform)
 		}
 	}
 	notModified := e.Status == fasthttp.StatusOK && notModified(&ctx.Request.Header, etag, lastMod)
 	gunzip := len(encoding) > 0 && bytes.EqualFold(encoding, strGzip) && !acceptsGzip(&ctx.Request.Header)
+	if gunzip && noTransform {
+		return false // RFC 9110 section 7.7: an intermediary must not decode it
+	}
 	body := e.Body // the store gave us this slice to keep
 	if gunzip && !notModified {
 		var ok bool
@@ -82,7 +88,14 @@ func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string,
 	}
 	var age [20]byte
 	resp.Header.SetBytesKV(strAge, strconv.AppendInt(age[:0], max(0, now-e.StoredAt)/1000, 10))
-	resp.Header.Add(headerCacheStatus, cacheStatus)
+	if withTTL(cacheStatus) {
+		// RFC 9211's ttl: the freshness left, negative for a stale page.
+		var b [128]byte
+		s := strconv.AppendInt(append(append(b[:0], cacheStatus...), "; ttl="...), floorSeconds(e.FreshUntil-now), 10)
+		resp.Header.AddBytesV(headerCacheStatus, s)
+	} else {
+		resp.Header.Add(headerCacheStatus, cacheStatus)
+	}
 	if notModified {
 		resp.SkipBody = true
 	} else {
@@ -260,9 +273,30 @@ var (
 	strDate            = []byte(fasthttp.HeaderDate)
 	strSetCookie       = []byte(fasthttp.HeaderSetCookie)
 	strVary            = []byte(fasthttp.HeaderVary)
+	strCacheControl    = []byte(fasthttp.HeaderCacheControl)
+	strNoTransform     = []byte("no-transform")
 	strAcceptEncoding  = []byte(fasthttp.HeaderAcceptEncoding)
 	strGzip            = []byte("gzip")
 	strWeak            = []byte("W/")
 	strHTTP            = []byte("http")
 	strHTTPS           = []byte("https")
 )
+
+// containsFold reports whether b contains sub, ignoring ASCII case.
+func containsFold(b, sub []byte) bool {
+	for i := 0; i+len(sub) <= len(b); i++ {
+		if bytes.EqualFold(b[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// floorSeconds is ms in whole seconds, rounded down: a page stale by 100
+// ms has a ttl of -1, not 0.
+func floorSeconds(ms int64) int64 {
+	if ms < 0 {
+		return -((-ms + 999) / 1000)
+	}
+	return ms / 1000
+}
