@@ -417,6 +417,8 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 		TagHeaders:         c.TagHeaders,
 		StripTagHeaders:    c.StripTagHeaders,
 		TagCacheTTL:        c.TagCacheTTL.D(),
+		L1Size:             int64(c.L1Size),
+		L1TTL:              c.L1TTL.D(),
 	}
 	if o.UnsafeInvalidation, err = router.ParseInvalidation(c.UnsafeInvalidation); err != nil {
 		return nil, fmt.Errorf("cache.unsafe_invalidation: %w", err)

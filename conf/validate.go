@@ -97,6 +97,12 @@ func (c *Config) validate(d *decoder) {
 		d.errf("cache.prefix", "%q must be a short memcached key prefix without spaces", k.Prefix)
 	}
 	oneOf(d, "cache.format", k.Format, "envelope", "raw")
+	if k.L1Size > 0 {
+		positive(d, "cache.l1_ttl", k.L1TTL)
+		if k.Format == "raw" {
+			d.errf("cache.l1_size", "needs format \"envelope\": raw values carry no freshness to bound a copy by; set l1_size = \"0\"")
+		}
+	}
 	oneOf(d, "cache.unsafe_invalidation", k.UnsafeInvalidation, "hard", "soft", "off")
 	for i, h := range k.TagHeaders {
 		if !validToken(h) {

@@ -54,6 +54,10 @@ type Cache struct {
 	format format
 	ns     atomic.Uint64 // the namespace last seen; 0 before the first
 	hints  *otter.Cache[string, tagHint]
+	l1     *l1 // nil when off
+	// purges counts purges made through this Cache, so that a lookup
+	// that raced one does not put back in the L1 what it dropped.
+	purges atomic.Uint64
 	// tagTTL > 0: counters are kept in process, hints are not needed.
 	tagTTL       time.Duration
 	onStoreError func(error)
@@ -87,7 +91,17 @@ type CacheOptions struct {
 	// OnDamaged, when set, is told of each stored value that cannot be
 	// read: damaged, of another version, a pickle.
 	OnDamaged func()
+	// L1Size, when above 0, keeps that many bytes of fresh pages in
+	// process in front of the store (envelope format only); L1TTL bounds
+	// how long a copy is served after the store last showed it valid: a
+	// purge through another instance reaches this one within L1TTL.
+	// Default L1TTL DefaultL1TTL.
+	L1Size int64
+	L1TTL  time.Duration
 }
+
+// DefaultL1TTL is what a zero CacheOptions.L1TTL means.
+const DefaultL1TTL = time.Second
 
 // State is what Lookup found.
 type State uint8
@@ -115,7 +129,16 @@ type Ticket struct {
 	// down: an operation of the lookup failed; the request asks the store
 	// nothing more.
 	down bool
+	// l1: the page came from the in-process tier, not the store.
+	l1 bool
+	// epoch is Cache.purges when the lookup began: a fill stored after a
+	// purge through this Cache since then is not copied to the L1.
+	epoch uint64
 }
+
+// FromL1 reports whether Lookup found the page in the in-process tier
+// (CacheOptions.L1Size) without asking the store.
+func (t *Ticket) FromL1() bool { return t.l1 }
 
 // Key is the page's key in the store.
 func (t *Ticket) Key() string { return t.page }
@@ -203,6 +226,11 @@ func NewCache(o CacheOptions) (*Cache, error) {
 		if c.hints, err = otter.New(&otter.Options[string, tagHint]{MaximumSize: 100_000}); err != nil {
 			return nil, err
 		}
+		if o.L1Size > 0 {
+			if c.l1, err = newL1(o.L1Size, cmp.Or(o.L1TTL, DefaultL1TTL)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return c, nil
 }
@@ -212,7 +240,25 @@ func NewCache(o CacheOptions) (*Cache, error) {
 // value). sc is the request's working memory: the Ticket aliases it until
 // cloned. It does not allocate for an ordinary hit.
 func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State, Ticket) {
-	return c.format.lookup(base, sc, e, now.UnixMilli())
+	ms := now.UnixMilli()
+	if c.l1 != nil {
+		if ns := c.ns.Load(); ns != 0 {
+			if page := c.pageKey(sc, base, ns); c.l1.lookup(page, e, ms) {
+				return PageFresh, Ticket{page: page, l1: true}
+			}
+		}
+	}
+	epoch := c.purges.Load()
+	state, t := c.format.lookup(base, sc, e, ms)
+	t.epoch = epoch
+	if state == PageFresh && c.l1 != nil && c.purges.Load() == epoch {
+		page := strings.Clone(t.page)
+		c.l1.remember(page, e.value, ms)
+		if c.purges.Load() != epoch {
+			c.l1.forget(page) // a purge came between the check and the copy
+		}
+	}
+	return state, t
 }
 
 // Fence makes t hold the purge sequence and the URL counter the fill
@@ -247,7 +293,14 @@ func (c *Cache) Put(t *Ticket, f *Fill) (Reason, []byte) {
 	if !t.seqKnown || !t.urlKnown {
 		return ReasonStoreError, nil // not fenced
 	}
-	return c.format.put(t, f)
+	reason, env := c.format.put(t, f)
+	if reason == Storable && c.l1 != nil && c.purges.Load() == t.epoch {
+		c.l1.remember(strings.Clone(t.page), env, f.StoredAt.UnixMilli())
+		if c.purges.Load() != t.epoch {
+			c.l1.forget(t.page)
+		}
+	}
+	return reason, env
 }
 
 // MarkUncacheable leaves a marker, for ttl, so the next visitors of the
@@ -277,6 +330,11 @@ func (c *Cache) PurgeURL(in *KeyInput, soft bool) error {
 		if err := c.format.purgeURL(base, string(c.gens.AppendURLKey(nil, base)), soft); err != nil {
 			return err
 		}
+		if c.l1 != nil {
+			c.purges.Add(1)
+			var sc Scratch
+			c.l1.forget(c.pageKey(&sc, base, c.ns.Load()))
+		}
 		if !c.keys.HasScheme() {
 			return nil
 		}
@@ -291,7 +349,12 @@ func (c *Cache) PurgeKey(tag string, soft bool) error {
 	if !c.KeepsTags() {
 		return ErrURLOnly
 	}
-	return c.gens.PurgeTag(tag, soft)
+	err := c.gens.PurgeTag(tag, soft)
+	if c.l1 != nil {
+		c.purges.Add(1) // before the copies go: see Lookup
+		c.l1.clear()
+	}
+	return err
 }
 
 // PurgeAll makes every page unreachable at once by changing the
@@ -304,6 +367,10 @@ func (c *Cache) PurgeAll() error {
 		return err
 	}
 	c.ns.Store(0) // read it again at the next lookup
+	if c.l1 != nil {
+		c.purges.Add(1)
+		c.l1.clear()
+	}
 	return nil
 }
 

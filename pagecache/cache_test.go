@@ -14,30 +14,30 @@ import (
 // A storeMaker returns a new store for one test.
 type storeMaker = func(t *testing.T) Store
 
-func TestCacheMemory(t *testing.T) {
-	testCache(t, func(t *testing.T) Store {
-		m, err := NewMemory(MemoryOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	})
-}
+func TestCacheMemory(t *testing.T) { testCache(t, memoryStore) }
 
 // TestCacheMemcache runs the suite against the test memcached; each test's
 // keys start with a prefix of its own, so tests may share the server.
-func TestCacheMemcache(t *testing.T) {
+func TestCacheMemcache(t *testing.T) { testCache(t, memcacheStore) }
+
+func memoryStore(t *testing.T) Store {
+	m, err := NewMemory(MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func memcacheStore(t *testing.T) Store {
 	addr := pagecachetest.Memcached(t)
-	testCache(t, func(t *testing.T) Store {
-		// A protocol test, not a timeout test: a loaded machine under
-		// -race can take longer than the daemon's 100ms for one operation.
-		m, err := NewMemcache(MemcacheOptions{Servers: []string{addr}, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		return m
-	})
+	// A protocol test, not a timeout test: a loaded machine under -race
+	// can take longer than the daemon's 100ms for one operation.
+	m, err := NewMemcache(MemcacheOptions{Servers: []string{addr}, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
 }
 
 // testCache checks the page protocol of Cache (see its doc comment), step

@@ -66,6 +66,11 @@ type CacheOptions struct {
 	// does to the stored pages of its URL and of the same-host URLs in its
 	// answer's Location and Content-Location. Default InvalidateHard.
 	UnsafeInvalidation Invalidation
+	// L1Size, when above 0, keeps that many bytes of fresh pages in
+	// process in front of the store; a purge through another instance
+	// reaches this one's copies within L1TTL (see pagecache.CacheOptions).
+	L1Size int64
+	L1TTL  time.Duration
 }
 
 // Defaults of CacheOptions and RawOptions, for zero fields.
@@ -133,7 +138,7 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	} else if !o.Keys.HasHost() {
 		return nil, errors.New("router: a key template without {host} needs a list of cacheable hosts, or one site's pages would be served for another")
 	}
-	po := pagecache.CacheOptions{Store: c.Store, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL,
+	po := pagecache.CacheOptions{Store: c.Store, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL,
 		OnStoreError: r.storeError, OnDamaged: func() { r.stats.Damaged.Add(1) }}
 	if c.raw != nil {
 		raw := *c.raw
@@ -174,7 +179,11 @@ func (q *request) anonymous() outcome {
 	state, t := c.pages.Lookup(w.key, &w.pages, e, time.Now())
 	switch state {
 	case pagecache.PageFresh:
-		if !q.serve(t.Key(), e, statusHit) {
+		status := statusHit
+		if t.FromL1() {
+			status = statusHitL1
+		}
+		if !q.serve(t.Key(), e, status) {
 			return q.bypass(bypassGunzip)
 		}
 		r.stats.Hits.Add(1)

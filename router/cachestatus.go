@@ -12,7 +12,10 @@ import (
 const (
 	headerCacheStatus = "Cache-Status"
 	statusHit         = "userrouter; hit"
-	statusStale       = "userrouter; hit; detail=stale"
+	// A hit from the in-process tier (cache.l1_size), which may be
+	// cache.l1_ttl behind a purge made through another instance.
+	statusHitL1 = "userrouter; hit; detail=l1"
+	statusStale = "userrouter; hit; detail=stale"
 	// A stale page served because the backend failed (RFC 5861).
 	statusStaleIfError = "userrouter; hit; detail=stale-if-error"
 	// A stale page revalidated by the backend (304) and served refreshed.

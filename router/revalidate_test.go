@@ -66,8 +66,8 @@ func (s *staleSite) serve(w http.ResponseWriter, r *http.Request) {
 		h.Set("Cache-Control", "max-age=1")
 	case "/must-revalidate":
 		h.Set("Cache-Control", "max-age=1, must-revalidate")
-	case "/sie-1":
-		h.Set("Cache-Control", "max-age=1, stale-if-error=1")
+	case "/sie-3":
+		h.Set("Cache-Control", "max-age=1, stale-if-error=3")
 	}
 	if etag != "" {
 		h.Set("ETag", etag)
@@ -184,13 +184,14 @@ func TestStaleIfError(t *testing.T) {
 		s := newStaleSite(t)
 		base := staleRouter(t, s, store(t), time.Hour)
 		pages := map[string]string{}
-		for _, p := range []string{"/short", "/must-revalidate", "/sie-1", "/etag"} {
+		filled := time.Now()
+		for _, p := range []string{"/short", "/must-revalidate", "/sie-3", "/etag"} {
 			pages[p] = fetch(t, "GET", base+p).body
 		}
 		time.Sleep(1100 * time.Millisecond)
 		for _, mode := range []string{"503", "cut"} {
 			s.setFail(mode)
-			for _, p := range []string{"/short", "/sie-1", "/etag"} {
+			for _, p := range []string{"/short", "/sie-3", "/etag"} {
 				for _, cookie := range []string{"", "cart=3"} {
 					a := fetch(t, "GET", base+p, "Cookie", cookie)
 					if a.status != 200 || !strings.HasPrefix(a.cacheStatus, statusStaleIfError+"; ttl=-") || a.body != pages[p] {
@@ -205,9 +206,9 @@ func TestStaleIfError(t *testing.T) {
 				t.Errorf("must-revalidate, backend %s: %d %q; want the backend's failure, never stale", mode, a.status, a.cacheStatus)
 			}
 		}
-		time.Sleep(1100 * time.Millisecond) // stale-if-error=1 is over for /sie-1
+		time.Sleep(time.Until(filled.Add(4200 * time.Millisecond))) // max-age=1 and stale-if-error=3 are over for /sie-3
 		s.setFail("503")
-		if a := fetch(t, "GET", base+"/sie-1"); a.status != 503 {
+		if a := fetch(t, "GET", base+"/sie-3"); a.status != 503 {
 			t.Errorf("past the response's stale-if-error: %d %q; want the 503", a.status, a.cacheStatus)
 		}
 		if a := fetch(t, "GET", base+"/short"); !statusIs(a.cacheStatus, statusStaleIfError) {
