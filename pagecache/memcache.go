@@ -114,6 +114,7 @@ func NewMemcache(o MemcacheOptions) (*Memcache, error) {
 	m.client = memcache.NewFromSelector(ss)
 	m.client.Timeout = m.timeout
 	m.client.MaxIdleConns = inFlight // its default of 2 churns connections under load
+	m.client.DialContext = dialBuffered
 	return m, nil
 }
 
