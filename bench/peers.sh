@@ -191,6 +191,7 @@ P_ORIGIN=$(free_port)
 P_MC=$(free_port)
 P_URMC=$(free_port) P_URMC_ADMIN=$(free_port)
 P_URMEM=$(free_port) P_URMEM_ADMIN=$(free_port)
+P_URL1=$(free_port) P_URL1_ADMIN=$(free_port)
 P_FILL=$(free_port) P_FILL_ADMIN=$(free_port)
 P_NGMC=$(free_port)
 P_NGPC=$(free_port)
@@ -233,6 +234,9 @@ EOF
 }
 router_conf "$P_URMC" "$P_URMC_ADMIN" 'store = "memcached"' "servers = [\"127.0.0.1:$P_MC\"]" >"$tmp/ur-memcached.toml"
 router_conf "$P_URMEM" "$P_URMEM_ADMIN" 'store = "memory"' 'memory_size = "512MiB"' >"$tmp/ur-memory.toml"
+# memcached with the in-process tier: purges through another instance
+# reach it within l1_ttl (1 s).
+router_conf "$P_URL1" "$P_URL1_ADMIN" 'store = "memcached"' "servers = [\"127.0.0.1:$P_MC\"]" 'prefix = "l1:"' 'l1_size = "256MiB"' >"$tmp/ur-l1.toml"
 # The filler writes pages where and as nginx's memcached module reads them:
 # the body alone under "page:$request_uri". The origin tags its pages
 # (Surrogate-Key), and raw values have nowhere to keep tags, so userrouter
@@ -240,14 +244,16 @@ router_conf "$P_URMEM" "$P_URMEM_ADMIN" 'store = "memory"' 'memory_size = "512Mi
 router_conf "$P_FILL" "$P_FILL_ADMIN" 'store = "memcached"' "servers = [\"127.0.0.1:$P_MC\"]" \
 	'format = "raw"' 'raw_fill = true' 'key = "page:{uri}"' "hosts = [\"127.0.0.1:$P_FILL\"]" 'tag_headers = []' \
 	| sed '/^\[session\]/,/^dsn/d' >"$tmp/ur-raw-filler.toml"
-for c in ur-memcached ur-memory ur-raw-filler; do
+for c in ur-memcached ur-memory ur-l1 ur-raw-filler; do
 	check=$("$BIN/userrouter" -check -config "$tmp/$c.toml" 2>&1) || { echo "$check" >&2; die "$c.toml does not pass userrouter -check"; }
 done
 
 start ur-memcached "$BIN/userrouter" -config "$tmp/ur-memcached.toml"
 start ur-memory "$BIN/userrouter" -config "$tmp/ur-memory.toml"
+start ur-l1 "$BIN/userrouter" -config "$tmp/ur-l1.toml"
 wait_url ur-memcached "http://127.0.0.1:$P_URMC_ADMIN/readyz"
 wait_url ur-memory "http://127.0.0.1:$P_URMEM_ADMIN/readyz"
+wait_url ur-l1 "http://127.0.0.1:$P_URL1_ADMIN/readyz"
 
 # nginx: one instance, two servers. Keep-alive everywhere, to the clients
 # (no limit on requests per connection), to the origin and to memcached.
@@ -350,7 +356,7 @@ start nginx "$NGINX" -e "$tmp/nginx-error.log" -c "$tmp/nginx.conf" -p "$tmp/ngi
 wait_url nginx "http://127.0.0.1:$P_NGPC/healthz"
 wait_url nginx "http://127.0.0.1:$P_NGMC/healthz"
 
-cp "$tmp/ur-memcached.toml" "$tmp/ur-memory.toml" "$tmp/ur-raw-filler.toml" "$tmp/nginx.conf" "$OUT/conf/"
+cp "$tmp/ur-memcached.toml" "$tmp/ur-memory.toml" "$tmp/ur-l1.toml" "$tmp/ur-raw-filler.toml" "$tmp/nginx.conf" "$OUT/conf/"
 
 # --- sessions, and the warm sets -------------------------------------------
 
@@ -375,18 +381,18 @@ wait "${PID[ur-raw-filler]}" || true
 for i in "${!pids[@]}"; do [ "${pids[$i]}" != "${PID[ur-raw-filler]}" ] || unset 'pids[i]'; done
 
 # The other caches warm themselves: one request per page.
-for p in $P_URMC $P_URMEM $P_NGPC; do
+for p in $P_URMC $P_URMEM $P_URL1 $P_NGPC; do
 	curl -fsS --max-time 10 -o /dev/null "http://127.0.0.1:$p/page/[0-$((HIT_PAGES - 1))]"
 done
-for p in $P_URMC $P_URMEM $P_NGMC $P_NGPC; do
+for p in $P_URMC $P_URMEM $P_URL1 $P_NGMC $P_NGPC; do
 	st=$(curl -fsS --max-time 10 -o /dev/null -D - "http://127.0.0.1:$p/page/$((HIT_PAGES - 1))" | tr -d '\r' | sed -n 's/^[Cc]ache-[Ss]tatus: //p')
 	case "$st" in *"; hit"*) ;; *) die "127.0.0.1:$p/page/$((HIT_PAGES - 1)) is not a hit after warming: Cache-Status \"$st\"" ;; esac
 done
 
 # --- the runs --------------------------------------------------------------
 
-PEERS=(origin ur-memcached ur-memory nginx-memcached nginx-proxy-cache)
-declare -A PORT=([origin]=$P_ORIGIN [ur-memcached]=$P_URMC [ur-memory]=$P_URMEM [nginx-memcached]=$P_NGMC [nginx-proxy-cache]=$P_NGPC)
+PEERS=(origin ur-memcached ur-memory ur-l1 nginx-memcached nginx-proxy-cache)
+declare -A PORT=([origin]=$P_ORIGIN [ur-memcached]=$P_URMC [ur-memory]=$P_URMEM [ur-l1]=$P_URL1 [nginx-memcached]=$P_NGMC [nginx-proxy-cache]=$P_NGPC)
 
 runs=$OUT/runs.tsv
 printf 'scenario\tround\tpeer\treq_per_s\tp50_ms\tp99_ms\thit_ratio\terrors\tnon_200\tforward_ok\n' >"$runs"
@@ -481,13 +487,14 @@ table() {
 	}
 	END {
 		ns = split("hits identified misses", S, " ")
-		np = split("origin ur-memcached ur-memory nginx-memcached nginx-proxy-cache", P, " ")
+		np = split("origin ur-memcached ur-memory ur-l1 nginx-memcached nginx-proxy-cache", P, " ")
 		name["origin"] = "origin alone"
 		name["ur-memcached"] = "userrouter, memcached store"
 		name["ur-memory"] = "userrouter, memory store"
+		name["ur-l1"] = "userrouter, memcached + L1"
 		name["nginx-memcached"] = "nginx memcached module"
 		name["nginx-proxy-cache"] = "nginx proxy_cache"
-		peer["ur-memcached"] = "nginx-memcached"; peer["ur-memory"] = "nginx-proxy-cache"
+		peer["ur-memcached"] = "nginx-memcached"; peer["ur-memory"] = "nginx-proxy-cache"; peer["ur-l1"] = "nginx-proxy-cache"
 		print "| scenario | peer | req/s | × origin alone | × nginx counterpart | p50 ms | p99 ms | hit ratio | errors |"
 		print "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 		for (s = 1; s <= ns; s++) for (p = 1; p <= np; p++) {
