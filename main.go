@@ -297,6 +297,7 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 		return nil, err
 	}
 	if cacheOpts != nil {
+		cacheOpts.OnStoreBreaker = breakerLog(logger, "page store", router.DefaultStoreBreakerCooldown)
 		h.closers = append(h.closers, cacheOpts.Store)
 		h.memory, _ = cacheOpts.Store.(*pagecache.Memory)
 	}
@@ -517,11 +518,24 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		BreakerFailures: c.BreakerFailures,
 		BreakerCooldown: c.BreakerCooldown.D(),
 		Stats:           &m.Sessions,
+		OnBreaker:       breakerLog(logger, "session store", c.BreakerCooldown.D()),
 	}
 	if observe {
 		o.QueryDuration = m.SessionQuery
 	}
 	return sessioncheck.New(o)
+}
+
+// breakerLog writes one line each time a dependency's circuit breaker
+// opens (a warning) or closes again.
+func breakerLog(logger *slog.Logger, what string, cooldown time.Duration) func(string) {
+	return func(state string) {
+		if state == "open" {
+			logger.Warn(what+" failing: circuit breaker open; requests skip it, one probe every cooldown", "cooldown", cooldown.String())
+			return
+		}
+		logger.Info(what+" answering again: circuit breaker closed")
+	}
 }
 
 // driverLog sends the MySQL driver's own messages (dropped connections)

@@ -13,6 +13,7 @@ import (
 	"github.com/maypok86/otter/v2"
 
 	"github.com/userrouter/userrouter/pagecache"
+	"github.com/userrouter/userrouter/sessioncheck"
 )
 
 // CacheOptions configures the page cache. Store, Keys and Policy are
@@ -71,6 +72,15 @@ type CacheOptions struct {
 	// reaches this one's copies within L1TTL (see pagecache.CacheOptions).
 	L1Size int64
 	L1TTL  time.Duration
+	// StoreBreakerFailures consecutive page store failures open its
+	// circuit breaker: for StoreBreakerCooldown every request skips the
+	// store (Cache-Status detail=store-down) and is served by the backend
+	// without a fill; then one request probes it. OnStoreBreaker, when set,
+	// is told each time it opens ("open") or closes ("closed"). Defaults
+	// DefaultStoreBreakerFailures, DefaultStoreBreakerCooldown.
+	StoreBreakerFailures int
+	StoreBreakerCooldown time.Duration
+	OnStoreBreaker       func(state string)
 }
 
 // Defaults of CacheOptions and RawOptions, for zero fields.
@@ -114,6 +124,8 @@ type cache struct {
 	fillHeaders []string
 	// identities keeps decompressed bodies of gzipped pages (see identity).
 	identities *otter.Cache[string, []byte]
+	// breaker guards the page store (see breakerStore).
+	breaker *sessioncheck.Breaker
 }
 
 func newCache(o *CacheOptions, r *Router) (*cache, error) {
@@ -138,7 +150,9 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	} else if !o.Keys.HasHost() {
 		return nil, errors.New("router: a key template without {host} needs a list of cacheable hosts, or one site's pages would be served for another")
 	}
-	po := pagecache.CacheOptions{Store: c.Store, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL,
+	c.breaker = sessioncheck.NewBreaker(cmp.Or(c.StoreBreakerFailures, DefaultStoreBreakerFailures),
+		cmp.Or(c.StoreBreakerCooldown, DefaultStoreBreakerCooldown), &r.stats.StoreBreakerOpens, c.OnStoreBreaker)
+	po := pagecache.CacheOptions{Store: &breakerStore{Store: c.Store, b: c.breaker}, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL,
 		OnStoreError: r.storeError, OnDamaged: func() { r.stats.Damaged.Add(1) }}
 	if c.raw != nil {
 		raw := *c.raw
@@ -214,7 +228,11 @@ func (q *request) anonymous() outcome {
 // credential-free twin fills the cache in the background.
 func (q *request) miss(t pagecache.Ticket) outcome {
 	if t.StoreDown() {
-		// One store timeout is all a request pays: no fence, no fill.
+		// One store timeout is all a request pays (none while the
+		// breaker is open): no fence, no fill.
+		if q.r.cache.breaker.String() != "closed" {
+			return q.forwardAs(statusStoreDown, outcomeMiss)
+		}
 		return q.forwardAs(statusStoreError, outcomeMiss)
 	}
 	if !q.r.cache.fills {
@@ -231,6 +249,10 @@ func (q *request) miss(t pagecache.Ticket) outcome {
 }
 
 func (r *Router) storeError(err error) {
+	if errors.Is(err, errStoreOpen) {
+		r.stats.StoreSkipped.Add(1) // the breaker's change was logged
+		return
+	}
 	r.stats.StoreErrors.Add(1)
 	r.log.Log(slog.LevelWarn, "store", "cache store failed; serving from the backend", slog.String("error", err.Error()))
 }

@@ -431,16 +431,29 @@ func TestCacheMemcachedOutage(t *testing.T) {
 		t.Fatalf("before the outage: %q", a.cacheStatus)
 	}
 	mc.Stop()
-	for i := range 5 {
-		a := fetch(t, "GET", base+"/page")
-		if a.status != 200 || !strings.Contains(a.body, "/page") {
-			t.Fatalf("request %d during the outage: %d %q", i, a.status, a.body)
+	var last answer
+	for i := range 8 {
+		last = fetch(t, "GET", base+"/page")
+		if last.status != 200 || !strings.Contains(last.body, "/page") {
+			t.Fatalf("request %d during the outage: %d %q", i, last.status, last.body)
 		}
 	}
+	// Past DefaultStoreBreakerFailures failures the store is not asked.
+	if last.cacheStatus != statusStoreDown {
+		t.Errorf("the 8th request of the outage: %q; want %q (breaker open)", last.cacheStatus, statusStoreDown)
+	}
 	mc.Start() // empty again
-	fetch(t, "GET", base+"/page")
-	if a := fetch(t, "GET", base+"/page"); a.cacheStatus != "userrouter; hit" {
-		t.Errorf("after recovery: %q; want a hit", a.cacheStatus)
+	deadline := time.Now().Add(DefaultStoreBreakerCooldown + 2*time.Second)
+	for {
+		fetch(t, "GET", base+"/page")
+		a := fetch(t, "GET", base+"/page")
+		if a.cacheStatus == statusHit {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after recovery: %q; want a hit once the breaker's probe succeeded", a.cacheStatus)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -30,6 +30,9 @@ const (
 	statusMissRaw        = "userrouter; fwd=miss; detail=raw-no-fill"
 	// A miss whose lookup found the page store failing: forwarded, no fill.
 	statusStoreError = "userrouter; fwd=miss; detail=store-error"
+	// A miss while the page store's circuit breaker is open: the store
+	// was not asked.
+	statusStoreDown = "userrouter; fwd=miss; detail=store-down"
 	// A miss that waited cache.collapse_timeout for another request's fill
 	// and then went to the backend itself.
 	statusCollapseTimeout = "userrouter; fwd=miss; detail=collapse-timeout"

@@ -76,6 +76,13 @@ func (m *Metrics) WritePrometheus(out io.Writer, current *Router) {
 	w.counter("userrouter_bypass_total", "Requests forwarded without the cache, by reason.", indexed(BypassReasons(), "reason", s.Bypass[:])...)
 	w.counter("userrouter_cache_damaged_total", "Stored values that could not be read (damaged, another version, a pickle).", one(&s.Damaged))
 	w.counter("userrouter_cache_store_errors_total", "Page store operations that failed (served from the backend).", one(&s.StoreErrors))
+	w.counter("userrouter_cache_store_skipped_total", "Page store operations skipped while its circuit breaker was open.", one(&s.StoreSkipped))
+	w.counter("userrouter_cache_store_breaker_opens_total", "Times the page store's circuit breaker opened.", one(&s.StoreBreakerOpens))
+	storeOpen := 0.0
+	if current != nil && current.cache != nil && current.cache.breaker.String() != "closed" {
+		storeOpen = 1
+	}
+	w.gauge("userrouter_cache_store_breaker_open", "1 while the page store is not asked after repeated failures.", sample{"", storeOpen})
 	w.counter("userrouter_background_fills_total", "Cache fills started for visitors with cookies, and stale refreshes.", one(&s.BackgroundFills))
 	w.counter("userrouter_cache_revalidated_total", "Conditional fills the backend answered 304 Not Modified: the stored page was refreshed without a render.", one(&s.Revalidated))
 	w.counter("userrouter_cache_stale_if_error_total", "Requests served a stale page because the backend failed (stale-if-error).", one(&s.StaleIfError))

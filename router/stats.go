@@ -44,31 +44,33 @@ type Durations struct {
 
 // Stats counts what a Router did. Fields are safe to read at any time.
 type Stats struct {
-	Requests         atomic.Uint64                                 // requests handled
-	Outcomes         [NumOutcomes]atomic.Uint64                    // requests by outcome (see Outcomes)
-	InFlight         atomic.Int64                                  // requests being handled
-	Hits             atomic.Uint64                                 // served fresh from the cache
-	StaleHits        atomic.Uint64                                 // served stale while refreshed
-	Collapsed        atomic.Uint64                                 // misses served another request's fill
-	Stored           atomic.Uint64                                 // fills stored
-	NotStored        [pagecache.NumReasons]atomic.Uint64           // fills not stored, by reason
-	Bypass           [numBypass]atomic.Uint64                      // forwarded without the cache, by reason
-	Identified       atomic.Uint64                                 // forwarded: identified visitors
-	Doubts           atomic.Uint64                                 // forwarded: session doubts
-	DoubtReasons     [len(sessioncheck.DoubtReasons)]atomic.Uint64 // forwarded doubts, by reason (see sessioncheck.DoubtReasons)
-	BackgroundFills  atomic.Uint64                                 // fills for visitors with cookies
-	Revalidated      atomic.Uint64                                 // fills the backend answered 304: the stored page refreshed
-	StaleIfError     atomic.Uint64                                 // served stale because the backend failed (stale-if-error)
-	FillsSkipped     atomic.Uint64                                 // background fills not started: too many running
-	CollapseTimeouts atomic.Uint64                                 // misses that stopped waiting for another's fill
-	Damaged          atomic.Uint64                                 // stored values that could not be read
-	StoreErrors      atomic.Uint64                                 // store operations that failed
-	BackendResponses [6]atomic.Uint64                              // by status class: [1] 1xx ... [5] 5xx
-	BackendErrors    atomic.Uint64                                 // requests no backend answered
-	BytesFromCache   atomic.Uint64                                 // body bytes served from the cache
-	BytesFromBackend atomic.Uint64                                 // body bytes relayed from backends (known lengths)
-	Purges           [numPurgeKinds]atomic.Uint64                  // purges carried out, by kind (url, key, all, soft)
-	PurgesRefused    atomic.Uint64                                 // purges refused: address or token
+	Requests          atomic.Uint64                                 // requests handled
+	Outcomes          [NumOutcomes]atomic.Uint64                    // requests by outcome (see Outcomes)
+	InFlight          atomic.Int64                                  // requests being handled
+	Hits              atomic.Uint64                                 // served fresh from the cache
+	StaleHits         atomic.Uint64                                 // served stale while refreshed
+	Collapsed         atomic.Uint64                                 // misses served another request's fill
+	Stored            atomic.Uint64                                 // fills stored
+	NotStored         [pagecache.NumReasons]atomic.Uint64           // fills not stored, by reason
+	Bypass            [numBypass]atomic.Uint64                      // forwarded without the cache, by reason
+	Identified        atomic.Uint64                                 // forwarded: identified visitors
+	Doubts            atomic.Uint64                                 // forwarded: session doubts
+	DoubtReasons      [len(sessioncheck.DoubtReasons)]atomic.Uint64 // forwarded doubts, by reason (see sessioncheck.DoubtReasons)
+	BackgroundFills   atomic.Uint64                                 // fills for visitors with cookies
+	Revalidated       atomic.Uint64                                 // fills the backend answered 304: the stored page refreshed
+	StaleIfError      atomic.Uint64                                 // served stale because the backend failed (stale-if-error)
+	FillsSkipped      atomic.Uint64                                 // background fills not started: too many running
+	CollapseTimeouts  atomic.Uint64                                 // misses that stopped waiting for another's fill
+	Damaged           atomic.Uint64                                 // stored values that could not be read
+	StoreErrors       atomic.Uint64                                 // store operations that failed
+	StoreSkipped      atomic.Uint64                                 // store operations skipped: its breaker was open
+	StoreBreakerOpens atomic.Uint64                                 // times the page store's breaker opened
+	BackendResponses  [6]atomic.Uint64                              // by status class: [1] 1xx ... [5] 5xx
+	BackendErrors     atomic.Uint64                                 // requests no backend answered
+	BytesFromCache    atomic.Uint64                                 // body bytes served from the cache
+	BytesFromBackend  atomic.Uint64                                 // body bytes relayed from backends (known lengths)
+	Purges            [numPurgeKinds]atomic.Uint64                  // purges carried out, by kind (url, key, all, soft)
+	PurgesRefused     atomic.Uint64                                 // purges refused: address or token
 	// UnsafeInvalidations counts the URLs invalidated by successful POST,
 	// PUT, PATCH and DELETE requests (CacheOptions.UnsafeInvalidation).
 	UnsafeInvalidations atomic.Uint64

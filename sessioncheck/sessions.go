@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -54,6 +53,9 @@ type Options struct {
 	// Defaults 5 and 2s.
 	BreakerFailures int
 	BreakerCooldown time.Duration
+	// OnBreaker, when set, is told each time the breaker opens ("open")
+	// or closes again ("closed"): a log line per change.
+	OnBreaker func(state string)
 	// QueryDuration, when set, observes the latency of each query (a
 	// Prometheus histogram, for instance).
 	QueryDuration interface{ UpdateDuration(start time.Time) }
@@ -94,7 +96,7 @@ type Sessions struct {
 	cache   *otter.Cache[string, kind]
 	group   singleflight.Group
 	slots   chan struct{}
-	breaker breaker
+	breaker *Breaker
 	observe interface{ UpdateDuration(start time.Time) }
 
 	Stats *Stats
@@ -124,7 +126,7 @@ func New(o Options) (*Sessions, error) {
 	s.ttl[kindIdentified] = cmp.Or(o.TTLIdentified, DefaultTTLIdentified)
 	s.ttl[kindAnonymous] = cmp.Or(o.TTLAnonymous, DefaultTTLAnonymous)
 	s.ttl[kindNoRow] = cmp.Or(o.TTLNoRow, DefaultTTLNoRow)
-	s.breaker = breaker{threshold: cmp.Or(o.BreakerFailures, DefaultBreakerFailures), cooldown: cmp.Or(o.BreakerCooldown, DefaultBreakerCooldown), opens: &s.Stats.BreakerOpens}
+	s.breaker = NewBreaker(cmp.Or(o.BreakerFailures, DefaultBreakerFailures), cmp.Or(o.BreakerCooldown, DefaultBreakerCooldown), &s.Stats.BreakerOpens, o.OnBreaker)
 	cache, err := otter.New(&otter.Options[string, kind]{
 		MaximumSize: cmp.Or(o.CacheEntries, DefaultCacheEntries),
 		// ±10% jitter: keys first seen together (after a restart) do not all
@@ -180,7 +182,7 @@ func (s *Sessions) lookup(ctx context.Context, key string) (Verdict, error) {
 // caches the answer. It runs on its own deadline: a caller giving up does
 // not cancel it, so its answer still reaches the cache.
 func (s *Sessions) query(key string) (kind, error) {
-	probe, ok := s.breaker.allow(time.Now())
+	probe, ok := s.breaker.Allow(time.Now())
 	if !ok {
 		return 0, ErrBreakerOpen
 	}
@@ -189,7 +191,7 @@ func (s *Sessions) query(key string) (kind, error) {
 	select {
 	case s.slots <- struct{}{}:
 	case <-ctx.Done():
-		s.breaker.release(probe)
+		s.breaker.Release(probe)
 		return 0, ErrBusy
 	}
 	defer func() { <-s.slots }()
@@ -202,17 +204,17 @@ func (s *Sessions) query(key string) (kind, error) {
 	}
 	switch {
 	case errors.Is(err, ErrNoRow):
-		s.breaker.success()
+		s.breaker.Success()
 		s.cache.Set(key, kindNoRow)
 		return kindNoRow, nil
 	case err != nil:
-		s.breaker.failure(time.Now())
+		s.breaker.Failure(time.Now())
 		if ctx.Err() != nil {
 			return 0, fmt.Errorf("%w: %v", ErrTimeout, err)
 		}
 		return 0, fmt.Errorf("%w: %v", ErrStore, err)
 	}
-	s.breaker.success()
+	s.breaker.Success()
 	v, err := s.rule(row)
 	if err != nil {
 		return 0, err // the store answered; the row is what is wrong
@@ -262,77 +264,3 @@ func (s *Sessions) Ping(ctx context.Context) error {
 
 // Close closes the store.
 func (s *Sessions) Close() error { return s.store.Close() }
-
-// breaker stops asking a failing store: after threshold consecutive
-// failures it opens for cooldown, then lets one probe through; the probe's
-// success closes it, its failure opens it again.
-type breaker struct {
-	threshold int
-	cooldown  time.Duration
-	opens     *atomic.Uint64
-
-	mu       sync.Mutex
-	failures int
-	state    breakerState
-	openedAt time.Time
-}
-
-type breakerState uint8
-
-const (
-	closed breakerState = iota
-	open
-	halfOpen
-)
-
-// allow reports whether a query may go to the store, and whether it is the
-// probe of a half-open breaker.
-func (b *breaker) allow(now time.Time) (probe, ok bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	switch b.state {
-	case closed:
-		return false, true
-	case open:
-		if now.Sub(b.openedAt) < b.cooldown {
-			return false, false
-		}
-		b.state = halfOpen
-		return true, true
-	}
-	return false, false // a probe is in flight
-}
-
-func (b *breaker) success() {
-	b.mu.Lock()
-	b.failures, b.state = 0, closed
-	b.mu.Unlock()
-}
-
-func (b *breaker) failure(now time.Time) {
-	b.mu.Lock()
-	b.failures++
-	if b.state == halfOpen || (b.state == closed && b.failures >= b.threshold) {
-		b.state, b.openedAt = open, now
-		b.opens.Add(1)
-	}
-	b.mu.Unlock()
-}
-
-// release hands back a probe that never reached the store.
-func (b *breaker) release(probe bool) {
-	if !probe {
-		return
-	}
-	b.mu.Lock()
-	if b.state == halfOpen {
-		b.state = open // openedAt unchanged: the next lookup probes again
-	}
-	b.mu.Unlock()
-}
-
-func (b *breaker) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return [...]string{"closed", "open", "half-open"}[b.state]
-}

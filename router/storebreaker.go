@@ -1,0 +1,80 @@
+package router
+
+import (
+	"errors"
+	"time"
+
+	"github.com/userrouter/userrouter/pagecache"
+	"github.com/userrouter/userrouter/sessioncheck"
+)
+
+// Defaults of the page store's circuit breaker (CacheOptions).
+const (
+	DefaultStoreBreakerFailures = 5
+	DefaultStoreBreakerCooldown = time.Second
+)
+
+// errStoreOpen: the page store's breaker is open; nothing was asked.
+var errStoreOpen = errors.New("router: page store skipped: its circuit breaker is open after repeated failures")
+
+// breakerStore puts a circuit breaker in front of the page store: after
+// consecutive failures (errors and timeouts, not misses) every operation
+// fails at once with errStoreOpen for the cooldown, then one probes the
+// store. A hung memcached then costs a request nothing instead of its
+// timeout, and no fill is started for pages that could not be stored.
+type breakerStore struct {
+	pagecache.Store
+	b *sessioncheck.Breaker
+}
+
+// guard runs op unless the breaker is open, and records how it went.
+func (s *breakerStore) guard(op func() error) error {
+	probe, ok := s.b.Allow(time.Now())
+	if !ok {
+		return errStoreOpen
+	}
+	err := op()
+	s.record(err, probe)
+	return err
+}
+
+// record tells the breaker how an operation went.
+func (s *breakerStore) record(err error, probe bool) {
+	switch {
+	case err == nil, errors.Is(err, pagecache.ErrMiss), errors.Is(err, pagecache.ErrNotStored), errors.Is(err, pagecache.ErrTooLarge):
+		s.b.Success() // the store answered
+	case errors.Is(err, pagecache.ErrBusy):
+		s.b.Release(probe) // our own bound, not the store's failure
+	default:
+		s.b.Failure(time.Now())
+	}
+}
+
+func (s *breakerStore) Get(key string) (it pagecache.Item, err error) {
+	err = s.guard(func() error { it, err = s.Store.Get(key); return err })
+	return it, err
+}
+
+func (s *breakerStore) GetMulti(keys []string, items []pagecache.Item) error {
+	return s.guard(func() error { return s.Store.GetMulti(keys, items) })
+}
+
+func (s *breakerStore) Set(key string, it pagecache.Item, ttl time.Duration) error {
+	return s.guard(func() error { return s.Store.Set(key, it, ttl) })
+}
+
+func (s *breakerStore) Delete(key string) error {
+	return s.guard(func() error { return s.Store.Delete(key) })
+}
+
+func (s *breakerStore) Add(key string, it pagecache.Item, ttl time.Duration) error {
+	return s.guard(func() error { return s.Store.Add(key, it, ttl) })
+}
+
+// Incr, which only purges use, always asks the store, open breaker or
+// not: a purge must reach it if it can, and fails loudly if it cannot.
+func (s *breakerStore) Incr(key string, delta uint64) (n uint64, err error) {
+	n, err = s.Store.Incr(key, delta)
+	s.record(err, false)
+	return n, err
+}
