@@ -534,7 +534,7 @@ func breakerLog(logger *slog.Logger, what string, cooldown time.Duration) func(s
 			logger.Warn(what+" failing: circuit breaker open; requests skip it, one probe every cooldown", "cooldown", cooldown.String())
 			return
 		}
-		logger.Info(what+" answering again: circuit breaker closed")
+		logger.Info(what + " answering again: circuit breaker closed")
 	}
 }
 
