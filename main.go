@@ -100,7 +100,7 @@ func newLogger(c conf.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 // gracefully; SIGHUP reloads the config.
 func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 	d := &daemon{cfg: cfg, logger: logger, level: level, metrics: router.NewMetrics(version)}
-	h, err := build(cfg, logger, d.metrics, nil)
+	h, err := build(cfg, logger, d.metrics, nil, atStartup)
 	if err != nil {
 		return err
 	}
@@ -159,6 +159,8 @@ wait:
 			}
 			logger.Info("shutting down", "signal", s.String(), "grace", l.ShutdownTimeout.D().String())
 			break wait
+		case <-d.retry:
+			d.reload()
 		case serveErr = <-failed:
 			logger.Error("listener failed, shutting down", "error", serveErr)
 			break wait
@@ -188,7 +190,14 @@ type daemon struct {
 	level   *slog.LevelVar
 	metrics *router.Metrics // outlive reloads
 	cur     atomic.Pointer[handler]
+	// retry, when not nil, fires when a reload that waits for its new
+	// session store to be verified should be tried again.
+	retry <-chan time.Time
 }
+
+// reloadRetry is how often a reload waiting for its session store to be
+// verified is tried again.
+const reloadRetry = 5 * time.Second
 
 // handle serves a request with the handler in service, counted, so a
 // replaced handler is released only once its requests are done.
@@ -200,13 +209,19 @@ func (d *daemon) handle(ctx *fasthttp.RequestCtx) {
 }
 
 // reload re-reads the config file. A config with problems, or one whose
-// stores cannot be built, leaves the running one in service. Otherwise a
+// stores cannot be built, leaves the running one in service. So does one
+// whose session store settings changed and could not be verified (the
+// database unreachable): the reload is tried again every reloadRetry
+// until the database accepts the query (the config is applied) or rejects
+// it (an error; the running config stays), or another SIGHUP comes. A
+// config is applied whole or not at all. Otherwise a
 // complete new handler (routes, rules, backends, session store, page
 // store) replaces the old at once; requests under way finish on the old
 // one, which is then closed. The listeners stay: changes to [listen]
 // addresses, timeouts and sizes, and to log.format, need a restart.
 func (d *daemon) reload() {
 	d.logger.Info("reloading", "config", d.cfg.File)
+	d.retry = nil // this attempt replaces any that was waiting
 	cfg, err := conf.Load(d.cfg.File)
 	if err != nil {
 		d.metrics.Reloads[1].Add(1)
@@ -220,8 +235,15 @@ func (d *daemon) reload() {
 	if !reflect.DeepEqual(old, now) || cfg.Log.Format != d.cfg.Log.Format {
 		d.logger.Warn("reload: listener settings ([listen] addresses, timeouts, sizes) and log.format are applied at restart only; the rest is applied now")
 	}
-	h, err := build(cfg, d.logger, d.metrics, d.cur.Load().memory)
-	if err != nil {
+	verify := !reflect.DeepEqual(cfg.Session, d.cfg.Session)
+	h, err := build(cfg, d.logger, d.metrics, d.cur.Load().memory, whenReload(verify))
+	var uv *unverifiedError
+	switch {
+	case errors.As(err, &uv):
+		d.retry = time.After(reloadRetry)
+		d.logger.Warn("reload waits: the new session store could not be verified at reload; still serving the previous config, trying again", "every", reloadRetry.String(), "error", uv.err.Error())
+		return
+	case err != nil:
 		d.metrics.Reloads[1].Add(1)
 		d.logger.Error("reload failed; still serving the previous config", "error", err)
 		return
@@ -258,7 +280,7 @@ func (h *handler) Close() {
 // counting into m (whose histograms are fed when listen.metrics is on).
 // memory is the running "memory" page store, if any: it is kept, pages
 // and all, when the new config asks for one of the same size.
-func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pagecache.Memory) (*handler, error) {
+func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pagecache.Memory, when buildTime) (*handler, error) {
 	b := &cfg.Backend
 	backends, err := router.NewBackends(router.BackendOptions{
 		Addrs:          b.Addrs,
@@ -284,7 +306,7 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 		keys = keys.WithDuplicates(sessioncheck.DuplicatesDoubt)
 	}
 	h := &handler{}
-	sessions, err := buildSessions(cfg.Session, logger, m, cfg.Listen.Metrics)
+	sessions, err := buildSessions(cfg.Session, logger, m, cfg.Listen.Metrics, when)
 	if err != nil {
 		return nil, err
 	}
@@ -460,7 +482,7 @@ func pageStore(c conf.Cache, m *router.Metrics, observe bool, keep *pagecache.Me
 // query against it. A query the database rejects stops startup; a database
 // that cannot be reached does not: visitors with a session are forwarded
 // until it answers.
-func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, observe bool) (sessioncheck.Checker, error) {
+func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, observe bool, when buildTime) (sessioncheck.Checker, error) {
 	if c.Driver == "" {
 		logger.Info("no session store configured: visitors with a session cookie are forwarded", "cookie", c.Cookie)
 		return sessioncheck.NoStore{}, nil
@@ -494,8 +516,11 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 	case errors.As(err, &qe):
 		store.Close()
 		return nil, fmt.Errorf("session.query is rejected by the database: %w", err)
+	case err != nil && when == atReloadVerify:
+		store.Close()
+		return nil, &unverifiedError{err}
 	case err != nil:
-		logger.Warn("session store unreachable at startup; visitors with a session are forwarded until it answers", "error", err)
+		logger.Warn("session store unreachable "+when.String()+"; visitors with a session are forwarded until it answers", "error", err)
 	}
 	var signer *sessioncheck.DjangoSigner
 	if c.SecretKey != "" {
@@ -524,6 +549,39 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		o.QueryDuration = m.SessionQuery
 	}
 	return sessioncheck.New(o)
+}
+
+// buildTime says when a handler is built: at startup, or at a reload
+// whose session store settings changed (and must then be verified before
+// they take over) or did not.
+type buildTime uint8
+
+const (
+	atStartup buildTime = iota
+	atReload
+	atReloadVerify
+)
+
+func whenReload(verify bool) buildTime {
+	if verify {
+		return atReloadVerify
+	}
+	return atReload
+}
+
+func (w buildTime) String() string {
+	if w == atStartup {
+		return "at startup"
+	}
+	return "at reload"
+}
+
+// unverifiedError: a reload's new session store could not be reached to
+// check its query.
+type unverifiedError struct{ err error }
+
+func (e *unverifiedError) Error() string {
+	return "the new session store could not be verified: " + e.err.Error()
 }
 
 // breakerLog writes one line each time a dependency's circuit breaker

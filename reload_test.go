@@ -1,0 +1,132 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/userrouter/userrouter/sessioncheck/sessiontest"
+)
+
+// TestReloadWaitsForSessionStore: a SIGHUP whose new session query cannot
+// be verified because MariaDB refuses connections is not applied: the
+// running session checker stays, the reload is tried again, and once the
+// database answers a rejected query is an error (the old one stays) and
+// an accepted one takes over. Messages say "at reload".
+func TestReloadWaitsForSessionStore(t *testing.T) {
+	bin := binary(t)
+	dsn, db, fx := sessiontest.MySQLDjango(t)
+	key := faultKey()
+	sessiontest.InsertSession(t, db, key, fx.Row("identified").SessionData, time.Now().Add(time.Hour))
+	dbCfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbProxy := newFaultProxy(t, "mariadb", dbCfg.Addr)
+	dbCfg.Addr = dbProxy.addr
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "page")
+	}))
+	t.Cleanup(backend.Close)
+
+	addr, admin := freeAddr(t), freeAddr(t)
+	path := filepath.Join(t.TempDir(), "userrouter.toml")
+	write := func(query string) {
+		cfg := fmt.Sprintf(`
+[listen]
+addr = %q
+admin_addr = %q
+[backend]
+addrs = [%q]
+[session]
+driver = "mysql"
+dsn = %q
+secret_key = %q
+query = %q
+timeout = "200ms"
+cache_ttl_identified = "100ms"
+cache_ttl_anonymous = "100ms"
+cache_ttl_no_row = "100ms"
+[cache]
+store = "memory"
+[log]
+level = "info"
+`, addr, admin, strings.TrimPrefix(backend.URL, "http://"), dbCfg.FormatDSN(), fx.SecretKey, query)
+		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const good = "SELECT session_data FROM django_session WHERE session_key = :key AND expire_date > :now"
+	write(good)
+	cmd, logs := startDaemon(t, bin, path)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("userrouter log:\n%s", logs.String())
+		}
+	})
+	waitLog(t, logs, "userrouter started", 1)
+	identified := func() string {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addr+"/p", nil)
+		req.AddCookie(&http.Cookie{Name: "sessionid", Value: key})
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("Cache-Status")
+	}
+	if cs := identified(); cs != "userrouter; fwd=bypass; detail=identified" {
+		t.Fatalf("before: %q", cs)
+	}
+
+	// A query the database will reject, sent while it is unreachable.
+	if err := dbProxy.Set(faultRefuse); err != nil {
+		t.Fatal(err)
+	}
+	write("SELECT session_data FROM no_such_table WHERE session_key = :key")
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, logs, "reload waits", 1)
+	if strings.Contains(logs.String(), "at startup") {
+		t.Error(`a reload's message says "at startup"`)
+	}
+	if err := dbProxy.Set(faultPass); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, logs, "session.query is rejected by the database", 1)
+	time.Sleep(150 * time.Millisecond) // past the verdict TTL
+	if cs := identified(); cs != "userrouter; fwd=bypass; detail=identified" {
+		t.Errorf("after the rejected reload: %q; want the running checker's verdict", cs)
+	}
+	if strings.Contains(logs.String(), "msg=reloaded") {
+		t.Error("the rejected config was applied")
+	}
+
+	// An accepted change, sent while the database is unreachable, takes
+	// over once it answers.
+	if err := dbProxy.Set(faultRefuse); err != nil {
+		t.Fatal(err)
+	}
+	write(good + " LIMIT 1")
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, logs, "reload waits", 2)
+	if err := dbProxy.Set(faultPass); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, logs, "msg=reloaded", 1)
+	time.Sleep(150 * time.Millisecond)
+	if cs := identified(); cs != "userrouter; fwd=bypass; detail=identified" {
+		t.Errorf("after the accepted reload: %q", cs)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+}
