@@ -123,6 +123,18 @@ func (b *Backends) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 	return err
 }
 
+// allDown reports whether every backend is marked failed: none could be
+// connected to within FailTimeout.
+func (b *Backends) allDown() bool {
+	now := time.Now().UnixNano()
+	for _, be := range b.list {
+		if be.downUntil.Load() <= now {
+			return false
+		}
+	}
+	return true
+}
+
 // retryIfErr allows a retry only when it is safe and useful: an idempotent
 // method, no streamed body (fasthttp checks that too), and a connection
 // that failed before any response byte came back — typically a pooled

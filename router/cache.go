@@ -126,7 +126,19 @@ type cache struct {
 	identities *otter.Cache[string, []byte]
 	// breaker guards the page store (see breakerStore).
 	breaker *sessioncheck.Breaker
+	// backoff holds, by page key, when the next background refresh of a
+	// page whose last one failed may start (see backgroundFill).
+	backoff *otter.Cache[string, refreshBackoff]
 }
+
+// refreshBackoff is how long a page's refreshes wait after failures: one
+// second after the first, doubling to 30 s.
+type refreshBackoff struct {
+	until    int64 // Unix milliseconds
+	failures uint8
+}
+
+const maxRefreshBackoff = 30 * time.Second
 
 func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	if o.Store == nil || o.Keys == nil || o.Policy == nil {
@@ -165,6 +177,10 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	}
 	var err error
 	if c.pages, err = pagecache.NewCache(po); err != nil {
+		return nil, err
+	}
+	c.backoff, err = otter.New(&otter.Options[string, refreshBackoff]{MaximumSize: 100_000})
+	if err != nil {
 		return nil, err
 	}
 	c.identities, err = otter.New(&otter.Options[string, []byte]{

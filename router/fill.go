@@ -190,6 +190,12 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 	if !c.fills || c.flights.running(t.Key()) {
 		return
 	}
+	// A refresh that failed backs off, and none starts while every
+	// backend is down: stale hits must not hammer a backend that fails.
+	if b, ok := c.backoff.GetIfPresent(t.Key()); ok && time.Now().UnixMilli() < b.until || r.backends.allDown() {
+		r.stats.FillsBackedOff.Add(1)
+		return
+	}
 	select {
 	case c.bgSlots <- struct{}{}:
 	default:
@@ -215,8 +221,9 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 		resp := fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseResponse(resp)
 		res := r.fill(req, resp, t, rule, old)
+		c.backedOff(t.Key(), res.failed)
 		if res.err != nil {
-			r.log.Log(slog.LevelWarn, "fill", "background fill failed", slog.String("key", t.Key()), slog.String("error", res.err.Error()))
+			r.log.Log(slog.LevelWarn, "fill", "background fill failed; its page's next refresh backs off", slog.String("key", t.Key()), slog.String("error", res.err.Error()))
 		}
 		return res
 	})
@@ -224,6 +231,21 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 		fasthttp.ReleaseRequest(req)
 		<-c.bgSlots
 	}
+}
+
+// backedOff records how a page's background refresh went: a failure
+// (the backend failed or answered 5xx) doubles the wait before the next
+// one, from 1 s to maxRefreshBackoff; a success clears it.
+func (c *cache) backedOff(key string, failed bool) {
+	if !failed {
+		c.backoff.Invalidate(key)
+		return
+	}
+	b, _ := c.backoff.GetIfPresent(key)
+	b.failures = min(b.failures+1, 8)
+	wait := min(time.Second<<(b.failures-1), maxRefreshBackoff)
+	b.until = time.Now().Add(wait).UnixMilli()
+	c.backoff.Set(key, b)
 }
 
 // fill sends req, decides whether the answer may be stored, and stores it

@@ -87,6 +87,7 @@ func (m *Metrics) WritePrometheus(out io.Writer, current *Router) {
 	w.counter("userrouter_cache_revalidated_total", "Conditional fills the backend answered 304 Not Modified: the stored page was refreshed without a render.", one(&s.Revalidated))
 	w.counter("userrouter_cache_stale_if_error_total", "Requests served a stale page because the backend failed (stale-if-error).", one(&s.StaleIfError))
 	w.counter("userrouter_background_fills_skipped_total", "Background fills not started: too many running.", one(&s.FillsSkipped))
+	w.counter("userrouter_background_fills_backed_off_total", "Background fills not started: the page's last refresh failed (it backs off, 1 s doubling to 30 s), or every backend is down.", one(&s.FillsBackedOff))
 	w.counter("userrouter_collapse_timeouts_total", "Misses that stopped waiting for another request's fill (cache.collapse_timeout) and went to the backend.", one(&s.CollapseTimeouts))
 	w.counter("userrouter_backend_responses_total", "Backend responses, by status class.",
 		indexed([]string{"1xx", "2xx", "3xx", "4xx", "5xx"}, "class", s.BackendResponses[1:])...)

@@ -24,6 +24,7 @@ type staleSite struct {
 	conditional []string       // If-None-Match values of requests, in order
 	cookies     int            // requests that carried a Cookie or Authorization
 	fail        string         // "", "503" or "cut"
+	hits        int            // every request, failures included
 }
 
 func newStaleSite(t *testing.T) *staleSite {
@@ -36,6 +37,7 @@ func newStaleSite(t *testing.T) *staleSite {
 func (s *staleSite) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.hits++
 	if r.Header.Get("Cookie") != "" || r.Header.Get("Authorization") != "" {
 		s.cookies++
 	}
@@ -246,4 +248,41 @@ func mustMemory(t *testing.T) pagecache.Store {
 // 9211's ttl parameter.
 func statusIs(got, want string) bool {
 	return got == want || strings.HasPrefix(got, want+"; ttl=")
+}
+
+// TestRefreshBackoff: while the backend fails, stale hits in grace do not
+// each start a refresh: after a refresh fails, the page's next one waits
+// (1 s, doubling), so a burst of stale hits costs the backend one request.
+func TestRefreshBackoff(t *testing.T) {
+	s := newStaleSite(t)
+	keys, err := pagecache.NewKeyTemplate(pagecache.KeyOptions{Template: "{host}{uri}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := startRouter(t, Options{Cache: &CacheOptions{
+		Store: mustMemory(t), Keys: keys, MaxBodySize: 1 << 20,
+		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Grace: time.Minute,
+			Default: pagecache.Rule{Cache: true, TTL: time.Minute, HonorCacheControl: true}}),
+	}}, testBackendOptions(backendAddr(s.Server)))
+	fetch(t, "GET", base+"/short")
+	time.Sleep(1100 * time.Millisecond)
+	s.setFail("503")
+	start := backendHits(s)
+	for range 40 {
+		if a := fetch(t, "GET", base+"/short"); a.cacheStatus != statusStale {
+			t.Fatalf("in grace: %q; want the stale page", a.cacheStatus)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if failing := backendHits(s) - start; failing > 2 {
+		t.Errorf("40 stale hits in 0.4 s with the backend failing: %d refreshes reached it; want 1 (2 at most)", failing)
+	}
+}
+
+// backendHits counts every request the stale site answered, failures
+// included.
+func backendHits(s *staleSite) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.hits
 }

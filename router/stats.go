@@ -60,6 +60,7 @@ type Stats struct {
 	Revalidated       atomic.Uint64                                 // fills the backend answered 304: the stored page refreshed
 	StaleIfError      atomic.Uint64                                 // served stale because the backend failed (stale-if-error)
 	FillsSkipped      atomic.Uint64                                 // background fills not started: too many running
+	FillsBackedOff    atomic.Uint64                                 // background fills not started: the page\'s last one failed, or every backend is down
 	CollapseTimeouts  atomic.Uint64                                 // misses that stopped waiting for another's fill
 	Damaged           atomic.Uint64                                 // stored values that could not be read
 	StoreErrors       atomic.Uint64                                 // store operations that failed
