@@ -305,9 +305,28 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 		// cookie with differing values is a doubt.
 		keys = keys.WithDuplicates(sessioncheck.DuplicatesDoubt)
 	}
-	h := &handler{}
+	h := &handler{closers: []io.Closer{backends}}
+	backends.StartProbes(router.ProbeOptions{
+		Path: b.Probe, Host: b.ProbeHost, Interval: b.ProbeInterval.D(), Timeout: b.ProbeTimeout.D(),
+		Window: b.ProbeWindow, Threshold: b.ProbeThreshold,
+		OnChange: func(addr string, err error) {
+			if err != nil {
+				logger.Warn("backend sick: failing its health probe; it gets no requests until it passes again", "backend", addr, "error", err.Error())
+				return
+			}
+			logger.Info("backend healthy again", "backend", addr)
+		},
+		OnAllSick: func(all bool) {
+			if all {
+				logger.Error("every backend is sick: requests answer 503 at once; anonymous visitors get stale pages where stale-if-error allows")
+				return
+			}
+			logger.Info("a backend is healthy again: serving")
+		},
+	})
 	sessions, err := buildSessions(cfg.Session, logger, m, cfg.Listen.Metrics, when)
 	if err != nil {
+		h.Close()
 		return nil, err
 	}
 	if c, ok := sessions.(io.Closer); ok {

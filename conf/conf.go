@@ -108,6 +108,20 @@ type Backend struct {
 	// (nginx's fail_timeout). When every backend is marked failed, all are
 	// tried anyway. Default "10s".
 	FailTimeout Duration `toml:"fail_timeout"`
+	// Probe, when set, is a path every backend is asked with a GET every
+	// ProbeInterval, answering 2xx or 3xx within ProbeTimeout (Varnish's
+	// probes): a backend is healthy while ProbeThreshold of the last
+	// ProbeWindow probes passed. A sick backend gets no request; with every
+	// backend sick, requests fail at once with 503 and Retry-After
+	// (anonymous visitors get stale pages where stale-if-error allows), and
+	// /readyz says so. ProbeHost is the probe's Host (default the backend's
+	// address). Default "": no probe.
+	Probe          string   `toml:"probe"`
+	ProbeHost      string   `toml:"probe_host"`
+	ProbeInterval  Duration `toml:"probe_interval"`
+	ProbeTimeout   Duration `toml:"probe_timeout"`
+	ProbeWindow    int      `toml:"probe_window"`
+	ProbeThreshold int      `toml:"probe_threshold"`
 }
 
 // Session configures how visitors are told apart: anonymous visitors may be
@@ -419,6 +433,10 @@ func Default() *Config {
 			MaxConns:       512,
 			IdleTimeout:    Duration(1e9),
 			FailTimeout:    Duration(10e9),
+			ProbeInterval:  Duration(router.DefaultProbeInterval),
+			ProbeTimeout:   Duration(router.DefaultProbeTimeout),
+			ProbeWindow:    router.DefaultProbeWindow,
+			ProbeThreshold: router.DefaultProbeThreshold,
 		},
 		Session: Session{
 			Cookie:             "sessionid",

@@ -34,6 +34,19 @@ func (c *Config) validate(d *decoder) {
 	positive(d, "backend.connect_timeout", b.ConnectTimeout)
 	positive(d, "backend.read_timeout", b.ReadTimeout)
 	positive(d, "backend.write_timeout", b.WriteTimeout)
+	if b.Probe != "" {
+		if !strings.HasPrefix(b.Probe, "/") || strings.ContainsAny(b.Probe, " \t\r\n") {
+			d.errf("backend.probe", "%q must be a path such as \"/healthz\"", b.Probe)
+		}
+		positive(d, "backend.probe_interval", b.ProbeInterval)
+		positive(d, "backend.probe_timeout", b.ProbeTimeout)
+		if b.ProbeWindow < 1 || b.ProbeWindow > 64 || b.ProbeThreshold < 1 || b.ProbeThreshold > b.ProbeWindow {
+			d.errf("backend.probe_threshold", "%d of a window of %d: want 1 <= probe_threshold <= probe_window <= 64", b.ProbeThreshold, b.ProbeWindow)
+		}
+		if b.ProbeHost != "" && !router.ValidHost(b.ProbeHost) {
+			d.errf("backend.probe_host", "%q is not a host name", b.ProbeHost)
+		}
+	}
 	positive(d, "backend.idle_timeout", b.IdleTimeout)
 	if b.MaxConns < 1 {
 		d.errf("backend.max_conns", "must be at least 1, not %d", b.MaxConns)

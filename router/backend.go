@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -35,6 +36,12 @@ type Backends struct {
 	list        []*backend
 	next        atomic.Uint32
 	failTimeout time.Duration
+
+	// Health probes (see StartProbes).
+	probing    bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	wasAllSick atomic.Bool
 }
 
 type backend struct {
@@ -42,6 +49,7 @@ type backend struct {
 	hc        *fasthttp.HostClient
 	dialer    *dialer
 	downUntil atomic.Int64 // unix nanoseconds; 0 when healthy
+	probe     *probeState  // nil without health probes
 }
 
 // ioBufferSize is the buffer each connection reads and writes through:
@@ -97,6 +105,9 @@ func NewBackends(o BackendOptions) (*Backends, error) {
 // already written are retried on the same backend only when idempotent and
 // the connection closed before the response began (see retryIfErr).
 func (b *Backends) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
+	if b.allSick() {
+		return ErrBackendsSick // fast: no read timeout to wait for
+	}
 	n := uint32(len(b.list))
 	start := b.next.Add(1)
 	now := time.Now().UnixNano()
@@ -106,7 +117,7 @@ func (b *Backends) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 	for _, wantDown := range [2]bool{false, true} {
 		for i := range n {
 			be := b.list[(start+i)%n]
-			if down := be.downUntil.Load() > now; down != wantDown {
+			if down := be.downUntil.Load() > now || be.sick(); down != wantDown {
 				continue
 			}
 			err = be.hc.Do(req, resp)

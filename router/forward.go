@@ -139,6 +139,9 @@ func (q *request) backendError(err error) {
 	switch {
 	case errors.As(err, &de):
 		kind, text = "backend-down", "no backend could be reached"
+	case errors.Is(err, ErrBackendsSick):
+		status, kind, text = fasthttp.StatusServiceUnavailable, "backend-sick", "every backend is failing its health probe; try again shortly"
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "5")
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		status, kind, text = fasthttp.StatusServiceUnavailable, "backend-busy", "every backend connection is busy"
 	case isTimeout(err):

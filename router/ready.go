@@ -27,7 +27,8 @@ type CheckState struct {
 	LatencyMS float64 `json:"latency_ms"`
 }
 
-// Ready checks the backends (a connection to each), the page store and
+// Ready checks the backends (a connection to each, or its health probe's
+// verdict), the page store and
 // the session store, concurrently, each within timeout.
 func (r *Router) Ready(ctx context.Context, timeout time.Duration) Readiness {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
@@ -80,6 +81,9 @@ func (r *Router) Ready(ctx context.Context, timeout time.Duration) Readiness {
 
 // check opens a connection to the backend and closes it.
 func (b *backend) check(ctx context.Context) error {
+	if b.probe != nil {
+		return b.probeError() // the HTTP probe knows more than a connection
+	}
 	d := net.Dialer{Timeout: b.dialer.connect}
 	c, err := d.DialContext(ctx, b.dialer.network, b.dialer.address)
 	if err != nil {
