@@ -28,8 +28,8 @@ type CheckState struct {
 }
 
 // Ready checks the backends (a connection to each, or its health probe's
-// verdict), the page store and
-// the session store, concurrently, each within timeout.
+// verdict), the page store and the session store, concurrently, each
+// within timeout.
 func (r *Router) Ready(ctx context.Context, timeout time.Duration) Readiness {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
