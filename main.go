@@ -513,7 +513,7 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 	case "mysql":
 		mysql.SetLogger(driverLog{logger})
 		db, err = sessioncheck.OpenMySQL(c.DSN, c.MaxConns)
-		so.HashComments, so.QueryError = true, sessioncheck.MySQLQueryError
+		so.HashComments, so.QueryError, so.DSNError = true, sessioncheck.MySQLQueryError, sessioncheck.MySQLDSNError
 	case "sqlite":
 		db, err = sessioncheck.OpenSQLite(c.DSN, c.MaxConns, c.Timeout.D())
 		so.QueryError = sessioncheck.SQLiteQueryError
@@ -531,7 +531,11 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var qe *sessioncheck.QueryError
+	var de *sessioncheck.DSNError
 	switch err := store.Validate(ctx); {
+	case errors.As(err, &de):
+		store.Close()
+		return nil, fmt.Errorf("session.dsn is refused by the database (%w): fix the user, password or database name in session.dsn", de.Err)
 	case errors.As(err, &qe):
 		store.Close()
 		return nil, fmt.Errorf("session.query is rejected by the database: %w", err)

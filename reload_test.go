@@ -130,3 +130,69 @@ level = "info"
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
 }
+
+// TestConfigErrorsAreNotOutages: at startup, a DSN the database refuses
+// (wrong password 1045, unknown database 1049) or a query it rejects (no
+// such table) stops the daemon with the config key named; a refused
+// connection is an outage, and the daemon runs on.
+func TestConfigErrorsAreNotOutages(t *testing.T) {
+	bin := binary(t)
+	dsn := sessiontest.Env(t, "USERROUTER_TEST_MYSQL_DSN")
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongPassword, unknownDB, refused := *cfg, *cfg, *cfg
+	wrongPassword.User, wrongPassword.Passwd = "userrouter_nobody", "wrong"
+	unknownDB.DBName = "userrouter_no_such_database"
+	refused.Addr = freeAddr(t) // nothing listens there
+	for _, tc := range []struct {
+		name, dsn, query, want string
+		stops                  bool
+	}{
+		{"wrong password", wrongPassword.FormatDSN(), "", "session.dsn is refused by the database", true},
+		{"unknown database", unknownDB.FormatDSN(), "", "session.dsn is refused by the database", true},
+		{"missing table", cfg.FormatDSN(), "SELECT session_data FROM no_such_table WHERE session_key = :key", "session.query is rejected", true},
+		{"refused connection", refused.FormatDSN(), "", "session store unreachable at startup", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			query := ""
+			if tc.query != "" {
+				query = fmt.Sprintf("query = %q\n", tc.query)
+			}
+			path := writeConfig(t, fmt.Sprintf(`
+[listen]
+addr = %q
+admin_addr = %q
+[backend]
+addrs = ["127.0.0.1:9"]
+[session]
+driver = "mysql"
+dsn = %q
+%s[cache]
+store = "memory"
+`, freeAddr(t), freeAddr(t), tc.dsn, query))
+			cmd, logs := startDaemon(t, bin, path)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if !tc.stops {
+					t.Fatalf("the daemon stopped (%v); want it running:\n%s", err, logs.String())
+				}
+				if err == nil || !strings.Contains(logs.String(), tc.want) {
+					t.Errorf("exit %v; want a failure saying %q:\n%s", err, tc.want, logs.String())
+				}
+			case <-time.After(3 * time.Second):
+				if tc.stops {
+					t.Fatalf("still running after 3s; want it stopped saying %q:\n%s", tc.want, logs.String())
+				}
+				if !strings.Contains(logs.String(), tc.want) {
+					t.Errorf("running, but the log does not say %q:\n%s", tc.want, logs.String())
+				}
+				cmd.Process.Signal(syscall.SIGTERM)
+				<-done
+			}
+		})
+	}
+}

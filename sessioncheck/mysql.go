@@ -52,11 +52,26 @@ func MySQLQueryError(err error) bool {
 	if !errors.As(err, &me) {
 		return false
 	}
-	// 1040 too many connections and 1045/1044 access denied are about
-	// reaching the server; 1203 too many user connections likewise.
+	// 1040 too many connections and 1203 too many user connections are
+	// about reaching the server; 1044, 1045 and 1049 about the DSN.
 	switch me.Number {
-	case 1040, 1044, 1045, 1203:
+	case 1040, 1203:
 		return false
 	}
-	return true
+	return !MySQLDSNError(err)
+}
+
+// MySQLDSNError reports whether err is the server refusing the DSN: 1044
+// (no access to the database), 1045 (access denied: user or password),
+// 1049 (unknown database).
+func MySQLDSNError(err error) bool {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return false
+	}
+	switch me.Number {
+	case 1044, 1045, 1049:
+		return true
+	}
+	return false
 }

@@ -142,9 +142,18 @@ type SQLStore struct {
 	params []param
 	zone   *time.Location
 	// queryError tells an error the server raised about the query (syntax,
-	// unknown table or column) from one reaching it (network, auth).
-	queryError func(error) bool
+	// unknown table or column) from one reaching it (network, auth);
+	// dsnError one about the DSN (credentials, database name).
+	queryError, dsnError func(error) bool
 }
+
+// A DSNError says the session store refused the DSN itself: wrong
+// credentials, no access to the database, or no such database. It is a
+// config error, not an outage: fix session.dsn.
+type DSNError struct{ Err error }
+
+func (e *DSNError) Error() string { return fmt.Sprintf("sessioncheck: session.dsn: %v", e.Err) }
+func (e *DSNError) Unwrap() error { return e.Err }
 
 // A QueryError says the session store rejected the session query itself:
 // fix the query or the schema.
@@ -171,6 +180,9 @@ type SQLOptions struct {
 	// QueryError reports whether an error is the server rejecting the
 	// query; nil treats every error as the store being unreachable.
 	QueryError func(error) bool
+	// DSNError reports whether an error is the server refusing the DSN
+	// (credentials, database); nil treats none so.
+	DSNError func(error) bool
 }
 
 // NewSQLStore checks and compiles the query; it does not contact the
@@ -188,7 +200,11 @@ func NewSQLStore(db *sql.DB, o SQLOptions) (*SQLStore, error) {
 	if qe == nil {
 		qe = func(error) bool { return false }
 	}
-	return &SQLStore{db: db, source: o.Query, query: q, params: params, zone: zone, queryError: qe}, nil
+	de := o.DSNError
+	if de == nil {
+		de = func(error) bool { return false }
+	}
+	return &SQLStore{db: db, source: o.Query, query: q, params: params, zone: zone, queryError: qe, dsnError: de}, nil
 }
 
 // Validate runs the query once, for a key no session has, and checks that
@@ -197,6 +213,9 @@ func NewSQLStore(db *sql.DB, o SQLOptions) (*SQLStore, error) {
 func (s *SQLStore) Validate(ctx context.Context) error {
 	rows, err := s.db.QueryContext(ctx, s.query, s.args("", time.Now())...)
 	if err != nil {
+		if s.dsnError(err) {
+			return &DSNError{Err: err}
+		}
 		if s.queryError(err) {
 			return &QueryError{Query: s.source, Err: err}
 		}
