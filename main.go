@@ -143,7 +143,9 @@ func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 		go func() { failed <- s.Serve(listeners[i]) }()
 	}
 	logger.Info("userrouter started", "version", version, "config", cfg.File,
-		"addr", l.Addr, "admin_addr", l.AdminAddr, "backends", cfg.Backend.Addrs)
+		"addr", l.Addr, "admin_addr", l.AdminAddr, "backends", cfg.Backend.Addrs,
+		"page_store", cfg.Cache.Store, "memcached", cfg.Cache.Servers, "l1_size", int64(cfg.Cache.L1Size),
+		"session_driver", cmp.Or(cfg.Session.Driver, "none"))
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -338,6 +340,13 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 		return nil, err
 	}
 	if cacheOpts != nil {
+		if p, ok := cacheOpts.Store.(pagecache.Pinger); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if err := p.Ping(ctx); err != nil {
+				logger.Warn("page store unreachable "+when.String()+"; pages come from the backends until it answers", "error", err)
+			}
+			cancel()
+		}
 		cacheOpts.OnStoreBreaker = breakerLog(logger, "page store", router.DefaultStoreBreakerCooldown)
 		h.closers = append(h.closers, cacheOpts.Store)
 		h.memory, _ = cacheOpts.Store.(*pagecache.Memory)

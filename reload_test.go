@@ -196,3 +196,32 @@ store = "memory"
 		})
 	}
 }
+
+// TestStartupTellsTheStory: the startup line names the page store, its
+// servers and L1, the session driver and the backends; an unreachable
+// memcached is warned about at startup, like the session store.
+func TestStartupTellsTheStory(t *testing.T) {
+	bin := binary(t)
+	mc := freeAddr(t) // nothing listens there
+	path := writeConfig(t, fmt.Sprintf(`
+[listen]
+addr = %q
+admin_addr = %q
+[backend]
+addrs = ["127.0.0.1:9"]
+[cache]
+store = "memcached"
+servers = [%q]
+l1_size = "8MiB"
+`, freeAddr(t), freeAddr(t), mc))
+	cmd, logs := startDaemon(t, bin, path)
+	waitLog(t, logs, "userrouter started", 1)
+	out := logs.String()
+	for _, want := range []string{"page store unreachable at startup", "page_store=memcached", "memcached=[" + mc + "]", "l1_size=8388608", "session_driver=none", "backends=[127.0.0.1:9]"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the log does not say %q:\n%s", want, out)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+}

@@ -2,6 +2,8 @@ package router
 
 import (
 	"bytes"
+	"errors"
+	"log/slog"
 	"slices"
 
 	"github.com/valyala/fasthttp"
@@ -90,6 +92,12 @@ func (q *request) doubt(err error) outcome {
 	q.r.stats.Doubts.Add(1)
 	q.r.stats.DoubtReasons[i].Add(1)
 	q.log.verdict = doubtVerdict[i]
+	if errors.Is(err, sessioncheck.ErrTimeout) || errors.Is(err, sessioncheck.ErrStore) || errors.Is(err, sessioncheck.ErrBusy) {
+		// The store failing: one line a second, with what was suppressed
+		// (the breaker's opening and closing are logged on their own).
+		q.r.log.Log(slog.LevelWarn, "session-store", "session store failing; visitors with a session are forwarded",
+			slog.String("reason", sessioncheck.Reason(err)), slog.String("error", err.Error()))
+	}
 	return q.forwardAs(doubtStatus[i], outcomeDoubt)
 }
 
