@@ -428,13 +428,16 @@ func parseCacheControl(v []byte) cacheControl {
 }
 
 // directives yields the comma-separated directives of a header value,
-// where commas inside a quoted string (a field list) do not separate.
+// where commas inside a quoted string (a field list) do not separate. A
+// value with an unterminated quote is split at every comma: a quote must
+// not hide a "private" or "no-store" after it.
 func directives(v []byte) func(yield func([]byte) bool) {
 	return func(yield func([]byte) bool) {
+		balanced := bytes.Count(v, []byte{'"'})%2 == 0
 		quoted, start := false, 0
 		for i, c := range v {
 			switch {
-			case c == '"':
+			case c == '"' && balanced:
 				quoted = !quoted
 			case c == ',' && !quoted:
 				if !yield(v[start:i]) {
