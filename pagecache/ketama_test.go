@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -452,5 +455,112 @@ func TestEjectNotUnderModula(t *testing.T) {
 	}
 	if m.Stats.Ejections.Load() != 0 || len(ev.list()) != 0 {
 		t.Errorf("modula ejected: %d ejections, events %s", m.Stats.Ejections.Load(), &ev)
+	}
+}
+
+// freeAddr returns a loopback address nothing listens on (for a moment).
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startNutcracker runs twemproxy in front of servers with one pool,
+// "distribution: ketama" and "hash: md5", and returns its address.
+func startNutcracker(t *testing.T, bin string, servers []string) string {
+	dir := t.TempDir()
+	listen, stats := freeAddr(t), freeAddr(t)
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "pool:\n  listen: %s\n  hash: md5\n  distribution: ketama\n  timeout: 1000\n  servers:\n", listen)
+	for _, s := range servers {
+		fmt.Fprintf(&conf, "    - %s:1\n", s)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nutcracker.yml"), []byte(conf.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(stats)
+	cmd := exec.Command(bin, "-c", filepath.Join(dir, "nutcracker.yml"), "-o", filepath.Join(dir, "nutcracker.log"),
+		"-p", filepath.Join(dir, "nutcracker.pid"), "-a", host, "-s", port)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", listen); err == nil {
+			c.Close()
+			return listen
+		}
+		if i == 200 {
+			log, _ := os.ReadFile(filepath.Join(dir, "nutcracker.log"))
+			t.Fatalf("nutcracker did not come up on %s: %s", listen, log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestKetamaWeightedAgreesWithTwemproxy writes keys through twemproxy
+// (Debian's nutcracker) with "distribution: ketama" and "hash: md5", then
+// reads each through Memcache with KetamaWeighted on the same servers.
+func TestKetamaWeightedAgreesWithTwemproxy(t *testing.T) {
+	bin := pagecachetest.Nutcracker(t)
+	for _, tc := range []struct {
+		name  string
+		addrs []string
+	}{
+		{"other ports", []string{"", "", ""}},
+		{"port 11211", []string{"127.0.0.2:11211", "127.0.0.3:11211", ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var servers []*pagecachetest.Server
+			var addrs []string
+			for _, a := range tc.addrs {
+				var s *pagecachetest.Server
+				if a == "" {
+					s = pagecachetest.Start(t)
+				} else {
+					s = pagecachetest.StartAt(t, a)
+				}
+				servers = append(servers, s)
+				addrs = append(addrs, s.Addr)
+			}
+			proxy, err := NewMemcache(MemcacheOptions{Servers: []string{startNutcracker(t, bin, addrs)}, Timeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer proxy.Close()
+			keys := ketamaKeys(1000)
+			for _, k := range keys {
+				if err := proxy.Set(k, Item{Value: []byte("value of " + k)}, time.Minute); err != nil {
+					t.Fatalf("set %q through nutcracker: %v", k, err)
+				}
+			}
+			holder := map[string]string{}
+			for _, s := range servers {
+				for _, k := range s.Keys() {
+					holder[k] = s.Addr
+				}
+			}
+			m, err := NewMemcache(MemcacheOptions{Servers: addrs, Distribution: KetamaWeighted, Timeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			wrong := 0
+			for _, k := range keys {
+				a, _ := m.servers.PickServer(k)
+				it, err := m.Get(k)
+				if a.String() != holder[k] || err != nil || string(it.Value) != "value of "+k {
+					if wrong++; wrong <= 5 {
+						t.Errorf("%q: PickServer says %s, twemproxy put it on %q; Get = %q, %v", k, a, holder[k], it.Value, err)
+					}
+				}
+			}
+			if wrong > 0 {
+				t.Fatalf("%d of %d keys disagree", wrong, len(keys))
+			}
+		})
 	}
 }

@@ -172,3 +172,18 @@ func Pylibmc(t testing.TB) string {
 	t.Skipf("%s: run `make test` to check key placement against pylibmc", why)
 	return ""
 }
+
+// Nutcracker returns the path of twemproxy's binary (USERROUTER_TEST_NUTCRACKER,
+// which `make test` sets), to check key placement against it. Without it
+// the test skips, or fails under `make test`.
+func Nutcracker(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("USERROUTER_TEST_NUTCRACKER"); p != "" {
+		return p
+	}
+	if os.Getenv("USERROUTER_REQUIRE_INTEGRATION") != "" {
+		t.Fatal("USERROUTER_TEST_NUTCRACKER is unset although USERROUTER_REQUIRE_INTEGRATION is set")
+	}
+	t.Skip("USERROUTER_TEST_NUTCRACKER is unset: run `make test` to check key placement against twemproxy")
+	return ""
+}
