@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ func TestBuildCacheUnsafeInvalidation(t *testing.T) {
 	}{{"hard", router.InvalidateHard}, {"soft", router.InvalidateSoft}, {"off", router.InvalidateOff}} {
 		c := conf.Default().Cache
 		c.Store, c.UnsafeInvalidation = "memory", tc.in
-		o, err := buildCache(c, time.Second, router.NewMetrics("test"), false, nil)
+		o, err := buildCache(c, time.Second, router.NewMetrics("test"), false, nil, slog.Default())
 		if err != nil {
 			t.Fatal(err)
 		}

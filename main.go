@@ -334,7 +334,7 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 	if c, ok := sessions.(io.Closer); ok {
 		h.closers = append(h.closers, c)
 	}
-	cacheOpts, err := buildCache(cfg.Cache, cfg.Backend.ReadTimeout.D(), m, cfg.Listen.Metrics, memory)
+	cacheOpts, err := buildCache(cfg.Cache, cfg.Backend.ReadTimeout.D(), m, cfg.Listen.Metrics, memory, logger)
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -416,7 +416,7 @@ func (nopCloser) Close() error { return nil }
 
 // buildCache builds the page cache the config asks for; nil for none.
 // A "memory" store reuses keep when its options match.
-func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metrics, observe bool, keep *pagecache.Memory) (*router.CacheOptions, error) {
+func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metrics, observe bool, keep *pagecache.Memory, logger *slog.Logger) (*router.CacheOptions, error) {
 	if c.Store == "none" {
 		return nil, nil
 	}
@@ -446,7 +446,7 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 		Rules:           rules,
 		Default:         pagecache.Rule{Cache: true, TTL: c.DefaultTTL.D(), HonorCacheControl: true},
 	})
-	store, err := pageStore(c, m, observe, keep)
+	store, err := pageStore(c, m, observe, keep, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -481,7 +481,7 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 }
 
 // pageStore opens the page store the config names.
-func pageStore(c conf.Cache, m *router.Metrics, observe bool, keep *pagecache.Memory) (pagecache.Store, error) {
+func pageStore(c conf.Cache, m *router.Metrics, observe bool, keep *pagecache.Memory, logger *slog.Logger) (pagecache.Store, error) {
 	if c.Store == "memory" {
 		mo := pagecache.MemoryOptions{MaxBytes: int64(c.MemorySize), MaxItemSize: int(c.ItemSizeLimit)}
 		if keep != nil && keep.Options() == mo {
@@ -489,12 +489,21 @@ func pageStore(c conf.Cache, m *router.Metrics, observe bool, keep *pagecache.Me
 		}
 		return pagecache.NewMemory(mo)
 	}
+	dist, err := pagecache.ParseDistribution(c.Distribution)
+	if err != nil {
+		return nil, fmt.Errorf("cache.distribution: %w", err) // refused by conf
+	}
 	mo := pagecache.MemcacheOptions{
-		Servers:     c.Servers,
-		Timeout:     c.Timeout.D(),
-		MaxInFlight: c.MaxInFlight,
-		MaxItemSize: int(c.ItemSizeLimit),
-		Stats:       &m.Memcache,
+		Servers:       c.Servers,
+		Distribution:  dist,
+		AutoEject:     c.AutoEject,
+		FailureLimit:  c.ServerFailureLimit,
+		RetryTimeout:  c.ServerRetryTimeout.D(),
+		OnServerEvent: logServerEvent(logger),
+		Timeout:       c.Timeout.D(),
+		MaxInFlight:   c.MaxInFlight,
+		MaxItemSize:   int(c.ItemSizeLimit),
+		Stats:         &m.Memcache,
 	}
 	if observe {
 		mo.OpDuration = m.MemcacheOp
@@ -504,6 +513,18 @@ func pageStore(c conf.Cache, m *router.Metrics, observe bool, keep *pagecache.Me
 		return nil, fmt.Errorf("cache.servers: %w", err)
 	}
 	return store, nil
+}
+
+// logServerEvent logs a memcached server leaving the ring or coming back.
+func logServerEvent(logger *slog.Logger) func(pagecache.ServerEvent) {
+	return func(e pagecache.ServerEvent) {
+		if e.Ejected {
+			logger.Warn("memcached server ejected: its keys go to the next server on the ring until it answers again",
+				"server", e.Server, "error", e.Err, "retry_in", e.Retry.String())
+		} else {
+			logger.Info("memcached server back on the ring", "server", e.Server)
+		}
+	}
 }
 
 // buildSessions opens the session store the config names and checks its

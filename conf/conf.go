@@ -211,6 +211,30 @@ type Cache struct {
 	// Servers lists the memcached servers ("host:port" or "unix:/path").
 	// Default ["127.0.0.1:11211"].
 	Servers []string `toml:"servers"`
+	// Distribution places keys on Servers, and must be what every other
+	// program reading or writing them uses: "modula" (gomemcache's CRC32
+	// modulo the server count; adding or losing a server moves almost
+	// every key), "ketama" (libmemcached's consistent hashing as pylibmc's
+	// behaviors {"ketama": True} set it, Django's PyLibMCCache included),
+	// or "ketama_weighted" (pylibmc's {"ketama_weighted": True}, PHP
+	// Memcached's OPT_LIBKETAMA_COMPATIBLE, twemproxy's "distribution:
+	// ketama" with "hash: md5"). Write servers as the other programs do:
+	// a point's name is the host as written. Default "modula", the
+	// placement of earlier versions.
+	Distribution string `toml:"distribution"`
+	// AutoEject, with a ketama distribution, takes a server off the ring
+	// after ServerFailureLimit consecutive failures (refused, reset or timed
+	// out) for ServerRetryTimeout: its keys go to the next server on the
+	// ring meanwhile, and a failure on its return ejects it again. It needs
+	// a ketama distribution: under "modula" ejecting a server would move
+	// almost every key. Default false, as twemproxy's auto_eject_hosts.
+	AutoEject bool `toml:"auto_eject"`
+	// ServerFailureLimit is the consecutive failures that eject a server.
+	// Default 3.
+	ServerFailureLimit int `toml:"server_failure_limit"`
+	// ServerRetryTimeout is how long an ejected server stays off the ring.
+	// Default "30s".
+	ServerRetryTimeout Duration `toml:"server_retry_timeout"`
 	// Timeout bounds one memcached operation; a slower one counts as a
 	// miss. Default "100ms".
 	Timeout Duration `toml:"timeout"`
@@ -459,6 +483,9 @@ func Default() *Config {
 			Store:              "memcached",
 			MemorySize:         pagecache.DefaultMemorySize,
 			Servers:            []string{"127.0.0.1:11211"},
+			Distribution:       "modula",
+			ServerFailureLimit: pagecache.DefaultFailureLimit,
+			ServerRetryTimeout: Duration(pagecache.DefaultRetryTimeout),
 			Timeout:            Duration(pagecache.DefaultMemcacheTimeout),
 			MaxInFlight:        pagecache.DefaultMaxInFlight,
 			ItemSizeLimit:      pagecache.DefaultMaxItemSize,

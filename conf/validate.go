@@ -95,6 +95,14 @@ func (c *Config) validate(d *decoder) {
 	for i, a := range k.Servers {
 		checkAddr(d, fmt.Sprintf("cache.servers[%d]", i), a)
 	}
+	oneOf(d, "cache.distribution", k.Distribution, "modula", "ketama", "ketama_weighted")
+	if k.ServerFailureLimit < 1 {
+		d.errf("cache.server_failure_limit", "must be at least 1, not %d (auto_eject = false never ejects)", k.ServerFailureLimit)
+	}
+	positive(d, "cache.server_retry_timeout", k.ServerRetryTimeout)
+	if k.AutoEject && k.Distribution == "modula" {
+		d.errf("cache.auto_eject", "needs cache.distribution = \"ketama\" or \"ketama_weighted\" (matching the application's client): under \"modula\" ejecting a server would move almost every key to another server")
+	}
 	positive(d, "cache.timeout", k.Timeout)
 	if k.MaxInFlight < 1 {
 		d.errf("cache.max_in_flight", "must be at least 1, not %d", k.MaxInFlight)

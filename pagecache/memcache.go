@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,8 +30,27 @@ const (
 // defaults given.
 type MemcacheOptions struct {
 	// Servers are "host:port" or "unix:/path" addresses; keys are spread
-	// over them by hash.
+	// over them by Distribution.
 	Servers []string
+	// Distribution places keys on Servers. Default Modula (gomemcache's).
+	Distribution Distribution
+	// AutoEject takes a server off the ring after FailureLimit consecutive
+	// failures (connection refused, reset or timed out), for RetryTimeout:
+	// its keys go to the next server on the ring meanwhile, and the first
+	// failure after its return ejects it again. It applies to the ketama
+	// distributions only: under Modula, where ejecting a server would move
+	// almost every key, it is ignored. Default false.
+	AutoEject bool
+	// FailureLimit is the consecutive failures that eject a server.
+	// Default DefaultFailureLimit.
+	FailureLimit int
+	// RetryTimeout is how long an ejected server stays off the ring.
+	// Default DefaultRetryTimeout.
+	RetryTimeout time.Duration
+	// OnServerEvent, when set, is told of each server ejected and of each
+	// back and answering again: one call per change, not per retry. It
+	// must not block or use the store.
+	OnServerEvent func(ServerEvent)
 	// Timeout bounds one operation, connecting included.
 	// Default DefaultMemcacheTimeout.
 	Timeout time.Duration
@@ -49,19 +70,23 @@ type MemcacheOptions struct {
 
 // MemcacheStats counts a Memcache store's operations.
 type MemcacheStats struct {
-	Ops      atomic.Uint64 // operations sent (a GetMulti counts once)
+	Ops      atomic.Uint64 // operations sent (a GetMulti counts once a server)
 	Misses   atomic.Uint64 // gets that found nothing
 	Errors   atomic.Uint64 // operations that failed, timeouts and busy included
 	Timeouts atomic.Uint64 // operations that timed out
 	Busy     atomic.Uint64 // operations that found no free slot
 	TooLarge atomic.Uint64 // sets refused for the item size limit
+	// Ejections counts servers taken off the ring (AutoEject); a server
+	// that fails again on its return counts again.
+	Ejections atomic.Uint64
 }
 
 // Memcache is a Store on memcached servers (bradfitz/gomemcache). It is
 // safe for concurrent use.
 type Memcache struct {
 	client   *memcache.Client
-	servers  *memcache.ServerList
+	servers  memcache.ServerSelector
+	ring     *ring                    // nil under Modula
 	slots    map[string]chan struct{} // by server address
 	timeout  time.Duration
 	maxItem  int
@@ -86,17 +111,7 @@ func NewMemcache(o MemcacheOptions) (*Memcache, error) {
 	if len(o.Servers) == 0 {
 		return nil, errors.New("pagecache: no memcached servers")
 	}
-	addrs := make([]string, len(o.Servers))
-	for i, s := range o.Servers {
-		// gomemcache takes a path with a slash for a unix socket.
-		addrs[i] = strings.TrimPrefix(s, "unix:")
-	}
-	ss := new(memcache.ServerList)
-	if err := ss.SetServers(addrs...); err != nil {
-		return nil, fmt.Errorf("pagecache: memcached servers: %w", err)
-	}
 	m := &Memcache{
-		servers:  ss,
 		slots:    map[string]chan struct{}{},
 		timeout:  cmp.Or(o.Timeout, DefaultMemcacheTimeout),
 		maxItem:  cmp.Or(o.MaxItemSize, DefaultMaxItemSize),
@@ -106,12 +121,37 @@ func NewMemcache(o MemcacheOptions) (*Memcache, error) {
 	if m.Stats == nil {
 		m.Stats = new(MemcacheStats)
 	}
+	switch o.Distribution {
+	case Modula:
+		addrs := make([]string, len(o.Servers))
+		for i, s := range o.Servers {
+			// gomemcache takes a path with a slash for a unix socket.
+			addrs[i] = strings.TrimPrefix(s, "unix:")
+		}
+		ss := new(memcache.ServerList)
+		if err := ss.SetServers(addrs...); err != nil {
+			return nil, fmt.Errorf("pagecache: memcached servers: %w", err)
+		}
+		m.servers = ss
+	case Ketama, KetamaWeighted:
+		limit := 0
+		if o.AutoEject {
+			limit = cmp.Or(o.FailureLimit, DefaultFailureLimit)
+		}
+		r, err := newRing(o.Distribution, o.Servers, limit, cmp.Or(o.RetryTimeout, DefaultRetryTimeout), o.OnServerEvent, m.Stats)
+		if err != nil {
+			return nil, fmt.Errorf("pagecache: memcached servers: %w", err)
+		}
+		m.servers, m.ring = r, r
+	default:
+		return nil, fmt.Errorf("pagecache: unknown distribution %d", o.Distribution)
+	}
 	inFlight := cmp.Or(o.MaxInFlight, DefaultMaxInFlight)
-	ss.Each(func(a net.Addr) error {
+	m.servers.Each(func(a net.Addr) error {
 		m.slots[a.String()] = make(chan struct{}, inFlight)
 		return nil
 	})
-	m.client = memcache.NewFromSelector(ss)
+	m.client = memcache.NewFromSelector(m.servers)
 	m.client.Timeout = m.timeout
 	m.client.MaxIdleConns = inFlight // its default of 2 churns connections under load
 	m.client.DialContext = dialBuffered
@@ -119,31 +159,31 @@ func NewMemcache(o MemcacheOptions) (*Memcache, error) {
 }
 
 // acquire takes an operation slot on the server holding key.
-func (m *Memcache) acquire(key string) (release func(), err error) {
-	addr, err := m.servers.PickServer(key)
+func (m *Memcache) acquire(key string) (addr net.Addr, release func(), err error) {
+	addr, err = m.servers.PickServer(key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	slots := m.slots[addr.String()]
 	select {
 	case slots <- struct{}{}:
-		return func() { <-slots }, nil
+		return addr, func() { <-slots }, nil
 	default:
 	}
 	t := time.NewTimer(m.timeout)
 	defer t.Stop()
 	select {
 	case slots <- struct{}{}:
-		return func() { <-slots }, nil
+		return addr, func() { <-slots }, nil
 	case <-t.C:
 		m.Stats.Busy.Add(1)
-		return nil, ErrBusy
+		return nil, nil, ErrBusy
 	}
 }
 
 // do runs one operation under a slot and accounts for it.
 func (m *Memcache) do(key string, op func() error) error {
-	release, err := m.acquire(key)
+	addr, release, err := m.acquire(key)
 	if err != nil {
 		m.Stats.Errors.Add(1)
 		return err
@@ -154,6 +194,9 @@ func (m *Memcache) do(key string, op func() error) error {
 	err = op()
 	if m.observer != nil {
 		m.observer.UpdateDuration(start)
+	}
+	if m.ring != nil {
+		m.ring.report(addr, err)
 	}
 	switch {
 	case err == nil:
@@ -191,23 +234,55 @@ func (m *Memcache) Get(key string) (Item, error) {
 }
 
 // GetMulti sets items[i] to the item under keys[i], if any, in one round
-// trip per server. It takes the slot of the first key's server.
+// trip per server, each under a slot of its server and concurrently. When
+// a server fails, the items of the others are still set.
 func (m *Memcache) GetMulti(keys []string, items []Item) error {
 	clear(items)
 	if len(keys) == 0 {
 		return nil
 	}
-	var found map[string]*memcache.Item
-	err := m.do(keys[0], func() (err error) {
-		found, err = m.client.GetMulti(keys)
-		return err
-	})
+	byServer := map[net.Addr][]string{}
+	for _, k := range keys {
+		a, err := m.servers.PickServer(k)
+		if err != nil {
+			m.Stats.Errors.Add(1)
+			return err
+		}
+		byServer[a] = append(byServer[a], k)
+	}
+	var (
+		mu    sync.Mutex
+		found = make(map[string]*memcache.Item, len(keys))
+		first error
+	)
+	get := func(keys []string) {
+		var got map[string]*memcache.Item
+		err := m.do(keys[0], func() (err error) {
+			got, err = m.client.GetMulti(keys)
+			return err
+		})
+		mu.Lock()
+		defer mu.Unlock()
+		maps.Copy(found, got)
+		if first == nil {
+			first = err
+		}
+	}
+	if len(byServer) == 1 {
+		get(keys)
+	} else {
+		var wg sync.WaitGroup
+		for _, ks := range byServer {
+			wg.Go(func() { get(ks) })
+		}
+		wg.Wait()
+	}
 	for i, k := range keys {
 		if it, ok := found[k]; ok {
 			items[i] = Item{Value: it.Value, Flags: it.Flags}
 		}
 	}
-	return err
+	return first
 }
 
 // Set stores it under key for ttl; an item over the size limit is refused

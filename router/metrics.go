@@ -123,6 +123,7 @@ func (m *Metrics) WritePrometheus(out io.Writer, current *Router) {
 	w.counter("userrouter_memcached_timeouts_total", "memcached operations that timed out.", one(&ms.Timeouts))
 	w.counter("userrouter_memcached_busy_total", "memcached operations that found no free slot.", one(&ms.Busy))
 	w.counter("userrouter_memcached_too_large_total", "Pages not sent to memcached: over the item size limit.", one(&ms.TooLarge))
+	w.counter("userrouter_memcached_ejections_total", "memcached servers taken off the ring after server_failure_limit consecutive failures (a failed retry counts again).", one(&ms.Ejections))
 
 	if current != nil && current.cache != nil {
 		if mem, ok := current.cache.Store.(pagecache.Sizer); ok {

@@ -62,11 +62,31 @@ func Start(t testing.TB, args ...string) *Server {
 	return s
 }
 
+// StartAt is Start on a given loopback address, such as
+// "127.0.0.2:11211" (the port clients hash differently). It skips the test
+// when something else holds the address.
+func StartAt(t testing.TB, addr string, args ...string) *Server {
+	t.Helper()
+	Memcached(t)
+	if _, err := exec.LookPath("memcached"); err != nil {
+		t.Fatalf("memcached binary: %v", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("%s is taken: %v", addr, err)
+	}
+	ln.Close()
+	s := &Server{Addr: addr, args: args, t: t}
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
 // Start (re)starts the server on its address.
 func (s *Server) Start() {
 	s.t.Helper()
-	_, port, _ := net.SplitHostPort(s.Addr)
-	args := append([]string{"-l", "127.0.0.1", "-p", port, "-U", "0", "-m", "64", "-t", "2"}, s.args...)
+	host, port, _ := net.SplitHostPort(s.Addr)
+	args := append([]string{"-l", host, "-p", port, "-U", "0", "-m", "64", "-t", "2"}, s.args...)
 	if os.Geteuid() == 0 {
 		args = append(args, "-u", "root")
 	}
@@ -129,4 +149,41 @@ func (s *Server) Keys() []string {
 		}
 	}
 	return keys
+}
+
+// Pylibmc returns a python3 that imports pylibmc (USERROUTER_TEST_PYTHON,
+// which `make test` sets and provides pylibmc for), to check what an
+// application writing through libmemcached does. Without it the test
+// skips, or fails under `make test`.
+func Pylibmc(t testing.TB) string {
+	t.Helper()
+	py := os.Getenv("USERROUTER_TEST_PYTHON")
+	why := "USERROUTER_TEST_PYTHON is unset"
+	if py != "" {
+		out, err := exec.Command(py, "-c", "import pylibmc").CombinedOutput()
+		if err == nil {
+			return py
+		}
+		why = fmt.Sprintf("%s cannot import pylibmc (%v: %s)", py, err, strings.TrimSpace(string(out)))
+	}
+	if os.Getenv("USERROUTER_REQUIRE_INTEGRATION") != "" {
+		t.Fatalf("%s although USERROUTER_REQUIRE_INTEGRATION is set", why)
+	}
+	t.Skipf("%s: run `make test` to check key placement against pylibmc", why)
+	return ""
+}
+
+// Nutcracker returns the path of twemproxy's binary (USERROUTER_TEST_NUTCRACKER,
+// which `make test` sets), to check key placement against it. Without it
+// the test skips, or fails under `make test`.
+func Nutcracker(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("USERROUTER_TEST_NUTCRACKER"); p != "" {
+		return p
+	}
+	if os.Getenv("USERROUTER_REQUIRE_INTEGRATION") != "" {
+		t.Fatal("USERROUTER_TEST_NUTCRACKER is unset although USERROUTER_REQUIRE_INTEGRATION is set")
+	}
+	t.Skip("USERROUTER_TEST_NUTCRACKER is unset: run `make test` to check key placement against twemproxy")
+	return ""
 }
