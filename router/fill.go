@@ -270,6 +270,8 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 	d := c.Policy.Decide(rule, &info, now)
 	switch {
 	case d.Reason != pagecache.Storable:
+	case d.Vary != "":
+		d.Reason = pagecache.ReasonVary // variants are not filled yet
 	case genErr != nil:
 		r.storeError(genErr)
 		d.Reason = pagecache.ReasonStoreError
@@ -378,6 +380,8 @@ func (r *Router) refresh(resp *fasthttp.Response, t pagecache.Ticket, rule *page
 	res := &fillResult{revalidated: true, reason: d.Reason}
 	switch {
 	case d.Reason != pagecache.Storable:
+	case d.Vary != "":
+		res.reason = pagecache.ReasonVary // variants are not filled yet
 	case genErr != nil:
 		r.storeError(genErr)
 		res.reason = pagecache.ReasonStoreError
