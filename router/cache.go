@@ -62,6 +62,12 @@ type CacheOptions struct {
 	// long: hits skip reading them, and a purge may take that long to
 	// reach every instance.
 	TagCacheTTL time.Duration
+	// MaxVariants bounds the variants of one URL (a response whose Vary
+	// names headers the key does not include) each process fills while
+	// the URL's variants marker lasts; beyond it requests are forwarded
+	// and not stored (Cache-Status detail=variants). Default
+	// pagecache.DefaultMaxVariants.
+	MaxVariants int
 }
 
 // Defaults of CacheOptions and RawOptions, for zero fields.
@@ -130,7 +136,7 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 		return nil, errors.New("router: a key template without {host} needs a list of cacheable hosts, or one site's pages would be served for another")
 	}
 	po := pagecache.CacheOptions{Store: c.Store, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL,
-		OnStoreError: r.storeError, OnDamaged: func() { r.stats.Damaged.Add(1) }}
+		MaxVariants: c.MaxVariants, OnStoreError: r.storeError, OnDamaged: func() { r.stats.Damaged.Add(1) }}
 	if c.raw != nil {
 		raw := *c.raw
 		raw.ContentType = cmp.Or(raw.ContentType, DefaultRawContentType)
@@ -168,6 +174,19 @@ func (q *request) anonymous() outcome {
 	}
 	e := &w.entry
 	state, t := c.pages.Lookup(w.key, &w.pages, e, time.Now())
+	if state == pagecache.PageVariants {
+		// The page varies: the request's values select the variant.
+		if state, t, ok = c.pages.LookupVariant(&t, &q.ctx.Request.Header, &w.pages, e, time.Now()); !ok {
+			return q.notStored(pagecache.ReasonVary)
+		}
+	}
+	return q.cached(state, t)
+}
+
+// cached answers from what a lookup found under t (w.entry): the page,
+// fresh or stale, or a miss.
+func (q *request) cached(state pagecache.State, t pagecache.Ticket) outcome {
+	r, e := q.r, &q.w.entry
 	switch state {
 	case pagecache.PageFresh:
 		if !q.serve(t.Key(), e, statusHit) {
@@ -206,6 +225,9 @@ func (q *request) miss(t pagecache.Ticket) outcome {
 	}
 	if !q.r.cache.fills {
 		return q.forwardAs(statusMissRaw, outcomeMiss)
+	}
+	if !q.r.cache.pages.AdmitVariant(&t) {
+		return q.notStored(pagecache.ReasonVariants) // the URL has max_variants already
 	}
 	if q.ctx.IsGet() && (!q.cookies || q.revalidate && validated(&q.w.entry)) {
 		// A visitor with cookies waits, like a hit, for a revalidation of
