@@ -463,6 +463,7 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 		UncacheableTTL:     c.UncacheableTTL.D(),
 		MaxBodySize:        int(c.ItemSizeLimit) - 8<<10,
 		MaxBackgroundFills: c.MaxBackgroundFills,
+		MaxVariants:        c.MaxVariants,
 		CollapseTimeout:    cmp.Or(c.CollapseTimeout.D(), backendReadTimeout),
 		Prefix:             c.Prefix,
 		TagHeaders:         c.TagHeaders,

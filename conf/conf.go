@@ -365,6 +365,12 @@ type Cache struct {
 	// MaxBackgroundFills bounds the fills running for visitors who carry
 	// cookies. Default 64.
 	MaxBackgroundFills int `toml:"max_background_fills"`
+	// MaxVariants bounds the variants of one URL (a response whose Vary
+	// names request headers the key does not include, stored per value
+	// of them) each instance fills while the URL's variants marker lasts;
+	// beyond it requests are forwarded and not stored (Cache-Status
+	// detail=variants). Default 16.
+	MaxVariants int `toml:"max_variants"`
 	// CollapseTimeout bounds how long a miss waits for another request's
 	// fill of the same page; then it forwards its own request
 	// (Cache-Status detail=collapse-timeout). Default "0s": the backend's
@@ -513,6 +519,7 @@ func Default() *Config {
 			BypassCookies:      []string{},
 			BypassQueryParams:  []string{},
 			MaxBackgroundFills: router.DefaultMaxBackgroundFills,
+			MaxVariants:        pagecache.DefaultMaxVariants,
 		},
 		Purge: Purge{
 			Allow: loopback(),

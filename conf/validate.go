@@ -156,6 +156,9 @@ func (c *Config) validate(d *decoder) {
 	if k.MaxBackgroundFills < 1 {
 		d.errf("cache.max_background_fills", "must be at least 1, not %d", k.MaxBackgroundFills)
 	}
+	if k.MaxVariants < 1 {
+		d.errf("cache.max_variants", "must be at least 1, not %d", k.MaxVariants)
+	}
 	for i, r := range k.Rules {
 		key := fmt.Sprintf("cache.rule[%d]", i)
 		if r.Path.String() == "" {

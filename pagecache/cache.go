@@ -21,9 +21,17 @@ import (
 //     one more round trip. The page is PageFresh, PageStale (past its
 //     freshness, or soft-purged, within grace), PageExpired (past grace,
 //     kept to revalidate or to serve when the backend fails),
-//     PageUncacheable (a marker: forward, do not fill) or PageMissing. A counter that is missing counts as purged. When an
+//     PageUncacheable (a marker: forward, do not fill), PageVariants (a
+//     marker naming the request headers the page varies on: see step 1b)
+//     or PageMissing. A counter that is missing counts as purged. When an
 //     operation fails, the Ticket says so (StoreDown) and the request
 //     asks the store nothing more: one timeout at most.
+//     1b. LookupVariant, after PageVariants, reads the variant the
+//     request's values of those headers select (one more round trip, only
+//     for URLs that vary). A variant is a page under a key of its own but
+//     with its URL's counter: a purge by URL, key or all reaches every
+//     variant. AdmitVariant bounds the variants of a URL
+//     (CacheOptions.MaxVariants) before one more is filled.
 //  2. Fence, before the fill request is sent, makes sure the Ticket holds
 //     the purge sequence and the URL counter (the lookup's values, or
 //     read now). They are the fence: the page records that URL
@@ -32,6 +40,9 @@ import (
 //     together with the purge sequence again; if the sequence moved, a
 //     purge by key may have overtaken the fill and nothing is stored.
 //     Otherwise the page is written for its freshness plus grace.
+//     An answer that varies (Decision.Vary) is stored under Variant's
+//     ticket, for the values its request carried, after PutVariants wrote
+//     the marker (when the lookup found none, or another).
 //  4. MarkUncacheable, when the answer may not be stored, writes a marker
 //     under the page key so the next visitors go straight to the backend
 //     for a while; a purge of the URL clears it like a page.
@@ -62,6 +73,10 @@ type Cache struct {
 	tagTTL       time.Duration
 	onStoreError func(error)
 	onDamaged    func()
+	// variants counts, per marker, the variants filled here (see
+	// AdmitVariant); maxVariants bounds them.
+	variants    *otter.Cache[string, *variantSet]
+	maxVariants int
 }
 
 // DefaultPrefix starts the generation counters' keys when
@@ -98,6 +113,10 @@ type CacheOptions struct {
 	// Default L1TTL DefaultL1TTL.
 	L1Size int64
 	L1TTL  time.Duration
+	// MaxVariants bounds the variants of one URL this process fills while
+	// its variants marker lasts (see AdmitVariant). Default
+	// DefaultMaxVariants.
+	MaxVariants int
 }
 
 // DefaultL1TTL is what a zero CacheOptions.L1TTL means.
@@ -115,6 +134,9 @@ const (
 	// conditional fill (the Entry has its validators) and, until its
 	// ErrorUntil, to be served when the backend fails (stale-if-error).
 	PageExpired
+	// PageVariants: a marker naming the request headers the page varies
+	// on (Ticket.Vary); LookupVariant finds the variant the request selects.
+	PageVariants
 )
 
 // A Ticket names a page in the store (its key, namespace included, and
@@ -122,6 +144,15 @@ const (
 // from Lookup aliases the Scratch until cloned.
 type Ticket struct {
 	page, url string
+	// base is the primary base key (the template's, for a variant too)
+	// and ns the namespace the page key has.
+	base string
+	ns   uint64
+	// A variant's ticket: primary is the page key of its URL's marker,
+	// vary the marker's header names and markerAt its StoredAt. vary is
+	// also set on the primary's ticket when the lookup found a marker.
+	primary, vary string
+	markerAt      int64
 	// The purge sequence and URL counter as the lookup read them (or
 	// Fence, later); known says which were read.
 	seq, urlGen        uint64
@@ -148,9 +179,15 @@ func (t *Ticket) Key() string { return t.page }
 // more, so it costs one store timeout at most.
 func (t *Ticket) StoreDown() bool { return t.down }
 
+// Vary is what the marker the lookup found lists: the request headers
+// the page varies on, lower case, sorted, joined by commas; "" when the
+// URL has no marker.
+func (t *Ticket) Vary() string { return t.vary }
+
 // Clone copies the ticket out of the Scratch it aliases.
 func (t Ticket) Clone() Ticket {
-	t.page, t.url = strings.Clone(t.page), strings.Clone(t.url)
+	t.page, t.url, t.base = strings.Clone(t.page), strings.Clone(t.url), strings.Clone(t.base)
+	t.primary, t.vary = strings.Clone(t.primary), strings.Clone(t.vary)
 	return t
 }
 
@@ -161,6 +198,9 @@ type Scratch struct {
 	url   []byte // the URL counter's key
 	keys  []string
 	items []Item
+	// A variant's base and page keys (LookupVariant), the primary's
+	// staying, and the header names of the marker Lookup found.
+	vbase, vpage, vary []byte
 }
 
 // A Fill is an answer to store.
@@ -231,6 +271,10 @@ func NewCache(o CacheOptions) (*Cache, error) {
 				return nil, err
 			}
 		}
+		c.maxVariants = cmp.Or(o.MaxVariants, DefaultMaxVariants)
+		if c.variants, err = otter.New(&otter.Options[string, *variantSet]{MaximumSize: 100_000}); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -294,7 +338,9 @@ func (c *Cache) Put(t *Ticket, f *Fill) (Reason, []byte) {
 		return ReasonStoreError, nil // not fenced
 	}
 	reason, env := c.format.put(t, f)
-	if reason == Storable && c.l1 != nil && c.purges.Load() == t.epoch {
+	// Variants are not copied: their lookup (LookupVariant) always asks
+	// the store, through the URL's marker.
+	if reason == Storable && c.l1 != nil && t.primary == "" && c.purges.Load() == t.epoch {
 		c.l1.remember(strings.Clone(t.page), env, f.StoredAt.UnixMilli())
 		if c.purges.Load() != t.epoch {
 			c.l1.forget(t.page)

@@ -267,6 +267,10 @@ func stateName(s State) string {
 		return "stale"
 	case PageUncacheable:
 		return "uncacheable"
+	case PageExpired:
+		return "expired"
+	case PageVariants:
+		return "variants"
 	}
 	return fmt.Sprintf("State(%d)", s)
 }

@@ -14,7 +14,7 @@ import (
 //	offset  size  field
 //	0       2     magic "UR"
 //	2       1     version (2)
-//	3       1     kind (0 page, 1 uncacheable marker)
+//	3       1     kind (0 page, 1 uncacheable marker, 2 variants marker)
 //	4       2     status
 //	6       8     stored at, Unix milliseconds
 //	14      8     fresh until, Unix milliseconds
@@ -28,6 +28,10 @@ import (
 //	                2 tag length, tag, 8 tag generation
 //	        4     body length, body
 //	        4     CRC-32C of everything before
+//
+// A variants marker (KindVariants) keeps in its body the request headers
+// its URL's page varies on: lower-case names, sorted, joined by commas
+// ("accept-language,user-agent"); see Cache.LookupVariant.
 //
 // Integers are big-endian. Version 1, which a build before stale-if-error
 // wrote, lacks the error and keep times (they read as the stale limit). An
@@ -48,6 +52,9 @@ type Kind uint8
 const (
 	KindPage        Kind = iota // a page to serve
 	KindUncacheable             // a marker: this URL's response could not be stored
+	// KindVariants: a marker whose body names the request headers the
+	// URL's page varies on; each variant is a page of its own key.
+	KindVariants
 )
 
 var (
@@ -207,7 +214,7 @@ func Decode(b []byte, e *Entry) error {
 	b = b[:n]
 	e.Kind = Kind(b[3])
 	e.Flags = 0
-	if e.Kind > KindUncacheable {
+	if e.Kind > KindVariants {
 		return ErrDamaged
 	}
 	e.Status = int(binary.BigEndian.Uint16(b[4:]))
@@ -277,5 +284,8 @@ func Decode(b []byte, e *Entry) error {
 		return ErrDamaged
 	}
 	e.Body = r
+	if e.Kind == KindVariants && (nh > 0 || e.nTags > 0 || !validVaryList(r)) {
+		return ErrDamaged // a marker names headers a variant may be selected by, and nothing else
+	}
 	return nil
 }

@@ -123,19 +123,39 @@ func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (
 			return PageMissing, down
 		}
 	}
-	t := Ticket{page: pageKey, url: urlKey, seq: seqCur, seqKnown: seqKnown, urlGen: urlCur, urlKnown: urlKnown}
-	if !found || !urlKnown {
+	t := Ticket{page: pageKey, url: urlKey, base: view(base), ns: nsCur,
+		seq: seqCur, seqKnown: seqKnown, urlGen: urlCur, urlKnown: urlKnown}
+	var tagItems []Item
+	if hinted {
+		tagItems = sc.items[tagsAt:len(sc.keys)]
+	}
+	st, t := c.judge(t, it, found, base, hint, hinted, tagItems, e, now)
+	if st == PageVariants {
+		// The marker's names outlive e, which the variant's lookup reuses.
+		sc.vary = append(sc.vary[:0], t.vary...)
+		t.vary = view(sc.vary)
+	}
+	return st, t
+}
+
+// judge decodes the value found (or not) under t's page key into e and
+// says what it is at now (Unix milliseconds) against the URL counter the
+// ticket holds and its tags' counters: those the hint brought (tagItems,
+// in hint order), else read now. base is the page's own base key, which
+// the hint is kept under.
+func (c *Cache) judge(t Ticket, it Item, found bool, base []byte, hint tagHint, hinted bool, tagItems []Item, e *Entry, now int64) (State, Ticket) {
+	if !found || !t.urlKnown {
 		return PageMissing, t // a missing URL counter counts as purged
 	}
 	if err := Decode(it.Value, e); err != nil {
 		c.onDamaged()
 		return PageMissing, t
 	}
-	verdict := compareGen(e.URLGen, urlCur)
+	verdict := compareGen(e.URLGen, t.urlGen)
 	if verdict != invalid && e.NumTags() > 0 {
 		v, ok := invalid, false
 		if hinted {
-			v, ok = hint.check(e, sc.items[tagsAt:len(sc.keys)])
+			v, ok = hint.check(e, tagItems)
 		}
 		if !ok { // no hint, or the page's tags changed: one more round trip
 			var err error
@@ -155,6 +175,14 @@ func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (
 	case e.Kind == KindUncacheable:
 		if verdict == valid && now < e.FreshUntil {
 			return PageUncacheable, t
+		}
+		return PageMissing, t
+	case e.Kind == KindVariants:
+		// Usable, soft-purged too, while it lasts: its variants say
+		// themselves whether they are fresh. Never under a variant's key.
+		if t.primary == "" && now < e.KeepUntil {
+			t.vary, t.markerAt = view(e.Body), e.StoredAt
+			return PageVariants, t
 		}
 		return PageMissing, t
 	case e.Kind != KindPage:

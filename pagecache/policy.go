@@ -20,7 +20,7 @@ const (
 	ReasonPrivate           // Cache-Control: private
 	ReasonNoStore           // Cache-Control: no-store
 	ReasonNoCache           // Cache-Control: no-cache
-	ReasonVary              // Vary names a header the key does not include, or *
+	ReasonVary              // Vary is *, or names a header no variant can be selected by (see varyOf), or a value too long to key one
 	ReasonTooLarge          // the body does not fit the store's item size limit
 	ReasonTTL               // the freshness lifetime is zero
 	ReasonEncoding          // a Content-Encoding other than gzip
@@ -29,10 +29,11 @@ const (
 	ReasonStoreError        // the store failed to take it
 	ReasonTags              // the surrogate keys break the limits
 	ReasonPurged            // a purge may have overtaken the fill
+	ReasonVariants          // the URL has max_variants variants already: forwarded, not stored
 	NumReasons              // the number of reasons, for counter arrays
 )
 
-var reasonNames = [NumReasons]string{"stored", "status", "set-cookie", "private", "no-store", "no-cache", "vary", "too-large", "ttl", "encoding", "headers", "rule", "store-error", "tags", "purged"}
+var reasonNames = [NumReasons]string{"stored", "status", "set-cookie", "private", "no-store", "no-cache", "vary", "too-large", "ttl", "encoding", "headers", "rule", "store-error", "tags", "purged", "variants"}
 
 func (r Reason) String() string { return reasonNames[r] }
 
@@ -85,7 +86,9 @@ type PolicyOptions struct {
 	// those no shared cache may store (see Policy.Stores).
 	DropHeaders []string
 	// VaryHeaders are request headers the key includes: a response may
-	// Vary on them (and on Accept-Encoding and Cookie) and still be stored.
+	// Vary on them (and on Accept-Encoding, Cookie and Authorization) and
+	// be stored as the URL's one page. Vary on any other header makes it a
+	// variant (Decision.Vary).
 	VaryHeaders []string
 	// Rules, in order; Default applies when none matches.
 	Rules   []Rule
@@ -125,7 +128,7 @@ func NewPolicy(o PolicyOptions) *Policy {
 		grace:    o.Grace,
 		sie:      o.StaleIfError,
 		drop:     maps.Clone(neverStored),
-		vary:     map[string]bool{"accept-encoding": true, "cookie": true},
+		vary:     map[string]bool{"accept-encoding": true, "cookie": true, "authorization": true},
 		rules:    o.Rules,
 		fallback: o.Default,
 	}
@@ -239,6 +242,13 @@ type Decision struct {
 	// (no-cache="X-Secret, X-Other"): those headers are not stored (RFC
 	// 9111 section 5.2.2.4). It aliases Response.CacheControl; see Lists.
 	Unstored []byte
+	// Vary lists the request headers the response varies on that do not
+	// select the URL's page (see PolicyOptions.VaryHeaders): lower case,
+	// sorted, unique, joined by commas ("accept-language"). When not "" the
+	// response is stored as the variant those headers' values select (see
+	// Cache.Variant). It is set whatever Reason is: an answer that varies
+	// was made for the values its request carried.
+	Vary string
 }
 
 // RevalidationKeep is how long past its freshness a page with a validator
@@ -263,6 +273,15 @@ func Lists(list, name []byte) bool {
 
 // Decide applies rule r and the policy to a response fetched at now.
 func (p *Policy) Decide(r *Rule, resp *Response, now time.Time) Decision {
+	vary, ok := p.varyOf(resp.Vary)
+	d := p.decide(r, resp, now, ok)
+	d.Vary = vary
+	return d
+}
+
+// decide is Decide but for Decision.Vary; varyOK is false for a Vary no
+// variant can be made of.
+func (p *Policy) decide(r *Rule, resp *Response, now time.Time, varyOK bool) Decision {
 	if !r.Cache {
 		return Decision{Reason: ReasonRule}
 	}
@@ -275,7 +294,7 @@ func (p *Policy) Decide(r *Rule, resp *Response, now time.Time) Decision {
 	if ce := bytes.TrimSpace(resp.ContentEncoding); len(ce) > 0 && !bytes.EqualFold(ce, []byte("gzip")) && !bytes.EqualFold(ce, []byte("identity")) {
 		return Decision{Reason: ReasonEncoding}
 	}
-	if !p.varyAllowed(resp.Vary) {
+	if !varyOK {
 		return Decision{Reason: ReasonVary}
 	}
 	cc := parseCacheControl(resp.CacheControl)
@@ -370,19 +389,6 @@ func initialAge(resp *Response, now time.Time) time.Duration {
 		return delay
 	}
 	return seconds(bytes.TrimSpace(resp.Age)) + delay
-}
-
-func (p *Policy) varyAllowed(vary []byte) bool {
-	for tok := range bytes.SplitSeq(vary, []byte{','}) {
-		tok = bytes.TrimSpace(tok)
-		if len(tok) == 0 {
-			continue
-		}
-		if !p.vary[strings.ToLower(string(tok))] {
-			return false // "*" included
-		}
-	}
-	return true
 }
 
 // cacheControl holds the directives the policy uses; durations are -1

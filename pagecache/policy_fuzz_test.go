@@ -5,6 +5,7 @@ import (
 	"math/big"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -268,10 +269,23 @@ func FuzzParseCacheControl(f *testing.F) {
 			if name, _, _ := strings.Cut(setCookie, "="); setCookie != "" && strings.TrimSpace(name) != "csrftoken" {
 				t.Fatalf("Set-Cookie %q stored", setCookie)
 			}
+			// Every other header Vary names selects a variant: none is
+			// ignored, and never Cookie or Authorization.
+			var want []string
 			for _, v := range strings.Split(vary, ",") {
-				if v = strings.ToLower(strings.TrimSpace(v)); v != "" && v != "accept-encoding" && v != "cookie" && v != "accept-language" {
+				switch v = strings.ToLower(strings.TrimSpace(v)); v {
+				case "", "accept-encoding", "cookie", "authorization", "accept-language":
+				case "*":
 					t.Fatalf("Vary %q stored", vary)
+				default:
+					if !slices.Contains(want, v) {
+						want = append(want, v)
+					}
 				}
+			}
+			slices.Sort(want)
+			if d.Vary != strings.Join(want, ",") || len(want) > MaxVaryHeaders {
+				t.Fatalf("Vary %q stored with Decision.Vary %q; want %q", vary, d.Vary, strings.Join(want, ","))
 			}
 			if !names["max-age"] && !names["s-maxage"] && expires != "" {
 				exp, err := http.ParseTime(expires)

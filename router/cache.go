@@ -81,6 +81,12 @@ type CacheOptions struct {
 	StoreBreakerFailures int
 	StoreBreakerCooldown time.Duration
 	OnStoreBreaker       func(state string)
+	// MaxVariants bounds the variants of one URL (a response whose Vary
+	// names headers the key does not include) each process fills while
+	// the URL's variants marker lasts; beyond it requests are forwarded
+	// and not stored (Cache-Status detail=variants). Default
+	// pagecache.DefaultMaxVariants.
+	MaxVariants int
 }
 
 // Defaults of CacheOptions and RawOptions, for zero fields.
@@ -165,7 +171,7 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	c.breaker = sessioncheck.NewBreaker(cmp.Or(c.StoreBreakerFailures, DefaultStoreBreakerFailures),
 		cmp.Or(c.StoreBreakerCooldown, DefaultStoreBreakerCooldown), &r.stats.StoreBreakerOpens, c.OnStoreBreaker)
 	po := pagecache.CacheOptions{Store: &breakerStore{Store: c.Store, b: c.breaker}, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL,
-		OnStoreError: r.storeError, OnDamaged: func() { r.stats.Damaged.Add(1) }}
+		MaxVariants: c.MaxVariants, OnStoreError: r.storeError, OnDamaged: func() { r.stats.Damaged.Add(1) }}
 	if c.raw != nil {
 		raw := *c.raw
 		raw.ContentType = cmp.Or(raw.ContentType, DefaultRawContentType)
@@ -207,6 +213,19 @@ func (q *request) anonymous() outcome {
 	}
 	e := &w.entry
 	state, t := c.pages.Lookup(w.key, &w.pages, e, time.Now())
+	if state == pagecache.PageVariants {
+		// The page varies: the request's values select the variant.
+		if state, t, ok = c.pages.LookupVariant(&t, &q.ctx.Request.Header, &w.pages, e, time.Now()); !ok {
+			return q.notStored(pagecache.ReasonVary)
+		}
+	}
+	return q.cached(state, t)
+}
+
+// cached answers from what a lookup found under t (w.entry): the page,
+// fresh or stale, or a miss.
+func (q *request) cached(state pagecache.State, t pagecache.Ticket) outcome {
+	r, e := q.r, &q.w.entry
 	switch state {
 	case pagecache.PageFresh:
 		status := statusHit
@@ -253,6 +272,9 @@ func (q *request) miss(t pagecache.Ticket) outcome {
 	}
 	if !q.r.cache.fills {
 		return q.forwardAs(statusMissRaw, outcomeMiss)
+	}
+	if !q.r.cache.pages.AdmitVariant(&t) {
+		return q.notStored(pagecache.ReasonVariants) // the URL has max_variants already
 	}
 	if q.ctx.IsGet() && (!q.cookies || q.revalidate && validated(&q.w.entry)) {
 		// A visitor with cookies waits, like a hit, for a revalidation of

@@ -28,6 +28,15 @@ type fillResult struct {
 	// revalidated: the backend answered 304 to a conditional fill; entry,
 	// when stored, is the refreshed page. The leader has no body to relay.
 	revalidated bool
+	// key, when not "", is the page key of the variant the answer was made
+	// for (by the values its request carried) where it is not the
+	// ticket's: vary names the headers it varies on. Only visitors whose
+	// values select that variant may be given it (see mine).
+	key, vary string
+	// marked: the fill wrote the URL's variants marker, whose ticket marker
+	// is; a visitor of another variant looks theirs up with it.
+	marked bool
+	marker pagecache.Ticket
 }
 
 // fillFromVisitor forwards a visitor without cookies or credentials and
@@ -41,7 +50,7 @@ func (q *request) fillFromVisitor(t pagecache.Ticket) outcome {
 	closeConn := q.prepare()
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
-	if !q.fillRequest(req, acceptsGzip(&q.ctx.Request.Header)) {
+	if !q.fillRequest(req, acceptsGzip(&q.ctx.Request.Header), t.Vary()) {
 		return q.bypass(bypassQuery)
 	}
 	var old *pagecache.Entry
@@ -70,6 +79,9 @@ func (q *request) fillFromVisitor(t pagecache.Ticket) outcome {
 	case leader && res.revalidated:
 		fasthttp.ReleaseResponse(resp)
 		return q.serveRevalidated(t, res)
+	case leader && !q.mine(&t, res):
+		fasthttp.ReleaseResponse(resp) // made for another variant
+		return q.elsewhere(res)
 	case leader && q.cookies:
 		fasthttp.ReleaseResponse(resp)
 		e := &q.w.entry
@@ -94,6 +106,8 @@ func (q *request) fillFromVisitor(t pagecache.Ticket) outcome {
 		return q.forwardAs(statusCollapseTimeout, outcomeMiss)
 	case res.failed && q.serveStale(nil):
 		return outcomeStale
+	case !q.mine(&t, res):
+		return q.elsewhere(res)
 	case res.entry != nil:
 		e := &q.w.entry // the lookup is done with it
 		if pagecache.Decode(res.entry, e) == nil && q.serveEntry(t.Key(), e, statusCollapsed, time.Now().UnixMilli()) {
@@ -196,6 +210,10 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 		r.stats.FillsBackedOff.Add(1)
 		return
 	}
+	if !c.pages.AdmitVariant(&t) {
+		r.stats.NotStored[pagecache.ReasonVariants].Add(1) // the URL has max_variants already
+		return
+	}
 	select {
 	case c.bgSlots <- struct{}{}:
 	default:
@@ -203,7 +221,7 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 		return
 	}
 	req := fasthttp.AcquireRequest()
-	if !q.fillRequest(req, true) {
+	if !q.fillRequest(req, true, t.Vary()) {
 		fasthttp.ReleaseRequest(req)
 		<-c.bgSlots
 		return
@@ -290,6 +308,23 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 		}
 	}
 	d := c.Policy.Decide(rule, &info, now)
+	// st is the page the answer is, by the values its request carried: t's
+	// own, a variant (another than t's when the URL's marker was missing
+	// or lists other headers), or the URL's page when it stopped varying.
+	st, ok := t, false
+	if d.Vary == "" || c.variable(d.Vary) {
+		st, ok = c.pages.Variant(&t, d.Vary, &req.Header)
+	}
+	res := &fillResult{reason: d.Reason, failed: resp.StatusCode() >= 500}
+	switch {
+	case !ok:
+		st = t
+		if d.Reason == pagecache.Storable {
+			d.Reason = pagecache.ReasonVary
+		}
+	case st.Key() != t.Key():
+		res.key, res.vary = st.Key(), d.Vary
+	}
 	switch {
 	case d.Reason != pagecache.Storable:
 	case genErr != nil:
@@ -301,7 +336,7 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 	case len(tags) > 0 && !c.pages.KeepsTags():
 		d.Reason = pagecache.ReasonTags // raw pages have nowhere to keep tags
 	}
-	res := &fillResult{reason: d.Reason, failed: resp.StatusCode() >= 500}
+	res.reason = d.Reason
 	if d.Reason == pagecache.Storable {
 		body, complete, err := readBody(resp, c.MaxBodySize)
 		res.body = body
@@ -315,12 +350,36 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 			if f, ok := r.fillOf(resp, body, d, now, tags); !ok {
 				res.reason = pagecache.ReasonTooLarge
 			} else {
-				res.reason, res.entry = c.pages.Put(&t, f)
+				res.reason, res.entry = r.put(res, &t, &st, d.Vary, &req.Header, f)
 			}
 		}
 	}
-	r.stored(res, &t, resp.StatusCode() < 500 && genErr == nil, now)
+	mark := &t
+	if res.marked {
+		mark = &st // keep the marker just written: the variant is marked
+	}
+	r.stored(res, mark, resp.StatusCode() < 500 && genErr == nil, now)
 	return res
+}
+
+// put stores an answer as the page st (see fill). An answer that varies
+// on other headers than t's marker lists, or when there is none, first
+// writes the URL's marker, then is the variant of the marker that h, the
+// fill request's headers, select, counted among its variants.
+func (r *Router) put(res *fillResult, t, st *pagecache.Ticket, vary string, h pagecache.HeaderPeeker, f *pagecache.Fill) (pagecache.Reason, []byte) {
+	c := r.cache
+	if vary != "" && vary != t.Vary() {
+		if reason := c.pages.PutVariants(t, vary, f); reason != pagecache.Storable {
+			return reason, nil
+		}
+		res.marked, res.marker = true, *t
+		var ok bool
+		if *st, ok = c.pages.Variant(t, vary, h); !ok {
+			return pagecache.ReasonVary, nil
+		}
+		c.pages.AdmitVariant(st) // the first of the new marker's
+	}
+	return c.pages.Put(st, f)
 }
 
 // stored counts what became of a fill; one not stored leaves an
@@ -400,6 +459,8 @@ func (r *Router) refresh(resp *fasthttp.Response, t pagecache.Ticket, rule *page
 	res := &fillResult{revalidated: true, reason: d.Reason}
 	switch {
 	case d.Reason != pagecache.Storable:
+	case d.Vary != t.Vary():
+		res.reason = pagecache.ReasonVary // the 304 changed what the page varies on
 	case genErr != nil:
 		r.storeError(genErr)
 		res.reason = pagecache.ReasonStoreError
@@ -550,12 +611,15 @@ func readBody(resp *fasthttp.Response, limit int) (body []byte, complete bool, e
 //   - X-Forwarded-Proto: the key's scheme; X-Forwarded-For and X-Real-IP:
 //     the client's address as one validated IP, nothing the client wrote;
 //   - Accept-Encoding: gzip when gz, so one stored body serves both kinds
-//     of clients; User-Agent: a fixed "userrouter (cache fill)".
+//     of clients; User-Agent: a fixed "userrouter (cache fill)";
+//   - for a variant, the headers its URL's marker lists (vary), the
+//     visitor's values normalised: what the variant's key is built from
+//     (see setVaryHeaders; User-Agent too, when the page varies on it).
 //
 // Never Cookie, Authorization, conditional or range headers, nor any
 // other header of the visitor's. ok is false when the URI is not
 // cacheable (too many query parameters).
-func (q *request) fillRequest(req *fasthttp.Request, gz bool) (ok bool) {
+func (q *request) fillRequest(req *fasthttp.Request, gz bool, vary string) (ok bool) {
 	r, c, ctx := q.r, q.r.cache, q.ctx
 	src := &ctx.Request.Header
 	in := pagecache.KeyInput{Host: q.host, Path: q.path, Query: q.query, Header: src}
@@ -583,7 +647,7 @@ func (q *request) fillRequest(req *fasthttp.Request, gz bool) (ok bool) {
 		req.Header.Set(fasthttp.HeaderAcceptEncoding, "gzip")
 	}
 	req.Header.SetUserAgent(fillUserAgent)
-	return true
+	return q.setVaryHeaders(req, vary)
 }
 
 // fillUserAgent is the User-Agent of every fill: the visitor's is no

@@ -39,6 +39,11 @@ type request struct {
 	revalidate bool
 	staleKey   string
 
+	// reentered: a fill's answer was made for another variant than the
+	// visitor's, whose own was then looked up (once at most: see
+	// elsewhere).
+	reentered bool
+
 	w *work
 }
 
