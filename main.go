@@ -47,6 +47,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "`FILE` to read the configuration from (TOML; see conf/userrouter.example.toml)")
 	check := fs.Bool("check", false, "validate the configuration, print it with every default filled in, and exit")
+	connect := fs.Bool("connect", false, "with -check: also connect to every dependency (memcached servers, the session store with one lookup, each backend or its probe), one line each on stderr; exit 1 if any fails")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -76,7 +77,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		stdout.Write(out)
 		fmt.Fprintf(stderr, "userrouter: configuration file %s test is successful\n", *configPath)
+		if *connect && !connectAll(cfg, stderr) {
+			fmt.Fprintln(stderr, "userrouter: a dependency did not answer")
+			return 1
+		}
 		return 0
+	}
+	if *connect {
+		fmt.Fprintln(stderr, "userrouter: -connect goes with -check")
+		return 2
 	}
 	level := new(slog.LevelVar)
 	logger := newLogger(cfg.Log, level, stderr)

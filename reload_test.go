@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -224,4 +225,56 @@ l1_size = "8MiB"
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	cmd.Wait()
+}
+
+// TestCheckConnect: -check -connect reaches every dependency, one line
+// each, and fails when one does not answer; -check alone stays offline.
+func TestCheckConnect(t *testing.T) {
+	bin := binary(t)
+	mc := sessiontest.Env(t, "USERROUTER_TEST_MEMCACHED")
+	dsn, _, fx := sessiontest.MySQLDjango(t)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	t.Cleanup(backend.Close)
+	write := func(backendAddr string) string {
+		return writeConfig(t, fmt.Sprintf(`
+[backend]
+addrs = [%q]
+probe = "/healthz"
+[session]
+driver = "mysql"
+dsn = %q
+secret_key = %q
+[cache]
+store = "memcached"
+servers = [%q]
+`, backendAddr, dsn, fx.SecretKey, mc))
+	}
+	run := func(args ...string) (int, string) {
+		var out, errb strings.Builder
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return code, errb.String()
+	}
+	good := write(strings.TrimPrefix(backend.URL, "http://"))
+	code, out := run("-check", "-connect", "-config", good)
+	for _, want := range []string{"ok    memcached " + mc, "ok    session store (mysql), one lookup of a random key", "ok    backend " + strings.TrimPrefix(backend.URL, "http://") + ", probe GET /healthz"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("-check -connect does not say %q:\n%s", want, out)
+		}
+	}
+	if code != 0 {
+		t.Errorf("-check -connect, everything up: exit %d:\n%s", code, out)
+	}
+	if code, out := run("-check", "-config", good); code != 0 || strings.Contains(out, "ok    ") {
+		t.Errorf("-check alone: exit %d, and it connected:\n%s", code, out)
+	}
+	code, out = run("-check", "-connect", "-config", write(freeAddr(t)))
+	if code != 1 || !strings.Contains(out, "FAIL  backend ") {
+		t.Errorf("-check -connect, backend down: exit %d:\n%s", code, out)
+	}
 }
