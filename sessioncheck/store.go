@@ -35,7 +35,7 @@ type param uint8
 
 const (
 	paramKey     param = iota // :key, the session key
-	paramNow                  // :now, the current time as "2006-01-02 15:04:05.000000"
+	paramNow                  // :now, the current time as "2006-01-02 15:04:05.000000" (or a time.Time, SQLOptions.NowTime)
 	paramNowUnix              // :now_unix, the current Unix time in seconds
 )
 
@@ -141,6 +141,8 @@ type SQLStore struct {
 	query  string // with the driver's placeholders
 	params []param
 	zone   *time.Location
+	// nowTime binds :now as a time.Time rather than text.
+	nowTime bool
 	// queryError tells an error the server raised about the query (syntax,
 	// unknown table or column) from one reaching it (network, auth);
 	// dsnError one about the DSN (credentials, database name).
@@ -177,6 +179,10 @@ type SQLOptions struct {
 	// Zone is the time zone :now is written in: UTC for Django with
 	// USE_TZ = True, TIME_ZONE otherwise. Nil means UTC.
 	Zone *time.Location
+	// NowTime binds :now as a time.Time in Zone instead of text
+	// (PostgreSQL): pgx sends a timestamptz as the instant, whatever the
+	// server's TimeZone, and a timestamp as the wall clock in Zone.
+	NowTime bool
 	// QueryError reports whether an error is the server rejecting the
 	// query; nil treats every error as the store being unreachable.
 	QueryError func(error) bool
@@ -204,7 +210,7 @@ func NewSQLStore(db *sql.DB, o SQLOptions) (*SQLStore, error) {
 	if de == nil {
 		de = func(error) bool { return false }
 	}
-	return &SQLStore{db: db, source: o.Query, query: q, params: params, zone: zone, queryError: qe, dsnError: de}, nil
+	return &SQLStore{db: db, source: o.Query, query: q, params: params, zone: zone, nowTime: o.NowTime, queryError: qe, dsnError: de}, nil
 }
 
 // Validate runs the query once, for a key no session has, and checks that
@@ -239,7 +245,11 @@ func (s *SQLStore) args(key string, now time.Time) []any {
 		case paramKey:
 			args[i] = key
 		case paramNow:
-			args[i] = now.In(s.zone).Format("2006-01-02 15:04:05.000000")
+			if s.nowTime {
+				args[i] = now.In(s.zone)
+			} else {
+				args[i] = now.In(s.zone).Format("2006-01-02 15:04:05.000000")
+			}
 		case paramNowUnix:
 			args[i] = now.Unix()
 		}
