@@ -75,18 +75,6 @@ func withHost(t testing.TB, dsn, addr string) string {
 	return u.String()
 }
 
-// withParam adds a keyword (a libpq or run-time parameter) to dsn.
-func withParam(dsn, key, value string) string {
-	if !strings.Contains(dsn, "://") {
-		return dsn + " " + key + "=" + value
-	}
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	return dsn + sep + key + "=" + url.QueryEscape(value)
-}
-
 func TestPostgresDjango(t *testing.T) {
 	dsn, _, fx := sessiontest.PostgresDjango(t)
 	plain := newPostgresSessions(t, dsn, djangoQuery, "django", nil, Options{})
@@ -119,7 +107,7 @@ func TestPostgresDjangoWrites(t *testing.T) {
 	}
 	t.Logf("sessions written by Django %s", keys.Django)
 
-	s := newPostgresSessions(t, withParam(dsn, "timezone", "Pacific/Kiritimati"), djangoQuery, "django", nil, Options{})
+	s := newPostgresSessions(t, sessiontest.PostgresWithParam(dsn, "timezone", "Pacific/Kiritimati"), djangoQuery, "django", nil, Options{})
 	for _, tc := range []struct{ name, key, want string }{
 		{"anonymous with a cart", keys.Anonymous, "anonymous"},
 		{"logged in", keys.Identified, "identified"},
@@ -217,9 +205,9 @@ func TestPostgresNow(t *testing.T) {
 		name, dsn, table string
 		zone             *time.Location
 	}{
-		{"timestamptz, TimeZone +14", withParam(dsn, "timezone", "Pacific/Kiritimati"), "aware", nil},
-		{"timestamptz, TimeZone -10", withParam(dsn, "timezone", "Pacific/Honolulu"), "aware", ny},
-		{"timestamp in TIME_ZONE", withParam(dsn, "timezone", "Asia/Tokyo"), "naive", ny},
+		{"timestamptz, TimeZone +14", sessiontest.PostgresWithParam(dsn, "timezone", "Pacific/Kiritimati"), "aware", nil},
+		{"timestamptz, TimeZone -10", sessiontest.PostgresWithParam(dsn, "timezone", "Pacific/Honolulu"), "aware", ny},
+		{"timestamp in TIME_ZONE", sessiontest.PostgresWithParam(dsn, "timezone", "Asia/Tokyo"), "naive", ny},
 	} {
 		store := newPostgresStore(t, tc.dsn, "SELECT v FROM "+tc.table+" WHERE k = :key AND e > :now", tc.zone, time.Second)
 		for key, want := range map[string]error{"past": ErrNoRow, "soon": nil, "future": nil} {
@@ -238,7 +226,7 @@ func TestPostgresConnectionSettings(t *testing.T) {
 	dsn := sessiontest.PostgresDSN(t)
 	for _, tc := range []struct{ dsn, timeout, app string }{
 		{dsn, "150ms", "userrouter"},
-		{withParam(withParam(dsn, "statement_timeout", "5000"), "application_name", "edge-7"), "5s", "edge-7"},
+		{sessiontest.PostgresWithParam(sessiontest.PostgresWithParam(dsn, "statement_timeout", "5000"), "application_name", "edge-7"), "5s", "edge-7"},
 	} {
 		db, err := OpenPostgres(tc.dsn, 2, 150*time.Millisecond)
 		if err != nil {
@@ -402,7 +390,7 @@ func TestPostgresValidate(t *testing.T) {
 	fake := fakePostgres(t, "28P01", "password authentication failed for user \"django\"")
 	for _, tc := range []struct{ name, dsn, code string }{
 		{"unknown database", sessiontest.PostgresWithDatabase(t, dsn, "userrouter_no_such_db"), "3D000"},
-		{"unknown role", withParam(dsn, "user", "userrouter_no_such_role"), "28000"},
+		{"unknown role", sessiontest.PostgresWithParam(dsn, "user", "userrouter_no_such_role"), "28000"},
 		{"wrong password", "postgres://django:wrong@" + fake + "/app?sslmode=disable", "28P01"},
 	} {
 		store := newPostgresStore(t, tc.dsn, djangoQuery, nil, time.Second)

@@ -58,6 +58,19 @@ func PostgresWithDatabase(t testing.TB, dsn, name string) string {
 	return u.String()
 }
 
+// PostgresWithParam adds a keyword (a libpq setting or a run-time
+// parameter such as timezone) to a URL or keyword/value dsn.
+func PostgresWithParam(dsn, key, value string) string {
+	if !strings.Contains(dsn, "://") {
+		return dsn + " " + key + "=" + value
+	}
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + key + "=" + url.QueryEscape(value)
+}
+
 // PostgresDjango creates a database on the test PostgreSQL with
 // django_session as Django creates it, filled with the fixture rows (as
 // DjangoTable does). It returns the database's DSN and an open handle,
