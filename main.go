@@ -554,7 +554,7 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		so.HashComments, so.QueryError, so.DSNError = true, sessioncheck.MySQLQueryError, sessioncheck.MySQLDSNError
 	case "postgres":
 		db, err = sessioncheck.OpenPostgres(c.DSN, c.MaxConns, c.Timeout.D())
-		so.Placeholder, so.NowTime = sessioncheck.Dollar, true
+		so.Placeholder, so.NowOffset = sessioncheck.Dollar, true
 		so.QueryError, so.DSNError = sessioncheck.PostgresQueryError, sessioncheck.PostgresDSNError
 	case "sqlite":
 		db, err = sessioncheck.OpenSQLite(c.DSN, c.MaxConns, c.Timeout.D())

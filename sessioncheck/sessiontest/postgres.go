@@ -14,7 +14,7 @@ import (
 )
 
 // PostgresDDL creates django_session exactly as Django does on PostgreSQL
-// (expire_date is timestamp with time zone: USE_TZ = True).
+// (expire_date is a timestamp with time zone, whatever USE_TZ).
 //
 //go:embed testdata/django_session.postgres.sql
 var PostgresDDL string
