@@ -186,7 +186,8 @@ type Session struct {
 	MaxAge Duration `toml:"max_age"`
 	// TimeZone is the zone :now is written in: "UTC" for Django with
 	// USE_TZ = True (the default since Django 5.0), TIME_ZONE otherwise.
-	// Default "UTC".
+	// postgres writes :now with its UTC offset, so Django's timestamptz
+	// columns compare right either way. Default "UTC".
 	TimeZone Location `toml:"time_zone"`
 	// MaxConns bounds the connections to the session store, and so the
 	// queries in flight; a lookup that gets none within timeout is
