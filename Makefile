@@ -22,7 +22,7 @@ bench-peers: build ## userrouter vs nginx memcached module, proxy_cache, origin 
 
 # One package at a time (-p 1): the fault, load and nginx tests measure
 # latency and want both cores to themselves.
-test: ## run every test, integration included, against real memcached, MariaDB and Django (installed and started when missing)
+test: ## run every test, integration included, against real memcached, MariaDB, PostgreSQL and Django (installed and started when missing)
 	bash .ci/with-services sh -c '$(GO) test -race -count=1 -p 1 ./... && "$$USERROUTER_TEST_PYTHON" contrib/django/runtests.py'
 
 

@@ -310,6 +310,11 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Session.Driver == "signed_cookies" {
+		// The cookie is the session: every value a header can carry
+		// reaches the Checker, which bounds it.
+		keys = keys.WithMaxLength(int(cfg.Listen.MaxHeaderSize))
+	}
 	if cfg.Session.Rule != "django" {
 		// Django keeps the last of a repeated cookie; Rack and PHP keep
 		// the first: with no framework known for sure, a repeated session
@@ -546,6 +551,9 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		logger.Info("no session store configured: visitors with a session cookie are forwarded", "cookie", c.Cookie)
 		return sessioncheck.NoStore{}, nil
 	}
+	if c.Driver == "signed_cookies" {
+		return signedCookies(c, logger, m)
+	}
 	so := sessioncheck.SQLOptions{Query: c.Query, Placeholder: sessioncheck.QuestionMark, Zone: c.TimeZone.Location}
 	var db *sql.DB
 	var err error
@@ -554,6 +562,10 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		mysql.SetLogger(driverLog{logger})
 		db, err = sessioncheck.OpenMySQL(c.DSN, c.MaxConns)
 		so.HashComments, so.QueryError, so.DSNError = true, sessioncheck.MySQLQueryError, sessioncheck.MySQLDSNError
+	case "postgres":
+		db, err = sessioncheck.OpenPostgres(c.DSN, c.MaxConns, c.Timeout.D())
+		so.Placeholder, so.NowOffset = sessioncheck.Dollar, true
+		so.QueryError, so.DSNError = sessioncheck.PostgresQueryError, sessioncheck.PostgresDSNError
 	case "sqlite":
 		db, err = sessioncheck.OpenSQLite(c.DSN, c.MaxConns, c.Timeout.D())
 		so.QueryError = sessioncheck.SQLiteQueryError
@@ -612,6 +624,25 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		o.QueryDuration = m.SessionQuery
 	}
 	return sessioncheck.New(o)
+}
+
+// signedCookies builds the Checker for Django's signed_cookies engine:
+// no store, the session read from the cookie.
+func signedCookies(c conf.Session, logger *slog.Logger, m *router.Metrics) (sessioncheck.Checker, error) {
+	var secrets []string
+	if c.SecretKey != "" {
+		secrets = append([]string{c.SecretKey}, c.SecretKeyFallbacks...)
+	} else {
+		logger.Info("signed_cookies without secret_key: signatures are not checked; a cookie naming a user is forwarded, and Django checks it")
+	}
+	return sessioncheck.NewSignedCookies(sessioncheck.SignedCookieOptions{
+		Secrets:       secrets,
+		MaxAge:        c.MaxAge.D(),
+		CacheEntries:  c.CacheEntries,
+		TTLIdentified: c.CacheTTLIdentified.D(),
+		TTLAnonymous:  c.CacheTTLAnonymous.D(),
+		Stats:         &m.Sessions,
+	})
 }
 
 // buildTime says when a handler is built: at startup, or at a reload

@@ -132,17 +132,24 @@ type Session struct {
 	Cookie string `toml:"cookie"`
 	// KeyPattern is a regexp a session key must match in full before it is
 	// looked up; a key failing it is ignored, as the application would
-	// ignore it. Default "^[a-z0-9]{32}$" (Django's keys).
+	// ignore it. Default "^[a-z0-9]{32}$" (Django's keys); with driver
+	// "signed_cookies", "^[A-Za-z0-9_.:-]+$" (signed cookies, up to 4096
+	// bytes).
 	KeyPattern Regexp `toml:"key_pattern"`
-	// Driver is the session store: "mysql" (MySQL or MariaDB), "sqlite" (a
-	// SQLite file, Django's default db.sqlite3), or "" for none. With no
-	// store, every visitor carrying a session cookie is forwarded.
-	// Default "".
+	// Driver is the session store: "mysql" (MySQL or MariaDB), "postgres"
+	// (PostgreSQL), "sqlite" (a SQLite file, Django's default db.sqlite3),
+	// "signed_cookies" (no store: Django's signed_cookies engine keeps the
+	// session in the cookie, read with secret_key and max_age), or "" for
+	// none. With no store, every visitor carrying a session cookie is
+	// forwarded. Default "".
 	Driver string `toml:"driver"`
 	// DSN is the driver's data source name. mysql:
-	// "django:${DB_PASSWORD}@tcp(127.0.0.1:3306)/app". sqlite: the database
-	// file, e.g. "/srv/mysite/db.sqlite3", opened read-only; it must exist.
-	// Default "".
+	// "django:${DB_PASSWORD}@tcp(127.0.0.1:3306)/app". postgres: libpq's,
+	// "postgres://django:${DB_PASSWORD}@127.0.0.1:5432/app?sslmode=verify-full"
+	// or "host=/run/postgresql dbname=app"; TLS is set here (sslmode,
+	// sslrootcert, sslcert, sslkey). sqlite: the database file, e.g.
+	// "/srv/mysite/db.sqlite3", opened read-only; it must exist.
+	// signed_cookies: none. Default "".
 	DSN string `toml:"dsn"`
 	// Query reads one session. It must use the named parameter :key (the
 	// session key) and may use :now (userrouter's current time, written in
@@ -162,17 +169,25 @@ type Session struct {
 	// SecretKey, when set, is Django's SECRET_KEY: session_data signatures
 	// are then verified, and a row that does not verify is forwarded. Rows
 	// come from the application's own database, so this is defence in
-	// depth, not needed to read them. Use ${ENV_VAR}. Default "".
+	// depth, not needed to read them. With driver "signed_cookies", a
+	// cookie that does not verify is anonymous, as Django reads it (see the
+	// README). Use ${ENV_VAR}. Default "".
 	SecretKey string `toml:"secret_key"`
 	// SecretKeyFallbacks are Django's SECRET_KEY_FALLBACKS. Default [].
 	SecretKeyFallbacks []string `toml:"secret_key_fallbacks"`
 	// DjangoSalt is the session engine's key salt, "django.contrib.sessions."
 	// + its SessionStore class name; change it only for a custom engine
-	// class. Default "django.contrib.sessions.SessionStore".
+	// class. Default "django.contrib.sessions.SessionStore". Not used by
+	// "signed_cookies", whose salt is fixed.
 	DjangoSalt string `toml:"django_salt"`
+	// MaxAge is Django's SESSION_COOKIE_AGE, for driver "signed_cookies":
+	// a cookie signed longer ago is anonymous, as Django reads it.
+	// Default "336h" (1209600 seconds, Django's default).
+	MaxAge Duration `toml:"max_age"`
 	// TimeZone is the zone :now is written in: "UTC" for Django with
 	// USE_TZ = True (the default since Django 5.0), TIME_ZONE otherwise.
-	// Default "UTC".
+	// postgres writes :now with its UTC offset, so Django's timestamptz
+	// columns compare right either way. Default "UTC".
 	TimeZone Location `toml:"time_zone"`
 	// MaxConns bounds the connections to the session store, and so the
 	// queries in flight; a lookup that gets none within timeout is
@@ -476,6 +491,7 @@ func Default() *Config {
 			Timeout:            Duration(sessioncheck.DefaultTimeout),
 			SecretKeyFallbacks: []string{},
 			DjangoSalt:         sessioncheck.DefaultDjangoSalt,
+			MaxAge:             Duration(sessioncheck.DefaultSignedCookieMaxAge),
 			TimeZone:           Location{time.UTC},
 			MaxConns:           sessioncheck.DefaultMaxQueries,
 			CacheEntries:       sessioncheck.DefaultCacheEntries,

@@ -21,10 +21,25 @@ func (c *Config) Effective() ([]byte, error) {
 	return bytes.ReplaceAll(buf.Bytes(), []byte("${"), []byte("$${")), nil
 }
 
-// dsnPassword matches the password of "user:password@..." and
-// "scheme://user:password@..." data source names.
-var dsnPassword = regexp.MustCompile(`^((?:[a-z][a-z0-9+.-]*://)?[^:@/]*):[^@]*@`)
+// dsnPassword matches the password of "user:password@..." data source
+// names, urlPassword that of "scheme://user:password@..." ones (and not
+// "scheme://user@host/...?a=b:c@d").
+var (
+	dsnPassword = regexp.MustCompile(`^([^:@/]*):[^@]*@`)
+	urlPassword = regexp.MustCompile(`^([a-z][a-z0-9+.-]*://[^:@/]*):[^@/]*@`)
+	urlScheme   = regexp.MustCompile(`^[a-z][a-z0-9+.-]*://`)
+)
+
+// dsnPasswordParam matches a password given as a parameter: PostgreSQL's
+// keyword/value "password=secret" (or 'quoted secret'), and a URL's
+// "?password=secret".
+var dsnPasswordParam = regexp.MustCompile(`(^|[\s?&])password\s*=\s*(?:'(?:[^'\\]|\\.)*'|[^\s&]*)`)
 
 func redactDSN(dsn string) string {
-	return dsnPassword.ReplaceAllString(dsn, "${1}:REDACTED@")
+	if urlScheme.MatchString(dsn) {
+		dsn = urlPassword.ReplaceAllString(dsn, "${1}:REDACTED@")
+	} else {
+		dsn = dsnPassword.ReplaceAllString(dsn, "${1}:REDACTED@")
+	}
+	return dsnPasswordParam.ReplaceAllString(dsn, "${1}password=REDACTED")
 }

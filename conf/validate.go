@@ -59,8 +59,9 @@ func (c *Config) validate(d *decoder) {
 	if n := len(s.KeyPattern.String()); n > 1024 {
 		d.errf("session.key_pattern", "is %d bytes long; keep it under 1024", n)
 	}
-	oneOf(d, "session.driver", s.Driver, "", "mysql", "sqlite")
-	if s.Driver != "" && s.DSN == "" {
+	oneOf(d, "session.driver", s.Driver, "", "mysql", "postgres", "sqlite", "signed_cookies")
+	checkSignedCookies(d, s)
+	if s.Driver != "" && s.Driver != "signed_cookies" && s.DSN == "" {
 		d.errf("session.dsn", "is required when session.driver is %q", s.Driver)
 	}
 	if err := sessioncheck.ValidateQuery(s.Query); err != nil {

@@ -46,3 +46,32 @@ func TestKeyFinderAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestSignedCookieCachedAllocs guards the signed_cookies hot path: a
+// cookie whose verdict is cached costs no allocation, found and checked.
+func TestSignedCookieCachedAllocs(t *testing.T) {
+	fx := signedCookieFile(t)
+	c, err := NewSignedCookies(SignedCookieOptions{Secrets: []string{fx.SecretKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf, err := NewKeyFinder("sessionid", SignedCookiePattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf = kf.WithMaxLength(16 << 10)
+	ctx := context.Background()
+	for _, r := range fx.Rows[:6] {
+		header := []byte("csrftoken=abc; sessionid=" + r.Cookie + "; theme=dark")
+		key, _ := kf.Find(header)
+		c.Check(ctx, key) // fills the cache
+		allocs := testing.AllocsPerRun(1000, func() {
+			if key, res := kf.Find(header); res == KeyFound {
+				c.Check(ctx, key)
+			}
+		})
+		if allocs != 0 {
+			t.Errorf("%s: %v allocations per request; want 0", r.Name, allocs)
+		}
+	}
+}

@@ -99,6 +99,8 @@ type KeyFinder struct {
 	class          *[256]bool
 	minLen, maxLen int
 	dups           Duplicates
+	// maxKey replaces MaxKeyLength when not 0 (WithMaxLength).
+	maxKey int
 }
 
 // NewKeyFinder returns a KeyFinder for the cookie name and a key pattern,
@@ -127,6 +129,22 @@ func (f *KeyFinder) WithDuplicates(d Duplicates) *KeyFinder {
 	g := *f
 	g.dups = d
 	return &g
+}
+
+// WithMaxLength returns a copy of f that admits keys of up to n bytes
+// instead of MaxKeyLength: for cookies that hold the session itself,
+// Django's signed_cookies, which the Checker bounds.
+func (f *KeyFinder) WithMaxLength(n int) *KeyFinder {
+	g := *f
+	g.maxKey = n
+	return &g
+}
+
+func (f *KeyFinder) maxKeyLength() int {
+	if f.maxKey > 0 {
+		return f.maxKey
+	}
+	return MaxKeyLength
 }
 
 // Find returns the session key in a Cookie header value, as KeyFinder's
@@ -247,16 +265,16 @@ func (f *KeyFinder) judge(value []byte) ([]byte, KeyResult) {
 	if !f.valid(canon) {
 		return nil, BadKey
 	}
-	if len(value) > MaxKeyLength {
+	if len(value) > f.maxKeyLength() {
 		return nil, Ambiguous // a valid key padded with spaces
 	}
 	return value, KeyFound
 }
 
 // valid reports whether key matches the pattern, ignoring ASCII case, and
-// MaxKeyLength.
+// MaxKeyLength (or WithMaxLength's).
 func (f *KeyFinder) valid(key []byte) bool {
-	if len(key) == 0 || len(key) > MaxKeyLength {
+	if len(key) == 0 || len(key) > f.maxKeyLength() {
 		return false
 	}
 	if f.class == nil {

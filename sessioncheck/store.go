@@ -35,7 +35,7 @@ type param uint8
 
 const (
 	paramKey     param = iota // :key, the session key
-	paramNow                  // :now, the current time as "2006-01-02 15:04:05.000000"
+	paramNow                  // :now, the current time as "2006-01-02 15:04:05.000000" (with "-07:00" under SQLOptions.NowOffset)
 	paramNowUnix              // :now_unix, the current Unix time in seconds
 )
 
@@ -141,6 +141,8 @@ type SQLStore struct {
 	query  string // with the driver's placeholders
 	params []param
 	zone   *time.Location
+	// nowOffset writes :now with its UTC offset.
+	nowOffset bool
 	// queryError tells an error the server raised about the query (syntax,
 	// unknown table or column) from one reaching it (network, auth);
 	// dsnError one about the DSN (credentials, database name).
@@ -177,6 +179,14 @@ type SQLOptions struct {
 	// Zone is the time zone :now is written in: UTC for Django with
 	// USE_TZ = True, TIME_ZONE otherwise. Nil means UTC.
 	Zone *time.Location
+	// NowOffset writes :now with its UTC offset, "2006-01-02
+	// 15:04:05.000000-07:00" (PostgreSQL): the server reads it as the
+	// instant for a timestamp with time zone, whatever its TimeZone, and
+	// as the wall clock in Zone for a timestamp without, in every query
+	// exec mode. (A time.Time would not do: pgx's exec and
+	// simple_protocol modes send it as UTC text, which a timestamp column
+	// takes for a wall clock.)
+	NowOffset bool
 	// QueryError reports whether an error is the server rejecting the
 	// query; nil treats every error as the store being unreachable.
 	QueryError func(error) bool
@@ -204,7 +214,7 @@ func NewSQLStore(db *sql.DB, o SQLOptions) (*SQLStore, error) {
 	if de == nil {
 		de = func(error) bool { return false }
 	}
-	return &SQLStore{db: db, source: o.Query, query: q, params: params, zone: zone, queryError: qe, dsnError: de}, nil
+	return &SQLStore{db: db, source: o.Query, query: q, params: params, zone: zone, nowOffset: o.NowOffset, queryError: qe, dsnError: de}, nil
 }
 
 // Validate runs the query once, for a key no session has, and checks that
@@ -239,7 +249,11 @@ func (s *SQLStore) args(key string, now time.Time) []any {
 		case paramKey:
 			args[i] = key
 		case paramNow:
-			args[i] = now.In(s.zone).Format("2006-01-02 15:04:05.000000")
+			if s.nowOffset {
+				args[i] = now.In(s.zone).Format("2006-01-02 15:04:05.000000-07:00")
+			} else {
+				args[i] = now.In(s.zone).Format("2006-01-02 15:04:05.000000")
+			}
 		case paramNowUnix:
 			args[i] = now.Unix()
 		}

@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """Make django_session fixture rows with a real Django.
 
-Run with Debian's Django (python3-django, 3.2) and python3-mysqldb:
+Run with Debian's Django (python3-django, 3.2), python3-mysqldb and
+python3-psycopg2:
 
     /usr/bin/python3 sessioncheck/sessiontest/testdata/make_fixtures.py > sessioncheck/sessiontest/testdata/django_sessions.json
     /usr/bin/python3 sessioncheck/sessiontest/testdata/make_fixtures.py --ddl mysql > sessioncheck/sessiontest/testdata/django_session.mysql.sql
     /usr/bin/python3 sessioncheck/sessiontest/testdata/make_fixtures.py --ddl sqlite > sessioncheck/sessiontest/testdata/django_session.sqlite.sql
+    /usr/bin/python3 sessioncheck/sessiontest/testdata/make_fixtures.py --ddl postgres > sessioncheck/sessiontest/testdata/django_session.postgres.sql
 
 Sessions are made the way a site makes them: a request passes through
 SessionMiddleware, the view logs a user in with django.contrib.auth.login,
@@ -38,6 +40,8 @@ settings.configure(
         "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"},
         # Only for --ddl mysql: sqlmigrate asks the server for its version.
         "mysql": {"ENGINE": "django.db.backends.mysql", "NAME": "mysql", "HOST": "127.0.0.1", "USER": "root"},
+        # Only for --ddl postgres, likewise.
+        "postgres": {"ENGINE": "django.db.backends.postgresql", "NAME": "postgres", "HOST": "127.0.0.1", "USER": "postgres"},
     },
     SESSION_ENGINE="django.contrib.sessions.backends.db",
     MESSAGE_STORAGE="django.contrib.messages.storage.session.SessionStorage",
@@ -61,7 +65,7 @@ def ddl(vendor):
     from io import StringIO
 
     out = StringIO()
-    call_command("sqlmigrate", "sessions", "0001", database=vendor if vendor == "mysql" else "default", stdout=out)
+    call_command("sqlmigrate", "sessions", "0001", database=vendor if vendor in ("mysql", "postgres") else "default", stdout=out)
     lines = [l for l in out.getvalue().splitlines() if l and not l.startswith("--")]
     print("\n".join(lines))
 
