@@ -230,6 +230,9 @@ func Decode(b []byte, e *Entry) error {
 		e.ErrorUntil = int64(binary.BigEndian.Uint64(b[30:]))
 		e.KeepUntil = int64(binary.BigEndian.Uint64(b[38:]))
 		at = 46
+		if e.ErrorUntil < e.StaleUntil || e.KeepUntil < e.ErrorUntil {
+			return ErrDamaged // Encode keeps stale <= error <= keep
+		}
 	}
 	e.URLGen = binary.BigEndian.Uint64(b[at:])
 	nh := int(b[at+8])

@@ -50,7 +50,7 @@ func checkDecoded(t *testing.T, e *Entry, b []byte) {
 
 // pageOf is the Page an Entry holds, for encoding it again.
 func pageOf(e *Entry) *Page {
-	p := &Page{Kind: e.Kind, Status: e.Status, StoredAt: e.StoredAt, FreshUntil: e.FreshUntil, StaleUntil: e.StaleUntil, URLGen: e.URLGen, Headers: e.Headers, Body: e.Body}
+	p := &Page{Kind: e.Kind, Status: e.Status, StoredAt: e.StoredAt, FreshUntil: e.FreshUntil, StaleUntil: e.StaleUntil, ErrorUntil: e.ErrorUntil, KeepUntil: e.KeepUntil, URLGen: e.URLGen, Headers: e.Headers, Body: e.Body}
 	e.Tags(func(tag []byte, gen uint64) bool { p.Tags = append(p.Tags, Tag{string(tag), gen}); return true })
 	return p
 }
@@ -246,6 +246,9 @@ func FuzzEnvelopeRoundTrip(f *testing.F) {
 				continue
 			}
 			checkDecoded(t, &e, in)
+			if in[2] != envelopeVersion {
+				continue // an older version reads into today's entry; Encode writes today's
+			}
 			again, err := Encode(nil, pageOf(&e))
 			if err != nil || !bytes.Equal(again, in) {
 				p := pageOf(&e)
