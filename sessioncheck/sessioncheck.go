@@ -7,7 +7,9 @@
 // spliced) and applies a Rule to the row: Django's (decode session_data, look
 // for _auth_user_id), "exists" or "nonempty". Verdicts are cached per key;
 // concurrent lookups of one key share one query; a cap on concurrent queries
-// and a circuit breaker protect the database.
+// and a circuit breaker protect the database. SignedCookies is the Checker
+// for Django's signed_cookies engine, whose session is the cookie itself:
+// no store, the same verdict cache.
 //
 // When in doubt — the store failed or timed out, a row cannot be decoded, a
 // signature is wrong — Check returns an error and the visitor must be

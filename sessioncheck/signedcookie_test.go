@@ -412,3 +412,29 @@ func BenchmarkParseSignedCookie(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSignedCookiesCached is the per-request cost of a visitor whose
+// signed cookie was seen recently: find it in the header, answer from the
+// verdict cache.
+func BenchmarkSignedCookiesCached(b *testing.B) {
+	fx := signedCookieFile(b)
+	c, err := NewSignedCookies(SignedCookieOptions{Secrets: []string{fx.SecretKey}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	kf, _ := NewKeyFinder("sessionid", SignedCookiePattern)
+	kf = kf.WithMaxLength(16 << 10)
+	header := []byte("csrftoken=abc; sessionid=" + fx.Rows[1].Cookie + "; theme=dark")
+	ctx := context.Background()
+	key, _ := kf.Find(header)
+	c.Check(ctx, key)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			key, _ := kf.Find(header)
+			if _, err := c.Check(ctx, key); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
