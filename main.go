@@ -153,7 +153,7 @@ func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 	}
 	logger.Info("userrouter started", "version", version, "config", cfg.File,
 		"addr", l.Addr, "admin_addr", l.AdminAddr, "backends", cfg.Backend.Addrs,
-		"page_store", cfg.Cache.Store, "memcached", cfg.Cache.Servers, "l1_size", int64(cfg.Cache.L1Size),
+		"page_store", cfg.Cache.Store, "memcached", cfg.Cache.Servers, "l1_size", int64(cfg.Cache.L1Size), "outage_l1_size", int64(cfg.Cache.OutageL1Size),
 		"session_driver", cmp.Or(cfg.Session.Driver, "none"))
 
 	sig := make(chan os.Signal, 1)
@@ -485,6 +485,7 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 		TagCacheTTL:        c.TagCacheTTL.D(),
 		L1Size:             int64(c.L1Size),
 		L1TTL:              c.L1TTL.D(),
+		OutageL1Size:       int64(c.OutageL1Size),
 	}
 	if o.UnsafeInvalidation, err = router.ParseInvalidation(c.UnsafeInvalidation); err != nil {
 		return nil, fmt.Errorf("cache.unsafe_invalidation: %w", err)

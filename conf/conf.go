@@ -292,6 +292,19 @@ type Cache struct {
 	// L1TTL bounds how long a copy is served after memcached last showed
 	// it valid (and never past its freshness). Default "1s".
 	L1TTL Duration `toml:"l1_ttl"`
+	// OutageL1Size is how much of the pages filled while memcached fails
+	// this process keeps, so that an outage of memcached is not a flood of
+	// the backend: while memcached is down (its breaker open, or a lookup
+	// failed), anonymous misses of one page still wait for one fill, are
+	// served its answer, and the page is kept here for L1TTL at most, never
+	// past its freshness (Cache-Status "hit; detail=store-down"). Only
+	// outages use it: while memcached answers it is empty. A purge
+	// received by this instance drops its copies at once (even when
+	// memcached cannot take it); one received by another instance reaches
+	// them within L1TTL. With l1_size set, the L1 plays this part. Envelope
+	// format only. "0" turns it off: each anonymous request of an outage
+	// is then forwarded. Default "16MiB".
+	OutageL1Size Size `toml:"outage_l1_size"`
 	// UnsafeInvalidation is what a 2xx or 3xx answer to a POST, PUT, PATCH
 	// or DELETE does to the stored page of its URL and of the same-host URLs
 	// in the answer's Location and Content-Location (RFC 9111 section
@@ -524,6 +537,7 @@ func Default() *Config {
 			Grace:              Duration(10e9),
 			StaleIfError:       Duration(pagecache.DefaultStaleIfError),
 			L1TTL:              Duration(pagecache.DefaultL1TTL),
+			OutageL1Size:       pagecache.DefaultOutageL1Size,
 			UncacheableTTL:     Duration(router.DefaultUncacheableTTL),
 			Statuses:           pagecache.DefaultStatuses(),
 			StripSetCookies:    []string{},

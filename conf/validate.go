@@ -119,8 +119,10 @@ func (c *Config) validate(d *decoder) {
 		d.errf("cache.prefix", "%q must be a short memcached key prefix without spaces", k.Prefix)
 	}
 	oneOf(d, "cache.format", k.Format, "envelope", "raw")
-	if k.L1Size > 0 {
+	if k.L1Size > 0 || k.OutageL1Size > 0 {
 		positive(d, "cache.l1_ttl", k.L1TTL)
+	}
+	if k.L1Size > 0 {
 		if k.Format == "raw" {
 			d.errf("cache.l1_size", "needs format \"envelope\": raw values carry no freshness to bound a copy by; set l1_size = \"0\"")
 		}

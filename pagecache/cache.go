@@ -66,8 +66,12 @@ type Cache struct {
 	ns     atomic.Uint64 // the namespace last seen; 0 before the first
 	hints  *otter.Cache[string, tagHint]
 	l1     *l1 // nil when off
+	// outage keeps the pages fills made while the store failed (see
+	// Remember): the L1 when there is one, else a tier of its own
+	// (CacheOptions.OutageL1Size); nil when off.
+	outage *l1
 	// purges counts purges made through this Cache, so that a lookup
-	// that raced one does not put back in the L1 what it dropped.
+	// that raced one does not put back in a tier what it dropped.
 	purges atomic.Uint64
 	// tagTTL > 0: counters are kept in process, hints are not needed.
 	tagTTL       time.Duration
@@ -113,6 +117,13 @@ type CacheOptions struct {
 	// Default L1TTL DefaultL1TTL.
 	L1Size int64
 	L1TTL  time.Duration
+	// OutageL1Size, when above 0 and L1Size is 0, is the size of an
+	// in-process tier that only outages use: a fill made while the store
+	// fails keeps its page there (Remember) for L1TTL at most, never past
+	// its freshness, and a lookup that finds the store failing is served
+	// from it. With an L1, the L1 itself plays that part. Envelope format
+	// only. The daemon's default is DefaultOutageL1Size.
+	OutageL1Size int64
 	// MaxVariants bounds the variants of one URL this process fills while
 	// its variants marker lasts (see AdmitVariant). Default
 	// DefaultMaxVariants.
@@ -121,6 +132,10 @@ type CacheOptions struct {
 
 // DefaultL1TTL is what a zero CacheOptions.L1TTL means.
 const DefaultL1TTL = time.Second
+
+// DefaultOutageL1Size is the daemon's cache.outage_l1_size: room for a
+// few hundred pages of the usual size while the store is down.
+const DefaultOutageL1Size = 16 << 20
 
 // State is what Lookup found.
 type State uint8
@@ -160,8 +175,9 @@ type Ticket struct {
 	// down: an operation of the lookup failed; the request asks the store
 	// nothing more.
 	down bool
-	// l1: the page came from the in-process tier, not the store.
-	l1 bool
+	// l1: the page came from the in-process tier, not the store;
+	// outage: from the outage tier, after the store failed.
+	l1, outage bool
 	// epoch is Cache.purges when the lookup began: a fill stored after a
 	// purge through this Cache since then is not copied to the L1.
 	epoch uint64
@@ -170,6 +186,10 @@ type Ticket struct {
 // FromL1 reports whether Lookup found the page in the in-process tier
 // (CacheOptions.L1Size) without asking the store.
 func (t *Ticket) FromL1() bool { return t.l1 }
+
+// FromOutage reports whether Lookup found the store failing and served
+// the page from the copy a fill made during the outage (see Remember).
+func (t *Ticket) FromOutage() bool { return t.outage }
 
 // Key is the page's key in the store.
 func (t *Ticket) Key() string { return t.page }
@@ -266,8 +286,15 @@ func NewCache(o CacheOptions) (*Cache, error) {
 		if c.hints, err = otter.New(&otter.Options[string, tagHint]{MaximumSize: 100_000}); err != nil {
 			return nil, err
 		}
-		if o.L1Size > 0 {
-			if c.l1, err = newL1(o.L1Size, cmp.Or(o.L1TTL, DefaultL1TTL)); err != nil {
+		ttl := cmp.Or(o.L1TTL, DefaultL1TTL)
+		switch {
+		case o.L1Size > 0:
+			if c.l1, err = newL1(o.L1Size, ttl); err != nil {
+				return nil, err
+			}
+			c.outage = c.l1
+		case o.OutageL1Size > 0:
+			if c.outage, err = newL1(o.OutageL1Size, ttl); err != nil {
 				return nil, err
 			}
 		}
@@ -295,6 +322,10 @@ func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State
 	epoch := c.purges.Load()
 	state, t := c.format.lookup(base, sc, e, ms)
 	t.epoch = epoch
+	if t.down && c.outage != nil && c.outage.lookup(t.page, e, ms) {
+		// The store failed: a page a fill made during the outage.
+		return PageFresh, Ticket{page: t.page, l1: true, outage: true, down: true, epoch: epoch}
+	}
 	if state == PageFresh && c.l1 != nil && c.purges.Load() == epoch {
 		page := strings.Clone(t.page)
 		c.l1.remember(page, e.value, ms)
@@ -349,6 +380,73 @@ func (c *Cache) Put(t *Ticket, f *Fill) (Reason, []byte) {
 	return reason, env
 }
 
+// Remember encodes an answer that could not be stored because the store
+// failed (t.StoreDown) and returns the value, for the requests that waited
+// for the fill to be served (decode it with Decode); the page is kept in
+// the outage tier (CacheOptions.OutageL1Size, or the L1) for L1TTL at most
+// and never past its freshness, where Lookup finds it while the store
+// keeps failing. It returns nil when a purge through this Cache came after
+// the lookup that found the store failing (the answer may predate it), or
+// when the page cannot be encoded. Remember asks the store nothing: the
+// value has no URL generation nor tags, and a purge through this Cache
+// drops every copy.
+func (c *Cache) Remember(t *Ticket, f *Fill) []byte {
+	if c.purges.Load() != t.epoch {
+		return nil
+	}
+	page := fillPage(f, 0)
+	env, err := Encode(make([]byte, 0, len(f.Body)+512), &page)
+	if err != nil {
+		return nil
+	}
+	if c.outage != nil && t.primary == "" {
+		c.outage.remember(strings.Clone(t.page), env, f.StoredAt.UnixMilli())
+		if c.purges.Load() != t.epoch {
+			c.outage.forget(t.page) // a purge came between the check and the copy
+			return nil
+		}
+	}
+	return env
+}
+
+// fillPage is the page a Fill stores: times count from the answer's birth
+// (StoredAt less Age), so that a hit's Age is then now - StoredAt.
+func fillPage(fl *Fill, urlGen uint64) Page {
+	born := fl.StoredAt.Add(-fl.Age)
+	return Page{
+		Kind:       KindPage,
+		Status:     fl.Status,
+		StoredAt:   born.UnixMilli(),
+		FreshUntil: born.Add(fl.TTL).UnixMilli(),
+		StaleUntil: born.Add(fl.TTL + fl.Grace).UnixMilli(),
+		ErrorUntil: born.Add(fl.TTL + fl.ErrorGrace).UnixMilli(),
+		KeepUntil:  born.Add(fl.TTL + max(fl.Keep, fl.Grace, fl.ErrorGrace)).UnixMilli(),
+		URLGen:     urlGen,
+		Headers:    fl.Headers,
+		Body:       fl.Body,
+	}
+}
+
+// forgetLocal counts a purge made through this Cache and drops the
+// in-process copies it reaches: the URL's page (page not "") or all. It
+// runs whether the store took the purge or not: a purge that failed in
+// the store still reaches what this process serves.
+func (c *Cache) forgetLocal(page string) {
+	if c.l1 == nil && c.outage == nil {
+		return
+	}
+	c.purges.Add(1) // before the copies go: see Lookup
+	for _, tier := range []*l1{c.l1, c.outage} {
+		switch {
+		case tier == nil:
+		case page == "":
+			tier.clear()
+		default:
+			tier.forget(page)
+		}
+	}
+}
+
 // MarkUncacheable leaves a marker, for ttl, so the next visitors of the
 // page go straight to the backend, like Varnish's hit-for-pass; t must be
 // fenced. A no-op in format raw, where another program owns the keys.
@@ -373,13 +471,13 @@ func (c *Cache) PurgeURL(in *KeyInput, soft bool) error {
 		if !ok {
 			return ErrUnkeyable
 		}
-		if err := c.format.purgeURL(base, string(c.gens.AppendURLKey(nil, base)), soft); err != nil {
-			return err
-		}
-		if c.l1 != nil {
-			c.purges.Add(1)
+		err := c.format.purgeURL(base, string(c.gens.AppendURLKey(nil, base)), soft)
+		if c.l1 != nil || c.outage != nil {
 			var sc Scratch
-			c.l1.forget(c.pageKey(&sc, base, c.ns.Load()))
+			c.forgetLocal(c.pageKey(&sc, base, c.ns.Load()))
+		}
+		if err != nil {
+			return err
 		}
 		if !c.keys.HasScheme() {
 			return nil
@@ -396,10 +494,7 @@ func (c *Cache) PurgeKey(tag string, soft bool) error {
 		return ErrURLOnly
 	}
 	err := c.gens.PurgeTag(tag, soft)
-	if c.l1 != nil {
-		c.purges.Add(1) // before the copies go: see Lookup
-		c.l1.clear()
-	}
+	c.forgetLocal("")
 	return err
 }
 
@@ -409,14 +504,12 @@ func (c *Cache) PurgeAll() error {
 	if !c.KeepsTags() {
 		return ErrURLOnly
 	}
-	if err := c.gens.Bump(c.gens.NSKey(), false); err != nil {
+	err := c.gens.Bump(c.gens.NSKey(), false)
+	c.forgetLocal("")
+	if err != nil {
 		return err
 	}
 	c.ns.Store(0) // read it again at the next lookup
-	if c.l1 != nil {
-		c.purges.Add(1)
-		c.l1.clear()
-	}
 	return nil
 }
 

@@ -293,20 +293,7 @@ func (c *Cache) rememberTags(base []byte, e *Entry) {
 // recording the fence's URL generation and its tags' current ones.
 func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	c := f.c
-	// Times count from the response's birth, Age before it came: a hit's
-	// Age is then now - StoredAt.
-	born := fl.StoredAt.Add(-fl.Age)
-	page := Page{
-		Kind:       KindPage,
-		Status:     fl.Status,
-		StoredAt:   born.UnixMilli(),
-		FreshUntil: born.Add(fl.TTL).UnixMilli(),
-		StaleUntil: born.Add(fl.TTL + fl.Grace).UnixMilli(),
-		ErrorUntil: born.Add(fl.TTL + fl.ErrorGrace).UnixMilli(),
-		KeepUntil:  born.Add(fl.TTL + max(fl.Keep, fl.Grace, fl.ErrorGrace)).UnixMilli(),
-		URLGen:     t.urlGen,
-		Body:       fl.Body,
-	}
+	page := fillPage(fl, t.urlGen)
 	if len(fl.Tags) > 0 {
 		g := c.gens
 		tagKeys := make([]string, 0, len(fl.Tags)+1)
@@ -330,7 +317,6 @@ func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	if len(fl.Headers) > maxHeaders {
 		return ReasonHeaders, nil
 	}
-	page.Headers = fl.Headers
 	env, err := Encode(make([]byte, 0, len(fl.Body)+512), &page)
 	if err != nil {
 		return ReasonHeaders, nil

@@ -72,6 +72,13 @@ type CacheOptions struct {
 	// reaches this one's copies within L1TTL (see pagecache.CacheOptions).
 	L1Size int64
 	L1TTL  time.Duration
+	// OutageL1Size, when above 0 and L1Size is 0, keeps the pages filled
+	// while the page store fails in process, that many bytes at most, for
+	// L1TTL, never past their freshness: while the store is down they are
+	// served from there (Cache-Status hit; detail=store-down) and the
+	// backend renders each page about once per L1TTL. A purge through
+	// this instance drops them at once (see pagecache.CacheOptions).
+	OutageL1Size int64
 	// StoreBreakerFailures consecutive page store failures open its
 	// circuit breaker: for StoreBreakerCooldown every request skips the
 	// store (Cache-Status detail=store-down) and is served by the backend
@@ -170,7 +177,7 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	}
 	c.breaker = sessioncheck.NewBreaker(cmp.Or(c.StoreBreakerFailures, DefaultStoreBreakerFailures),
 		cmp.Or(c.StoreBreakerCooldown, DefaultStoreBreakerCooldown), &r.stats.StoreBreakerOpens, c.OnStoreBreaker)
-	po := pagecache.CacheOptions{Store: &breakerStore{Store: c.Store, b: c.breaker}, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL,
+	po := pagecache.CacheOptions{Store: &breakerStore{Store: c.Store, b: c.breaker}, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL, OutageL1Size: c.OutageL1Size,
 		MaxVariants: c.MaxVariants, OnStoreError: r.storeError, OnDamaged: func() { r.stats.Damaged.Add(1) }}
 	if c.raw != nil {
 		raw := *c.raw
@@ -229,7 +236,11 @@ func (q *request) cached(state pagecache.State, t pagecache.Ticket) outcome {
 	switch state {
 	case pagecache.PageFresh:
 		status := statusHit
-		if t.FromL1() {
+		switch {
+		case t.FromOutage():
+			status = statusHitStoreDown
+			r.stats.OutageHits.Add(1)
+		case t.FromL1():
 			status = statusHitL1
 		}
 		if !q.serve(t.Key(), e, status) {
@@ -264,11 +275,17 @@ func (q *request) cached(state pagecache.State, t pagecache.Ticket) outcome {
 func (q *request) miss(t pagecache.Ticket) outcome {
 	if t.StoreDown() {
 		// One store timeout is all a request pays (none while the
-		// breaker is open): no fence, no fill.
+		// breaker is open): no fence, no store write. Anonymous visitors
+		// without cookies still share one fill per page (see
+		// fillDuringOutage); others are forwarded.
+		status := statusStoreError
 		if q.r.cache.breaker.String() != "closed" {
-			return q.forwardAs(statusStoreDown, outcomeMiss)
+			status = statusStoreDown
 		}
-		return q.forwardAs(statusStoreError, outcomeMiss)
+		if q.r.cache.fills && q.r.cache.raw == nil && q.ctx.IsGet() && !q.cookies {
+			return q.fillDuringOutage(t, status)
+		}
+		return q.forwardAs(status, outcomeMiss)
 	}
 	if !q.r.cache.fills {
 		return q.forwardAs(statusMissRaw, outcomeMiss)

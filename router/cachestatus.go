@@ -15,7 +15,10 @@ const (
 	// A hit from the in-process tier (cache.l1_size), which may be
 	// cache.l1_ttl behind a purge made through another instance.
 	statusHitL1 = "userrouter; hit; detail=l1"
-	statusStale = "userrouter; hit; detail=stale"
+	// A hit while the page store fails: the page a fill made during the
+	// outage, kept in process (cache.outage_l1_size, or the L1).
+	statusHitStoreDown = "userrouter; hit; detail=store-down"
+	statusStale        = "userrouter; hit; detail=stale"
 	// A stale page served because the backend failed (RFC 5861).
 	statusStaleIfError = "userrouter; hit; detail=stale-if-error"
 	// A stale page revalidated by the backend (304) and served refreshed.
@@ -23,11 +26,14 @@ const (
 	// The same, when the refreshed page could not be stored.
 	statusRevalidatedNotStored = "userrouter; fwd=stale; fwd-status=304"
 	// A stale page the backend replaced with a new one, stored.
-	statusStaleStored    = "userrouter; fwd=stale; fwd-status=200; stored"
-	statusCollapsed      = "userrouter; fwd=miss; collapsed"
-	statusMissStored     = "userrouter; fwd=miss; stored"
-	statusMissBackground = "userrouter; fwd=miss; detail=background-fill"
-	statusMissRaw        = "userrouter; fwd=miss; detail=raw-no-fill"
+	statusStaleStored = "userrouter; fwd=stale; fwd-status=200; stored"
+	statusCollapsed   = "userrouter; fwd=miss; collapsed"
+	// A miss served the answer of another request's fill made while the
+	// page store failed.
+	statusCollapsedStoreDown = "userrouter; fwd=miss; collapsed; detail=store-down"
+	statusMissStored         = "userrouter; fwd=miss; stored"
+	statusMissBackground     = "userrouter; fwd=miss; detail=background-fill"
+	statusMissRaw            = "userrouter; fwd=miss; detail=raw-no-fill"
 	// A miss whose lookup found the page store failing: forwarded, no fill.
 	statusStoreError = "userrouter; fwd=miss; detail=store-error"
 	// A miss while the page store's circuit breaker is open: the store

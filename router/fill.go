@@ -285,28 +285,7 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 		return r.refresh(resp, t, rule, old, start, genErr)
 	}
 	now := time.Now()
-	info := pagecache.Response{
-		Status:           resp.StatusCode(),
-		CacheControl:     joinHeader(&resp.Header, fasthttp.HeaderCacheControl),
-		Expires:          resp.Header.Peek(fasthttp.HeaderExpires),
-		Date:             resp.Header.Peek(fasthttp.HeaderDate),
-		Vary:             joinHeader(&resp.Header, fasthttp.HeaderVary),
-		Age:              resp.Header.Peek(fasthttp.HeaderAge),
-		SurrogateControl: joinHeader(&resp.Header, "Surrogate-Control"),
-		ContentEncoding:  resp.Header.ContentEncoding(),
-		RequestTime:      start,
-		Validator:        len(resp.Header.Peek(fasthttp.HeaderETag)) > 0 || len(resp.Header.Peek(fasthttp.HeaderLastModified)) > 0,
-	}
-	var tags []string
-	var tagErr error
-	for k, v := range resp.Header.All() {
-		switch {
-		case bytes.EqualFold(k, strSetCookie) && !c.Policy.StripSetCookie(v):
-			info.SetCookie = true
-		case c.isTagHeader(k) && tagErr == nil:
-			tags, tagErr = pagecache.ParseTags(tags, v)
-		}
-	}
+	info, tags, tagErr := c.describe(resp, start)
 	d := c.Policy.Decide(rule, &info, now)
 	// st is the page the answer is, by the values its request carried: t's
 	// own, a variant (another than t's when the URL's marker was missing
@@ -359,6 +338,127 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 		mark = &st // keep the marker just written: the variant is marked
 	}
 	r.stored(res, mark, resp.StatusCode() < 500 && genErr == nil, now)
+	return res
+}
+
+// describe is what the policy decides a fill's answer on, and the
+// surrogate keys it carries (tagErr when they break the limits); start is
+// when its request was sent.
+func (c *cache) describe(resp *fasthttp.Response, start time.Time) (info pagecache.Response, tags []string, tagErr error) {
+	info = pagecache.Response{
+		Status:           resp.StatusCode(),
+		CacheControl:     joinHeader(&resp.Header, fasthttp.HeaderCacheControl),
+		Expires:          resp.Header.Peek(fasthttp.HeaderExpires),
+		Date:             resp.Header.Peek(fasthttp.HeaderDate),
+		Vary:             joinHeader(&resp.Header, fasthttp.HeaderVary),
+		Age:              resp.Header.Peek(fasthttp.HeaderAge),
+		SurrogateControl: joinHeader(&resp.Header, "Surrogate-Control"),
+		ContentEncoding:  resp.Header.ContentEncoding(),
+		RequestTime:      start,
+		Validator:        len(resp.Header.Peek(fasthttp.HeaderETag)) > 0 || len(resp.Header.Peek(fasthttp.HeaderLastModified)) > 0,
+	}
+	for k, v := range resp.Header.All() {
+		switch {
+		case bytes.EqualFold(k, strSetCookie) && !c.Policy.StripSetCookie(v):
+			info.SetCookie = true
+		case c.isTagHeader(k) && tagErr == nil:
+			tags, tagErr = pagecache.ParseTags(tags, v)
+		}
+	}
+	return info, tags, tagErr
+}
+
+// fillDuringOutage answers an anonymous visitor without cookies whose
+// lookup found the page store failing (t.StoreDown), so that an outage of
+// the store is not a flood of the backend: identical misses still wait
+// for one fill, sent without cookies or credentials like any other; when
+// the policy would have stored its answer, the waiters are served it and
+// the page is kept in process (pagecache.Cache.Remember) for cache.l1_ttl
+// at most, where the next lookups that find the store failing are served
+// it. Nothing is asked of the store. status is the leader's Cache-Status
+// (store-down or store-error).
+func (q *request) fillDuringOutage(t pagecache.Ticket, status string) outcome {
+	r := q.r
+	closeConn := q.prepare()
+	req := fasthttp.AcquireRequest()
+	defer fasthttp.ReleaseRequest(req)
+	if !q.fillRequest(req, acceptsGzip(&q.ctx.Request.Header), "") {
+		return q.bypass(bypassQuery)
+	}
+	var resp *fasthttp.Response
+	res, leader := r.cache.flights.do(t.Key(), r.cache.CollapseTimeout, func() *fillResult {
+		resp = fasthttp.AcquireResponse()
+		start := time.Now()
+		res := r.fillDown(req, resp, t, q.rule)
+		q.waited(start)
+		return res
+	})
+	switch {
+	case leader && res.err != nil:
+		fasthttp.ReleaseResponse(resp)
+		q.backendError(res.err)
+		return outcomeError
+	case leader:
+		if !q.relayWith(resp, res.body, status, closeConn) {
+			return outcomeError
+		}
+		return outcomeMiss
+	case res == nil:
+		r.stats.CollapseTimeouts.Add(1)
+		return q.forwardAs(statusCollapseTimeout, outcomeMiss)
+	case res.entry != nil && res.key == "":
+		// This outage fill's page, or a stored one when the fill waited
+		// for began before the store failed: either made by a request
+		// without credentials, and storable.
+		e := &q.w.entry
+		if pagecache.Decode(res.entry, e) == nil && q.serveEntry(t.Key(), e, statusCollapsedStoreDown, time.Now().UnixMilli()) {
+			r.stats.Collapsed.Add(1)
+			return outcomeCollapsed
+		}
+	}
+	return q.forwardAs(status, outcomeMiss)
+}
+
+// fillDown is fill while the page store fails: no fence, no Put, no
+// uncacheable marker. An answer the policy would store, which varies on
+// nothing the key does not hold and fits MaxBodySize, is encoded for the
+// waiters and kept in process (pagecache.Cache.Remember): fillResult.entry.
+func (r *Router) fillDown(req *fasthttp.Request, resp *fasthttp.Response, t pagecache.Ticket, rule *pagecache.Rule) *fillResult {
+	c := r.cache
+	start := time.Now()
+	err := r.backends.Do(req, resp)
+	r.backendDone(start)
+	if err != nil {
+		return &fillResult{err: err, failed: true}
+	}
+	r.countBackend(resp.StatusCode())
+	now := time.Now()
+	info, tags, tagErr := c.describe(resp, start)
+	d := c.Policy.Decide(rule, &info, now)
+	res := &fillResult{reason: d.Reason, failed: resp.StatusCode() >= 500}
+	switch {
+	case d.Reason != pagecache.Storable:
+		return res
+	case d.Vary != "":
+		res.reason = pagecache.ReasonVary // its variants' marker is in the store
+		return res
+	case tagErr != nil:
+		res.reason = pagecache.ReasonTags
+		return res
+	}
+	res.reason = pagecache.ReasonStoreError
+	body, complete, err := readBody(resp, c.MaxBodySize)
+	res.body = body
+	switch {
+	case err != nil:
+		res.err = err
+	case complete:
+		if f, ok := r.fillOf(resp, body, d, now, tags); ok {
+			if res.entry = c.pages.Remember(&t, f); res.entry != nil {
+				r.stats.OutageFills.Add(1)
+			}
+		}
+	}
 	return res
 }
 

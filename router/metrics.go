@@ -77,6 +77,8 @@ func (m *Metrics) WritePrometheus(out io.Writer, current *Router) {
 	w.counter("userrouter_cache_damaged_total", "Stored values that could not be read (damaged, another version, a pickle).", one(&s.Damaged))
 	w.counter("userrouter_cache_store_errors_total", "Page store operations that failed (served from the backend).", one(&s.StoreErrors))
 	w.counter("userrouter_cache_store_skipped_total", "Page store operations skipped while its circuit breaker was open.", one(&s.StoreSkipped))
+	w.counter("userrouter_cache_outage_fills_total", "Fills made while the page store failed whose page was kept in process (cache.outage_l1_size) and given to the requests that waited.", one(&s.OutageFills))
+	w.counter("userrouter_cache_outage_hits_total", "Hits served, while the page store failed, from the pages kept in process by outage fills.", one(&s.OutageHits))
 	w.counter("userrouter_cache_store_breaker_opens_total", "Times the page store's circuit breaker opened.", one(&s.StoreBreakerOpens))
 	storeOpen := 0.0
 	if current != nil && current.cache != nil && current.cache.breaker.String() != "closed" {

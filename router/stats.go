@@ -65,6 +65,8 @@ type Stats struct {
 	Damaged           atomic.Uint64                                 // stored values that could not be read
 	StoreErrors       atomic.Uint64                                 // store operations that failed
 	StoreSkipped      atomic.Uint64                                 // store operations skipped: its breaker was open
+	OutageFills       atomic.Uint64                                 // fills made while the store failed, kept in process for their waiters and the next lookups
+	OutageHits        atomic.Uint64                                 // hits served from those copies while the store failed
 	StoreBreakerOpens atomic.Uint64                                 // times the page store's breaker opened
 	BackendResponses  [6]atomic.Uint64                              // by status class: [1] 1xx ... [5] 5xx
 	BackendErrors     atomic.Uint64                                 // requests no backend answered
