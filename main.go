@@ -555,56 +555,28 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 	if c.Driver == "signed_cookies" {
 		return signedCookies(c, logger, m)
 	}
-	so := sessioncheck.SQLOptions{Query: c.Query, Placeholder: sessioncheck.QuestionMark, Zone: c.TimeZone.Location}
-	var db *sql.DB
-	var err error
-	switch c.Driver {
-	case "mysql":
-		mysql.SetLogger(driverLog{logger})
-		db, err = sessioncheck.OpenMySQL(c.DSN, c.MaxConns)
-		so.HashComments, so.QueryError, so.DSNError = true, sessioncheck.MySQLQueryError, sessioncheck.MySQLDSNError
-	case "postgres":
-		db, err = sessioncheck.OpenPostgres(c.DSN, c.MaxConns, c.Timeout.D())
-		so.Placeholder, so.NowOffset = sessioncheck.Dollar, true
-		so.QueryError, so.DSNError = sessioncheck.PostgresQueryError, sessioncheck.PostgresDSNError
-	case "sqlite":
-		db, err = sessioncheck.OpenSQLite(c.DSN, c.MaxConns, c.Timeout.D())
-		so.QueryError = sessioncheck.SQLiteQueryError
-	default:
-		err = fmt.Errorf("session.driver %q is not supported", c.Driver) // refused by conf
-	}
-	if err != nil {
-		return nil, err
-	}
-	store, err := sessioncheck.NewSQLStore(db, so)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var qe *sessioncheck.QueryError
-	var de *sessioncheck.DSNError
-	switch err := store.Validate(ctx); {
-	case errors.As(err, &de):
-		store.Close()
-		return nil, fmt.Errorf("session.dsn is refused by the database (%w): fix the user, password or database name in session.dsn", de.Err)
-	case errors.As(err, &qe):
-		store.Close()
-		return nil, fmt.Errorf("session.query is rejected by the database: %w", err)
-	case err != nil && when == atReloadVerify:
-		store.Close()
-		return nil, &unverifiedError{err}
-	case err != nil:
-		logger.Warn("session store unreachable "+when.String()+"; visitors with a session are forwarded until it answers", "error", err)
-	}
 	var signer *sessioncheck.DjangoSigner
 	if c.SecretKey != "" {
 		signer = &sessioncheck.DjangoSigner{Secrets: append([]string{c.SecretKey}, c.SecretKeyFallbacks...), Salt: c.DjangoSalt}
 	}
-	rule, err := sessioncheck.NewRule(c.Rule, signer)
+	var store sessioncheck.Store
+	var rule sessioncheck.Rule
+	var err error
+	if c.Driver == "redis" || c.Driver == "memcached" {
+		store, err = openCacheStore(c, logger, when)
+		if err == nil {
+			rule, err = sessioncheck.NewCacheRule(c.Rule, c.IdentifiedKey, signer)
+		}
+	} else {
+		store, err = openSQLStore(c, c.Driver, c.DSN, "session.dsn", logger, when)
+		if err == nil {
+			rule, err = sessioncheck.NewRule(c.Rule, signer)
+		}
+	}
 	if err != nil {
-		store.Close()
+		if store != nil {
+			store.Close()
+		}
 		return nil, err
 	}
 	o := sessioncheck.Options{
@@ -625,6 +597,98 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		o.QueryDuration = m.SessionQuery
 	}
 	return sessioncheck.New(o)
+}
+
+// openSQLStore opens an SQL session store (the session store, or the
+// database behind Django's cached_db engine) and checks its query against
+// it: a query the database rejects, or a DSN it refuses, is an error; a
+// database that cannot be reached is one only when a reload must verify it.
+func openSQLStore(c conf.Session, driver, dsn, dsnKey string, logger *slog.Logger, when buildTime) (sessioncheck.Store, error) {
+	so := sessioncheck.SQLOptions{Query: c.Query, Placeholder: sessioncheck.QuestionMark, Zone: c.TimeZone.Location}
+	var db *sql.DB
+	var err error
+	switch driver {
+	case "mysql":
+		mysql.SetLogger(driverLog{logger})
+		db, err = sessioncheck.OpenMySQL(dsn, c.MaxConns)
+		so.HashComments, so.QueryError, so.DSNError = true, sessioncheck.MySQLQueryError, sessioncheck.MySQLDSNError
+	case "postgres":
+		db, err = sessioncheck.OpenPostgres(dsn, c.MaxConns, c.Timeout.D())
+		so.Placeholder, so.NowOffset = sessioncheck.Dollar, true
+		so.QueryError, so.DSNError = sessioncheck.PostgresQueryError, sessioncheck.PostgresDSNError
+	case "sqlite":
+		db, err = sessioncheck.OpenSQLite(dsn, c.MaxConns, c.Timeout.D())
+		so.QueryError = sessioncheck.SQLiteQueryError
+	default:
+		err = fmt.Errorf("session driver %q is not supported", driver) // refused by conf
+	}
+	if err != nil {
+		return nil, err
+	}
+	store, err := sessioncheck.NewSQLStore(db, so)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var qe *sessioncheck.QueryError
+	var de *sessioncheck.DSNError
+	switch err := store.Validate(ctx); {
+	case errors.As(err, &de):
+		store.Close()
+		return nil, fmt.Errorf("%s is refused by the database (%w): fix the user, password or database name in %s", dsnKey, de.Err, dsnKey)
+	case errors.As(err, &qe):
+		store.Close()
+		return nil, fmt.Errorf("session.query is rejected by the database: %w", err)
+	case err != nil && when == atReloadVerify:
+		store.Close()
+		return nil, &unverifiedError{err}
+	case err != nil:
+		logger.Warn("session store unreachable "+when.String()+"; visitors with a session are forwarded until it answers", "error", err)
+	}
+	return store, nil
+}
+
+// openCacheStore opens the Redis or memcached session store and pings it,
+// with the database of Django's cached_db behind it when fallback_driver
+// is set. A store that does not answer is an error only when a reload
+// must verify it.
+func openCacheStore(c conf.Session, logger *slog.Logger, when buildTime) (sessioncheck.Store, error) {
+	var store sessioncheck.Store
+	var err error
+	switch c.Driver {
+	case "redis":
+		store, err = sessioncheck.OpenRedis(sessioncheck.RedisOptions{
+			URL: c.DSN, KeyTemplate: c.KeyTemplate, MaxValueSize: int(c.MaxValueSize), MaxConns: c.MaxConns, Timeout: c.Timeout.D(),
+		})
+	default:
+		store, err = sessioncheck.OpenMemcache(sessioncheck.MemcacheOptions{
+			Server: c.DSN, KeyTemplate: c.KeyTemplate, MaxValueSize: int(c.MaxValueSize), MaxConns: c.MaxConns, Timeout: c.Timeout.D(),
+		})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("session.dsn: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err = store.(sessioncheck.Pinger).Ping(ctx)
+	cancel()
+	switch {
+	case err != nil && when == atReloadVerify:
+		store.Close()
+		return nil, &unverifiedError{err}
+	case err != nil:
+		logger.Warn("session store unreachable "+when.String()+"; visitors with a session are forwarded until it answers", "error", err)
+	}
+	if c.FallbackDriver == "" {
+		return store, nil
+	}
+	db, err := openSQLStore(c, c.FallbackDriver, c.FallbackDSN, "session.fallback_dsn", logger, when)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	return &sessioncheck.Fallback{Cache: store, DB: db}, nil
 }
 
 // signedCookies builds the Checker for Django's signed_cookies engine:

@@ -138,6 +138,10 @@ type Session struct {
 	KeyPattern Regexp `toml:"key_pattern"`
 	// Driver is the session store: "mysql" (MySQL or MariaDB), "postgres"
 	// (PostgreSQL), "sqlite" (a SQLite file, Django's default db.sqlite3),
+	// "redis" (a Redis server: Django's cache and cached_db engines through
+	// django-redis or RedisCache, Rails' redis-session-store, Laravel's
+	// redis session driver), "memcached" (one memcached server: Django's
+	// cache and cached_db engines through pylibmc or pymemcache),
 	// "signed_cookies" (no store: Django's signed_cookies engine keeps the
 	// session in the cookie, read with secret_key and max_age), or "" for
 	// none. With no store, every visitor carrying a session cookie is
@@ -148,8 +152,11 @@ type Session struct {
 	// "postgres://django:${DB_PASSWORD}@127.0.0.1:5432/app?sslmode=verify-full"
 	// or "host=/run/postgresql dbname=app"; TLS is set here (sslmode,
 	// sslrootcert, sslcert, sslkey). sqlite: the database file, e.g.
-	// "/srv/mysite/db.sqlite3", opened read-only; it must exist.
-	// signed_cookies: none. Default "".
+	// "/srv/mysite/db.sqlite3", opened read-only; it must exist. redis:
+	// "redis://[:${REDIS_PASSWORD}@]127.0.0.1:6379/0" ("rediss://" for
+	// TLS, "unix:///run/redis/redis.sock?db=0"). memcached: one server,
+	// "127.0.0.1:11211" or "unix:/run/memcached.sock". signed_cookies:
+	// none. Default "".
 	DSN string `toml:"dsn"`
 	// Query reads one session. It must use the named parameter :key (the
 	// session key) and may use :now (userrouter's current time, written in
@@ -160,9 +167,40 @@ type Session struct {
 	Query string `toml:"query"`
 	// Rule says what a row means: "django" (decode session_data and look
 	// for _auth_user_id), "exists" (a row means identified), or "nonempty"
-	// (the first column not NULL, empty or 0 means identified).
+	// (the first column not NULL, empty or 0 means identified). With
+	// driver "redis" or "memcached" it says how the value is read:
+	// "django" (the session dict pickled by Django's cache backends; a
+	// restricted reader that never runs or constructs anything),
+	// "rails_json" (redis-session-store with serializer: :json; identified
+	// when the object has identified_key), "laravel_php" (Laravel's
+	// serialized session; identified when a key starts with
+	// identified_key), or "exists" (a value means identified).
 	// Default "django".
 	Rule string `toml:"rule"`
+	// KeyTemplate makes the Redis or memcached key from the session key:
+	// {key} is the key, {key_sha256} its hex SHA-256 (Rack's private ids).
+	// Django's cache engine: "<KEY_PREFIX>:<VERSION>:django.contrib.sessions.cache{key}",
+	// cached_db: "…:django.contrib.sessions.cached_db{key}"; Rails'
+	// redis-session-store 0.11+: "<key_prefix>2::{key_sha256}"; Laravel:
+	// "laravel_database_laravel_cache_:{key}" (the Redis prefix, the cache
+	// prefix, ":"). Default ":1:django.contrib.sessions.cache{key}".
+	KeyTemplate string `toml:"key_template"`
+	// IdentifiedKey is, for rule "rails_json", the session key whose
+	// presence means a logged-in visitor (default "warden.user.user.key",
+	// Devise's scope "user"); for "laravel_php", the prefix of such a key
+	// (default "login_web_", SessionGuard's guard "web"). Default "".
+	IdentifiedKey string `toml:"identified_key"`
+	// MaxValueSize bounds a value read from Redis or memcached (after
+	// inflating a compressed one); a larger one is forwarded.
+	// Default "256KiB".
+	MaxValueSize Size `toml:"max_value_size"`
+	// FallbackDriver and FallbackDSN name the database of Django's
+	// cached_db engine, with driver "redis" or "memcached": a session the
+	// cache does not have is read there with query and rule "django", as
+	// cached_db does. "mysql", "postgres", "sqlite" or "" for none.
+	// Defaults "" and "".
+	FallbackDriver string `toml:"fallback_driver"`
+	FallbackDSN    string `toml:"fallback_dsn"`
 	// Timeout bounds one session lookup; when it passes the visitor is
 	// forwarded to the backend. Default "100ms".
 	Timeout Duration `toml:"timeout"`
@@ -504,6 +542,8 @@ func Default() *Config {
 			Timeout:            Duration(sessioncheck.DefaultTimeout),
 			SecretKeyFallbacks: []string{},
 			DjangoSalt:         sessioncheck.DefaultDjangoSalt,
+			KeyTemplate:        sessioncheck.DefaultKeyTemplate,
+			MaxValueSize:       sessioncheck.DefaultMaxValueSize,
 			MaxAge:             Duration(sessioncheck.DefaultSignedCookieMaxAge),
 			TimeZone:           Location{time.UTC},
 			MaxConns:           sessioncheck.DefaultMaxQueries,
@@ -567,6 +607,7 @@ func Default() *Config {
 func (c *Config) Redacted() *Config {
 	r := *c
 	r.Session.DSN = redactDSN(c.Session.DSN)
+	r.Session.FallbackDSN = redactDSN(c.Session.FallbackDSN)
 	if r.Session.SecretKey != "" {
 		r.Session.SecretKey = "REDACTED"
 	}

@@ -59,15 +59,18 @@ func (c *Config) validate(d *decoder) {
 	if n := len(s.KeyPattern.String()); n > 1024 {
 		d.errf("session.key_pattern", "is %d bytes long; keep it under 1024", n)
 	}
-	oneOf(d, "session.driver", s.Driver, "", "mysql", "postgres", "sqlite", "signed_cookies")
+	oneOf(d, "session.driver", s.Driver, "", "mysql", "postgres", "sqlite", "redis", "memcached", "signed_cookies")
 	checkSignedCookies(d, s)
+	checkCacheSessions(d, s)
 	if s.Driver != "" && s.Driver != "signed_cookies" && s.DSN == "" {
 		d.errf("session.dsn", "is required when session.driver is %q", s.Driver)
 	}
 	if err := sessioncheck.ValidateQuery(s.Query); err != nil {
 		d.errf("session.query", "%v", err)
 	}
-	oneOf(d, "session.rule", s.Rule, "django", "exists", "nonempty")
+	if !cacheDriver(s.Driver) {
+		oneOf(d, "session.rule", s.Rule, "django", "exists", "nonempty")
+	}
 	positive(d, "session.timeout", s.Timeout)
 	if !strings.HasPrefix(s.DjangoSalt, "django.contrib.sessions.") {
 		d.errf("session.django_salt", "%q must start with \"django.contrib.sessions.\"", s.DjangoSalt)

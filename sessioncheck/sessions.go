@@ -207,6 +207,11 @@ func (s *Sessions) query(key string) (kind, error) {
 		s.breaker.Success()
 		s.cache.Set(key, kindNoRow)
 		return kindNoRow, nil
+	case errors.Is(err, ErrUndecodable):
+		// The store answered with a value it cannot read (too large,
+		// flags no session has): the value is wrong, not the store.
+		s.breaker.Success()
+		return 0, err
 	case err != nil:
 		s.breaker.Failure(time.Now())
 		if ctx.Err() != nil {
