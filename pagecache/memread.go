@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
@@ -69,6 +70,7 @@ type readOp struct {
 	s     *mcServer
 	c     *mcConn
 	slot  bool // s's slot is held
+	adds  int  // add commands sent before the get
 	start time.Time
 	err   error
 }
@@ -78,6 +80,25 @@ type readOp struct {
 // read. When a server fails, the items of the others are still set. The
 // values are the caller's; they share one allocation when they fit.
 func (m *Memcache) GetMulti(keys []string, items []Item) error {
+	return m.getMulti(keys, nil, items)
+}
+
+// AddGetMulti is GetMulti after adding adds[i] under keys[i], with no
+// expiry, wherever adds[i].Value is not nil: each server is sent its adds
+// and then its get in one write, and answers them in order.
+func (m *Memcache) AddGetMulti(keys []string, adds, items []Item) error {
+	for i, a := range adds {
+		if a.Value != nil && len(keys[i])+len(a.Value)+64 > m.maxItem {
+			clear(items)
+			m.Stats.TooLarge.Add(1)
+			return ErrTooLarge
+		}
+	}
+	return m.getMulti(keys, adds, items)
+}
+
+// getMulti reads keys into items, after adds when not nil.
+func (m *Memcache) getMulti(keys []string, adds, items []Item) error {
 	clear(items)
 	if len(keys) == 0 {
 		return nil
@@ -122,7 +143,18 @@ func (m *Memcache) GetMulti(keys []string, items []Item) error {
 			continue
 		}
 		c := op.c
-		c.w = append(c.w[:0], "get"...)
+		c.w = c.w[:0]
+		for j, a := range adds {
+			if a.Value != nil && who[j] == int32(i) {
+				c.w = append(append(append(c.w, "add "...), keys[j]...), ' ')
+				c.w = strconv.AppendUint(c.w, uint64(a.Flags), 10)
+				c.w = append(c.w, " 0 "...)
+				c.w = strconv.AppendInt(c.w, int64(len(a.Value)), 10)
+				c.w = append(append(append(c.w, "\r\n"...), a.Value...), "\r\n"...)
+				op.adds++
+			}
+		}
+		c.w = append(c.w, "get"...)
 		for j, k := range keys {
 			if who[j] == int32(i) {
 				c.w = append(append(c.w, ' '), k...)
@@ -136,6 +168,9 @@ func (m *Memcache) GetMulti(keys []string, items []Item) error {
 	var slab []byte
 	for i := range ops {
 		op := &ops[i]
+		if op.err == nil {
+			op.err = readAdds(op.c, op.adds)
+		}
 		if op.err == nil {
 			op.err = m.readValues(op.c, keys, who, int32(i), items, &slab)
 		}
@@ -248,6 +283,21 @@ func (m *Memcache) readValues(c *mcConn, keys []string, who []int32, srv int32, 
 		items[j] = Item{Value: v, Flags: flags}
 		next = j + 1
 	}
+}
+
+// readAdds reads the replies to n add commands: each STORED, or
+// NOT_STORED when its key held something.
+func readAdds(c *mcConn, n int) error {
+	for range n {
+		line, err := c.r.ReadSlice('\n')
+		if err != nil {
+			return fmt.Errorf("pagecache: memcached add: %w", cmpErr(err))
+		}
+		if string(line) != "STORED\r\n" && string(line) != "NOT_STORED\r\n" {
+			return replyError(line)
+		}
+	}
+	return nil
 }
 
 // cmpErr turns a line longer than the read buffer into a protocol error.

@@ -246,3 +246,94 @@ func BenchmarkMemcacheGetMulti(b *testing.B) {
 		})
 	})
 }
+
+// TestAddGetMulti adds values over three real servers and reads them back
+// in the same round trip: a key that held something keeps it, and two
+// writers racing to create a key both read the one that won.
+func TestAddGetMulti(t *testing.T) {
+	s := []*pagecachetest.Server{pagecachetest.Start(t), pagecachetest.Start(t), pagecachetest.Start(t)}
+	m, err := NewMemcache(MemcacheOptions{Servers: []string{s[0].Addr, s[1].Addr, s[2].Addr}, Distribution: Ketama, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	keys := ketamaKeys(12)
+	for _, k := range keys[:6] {
+		m.Set(k, Item{Value: []byte("held")}, time.Minute)
+	}
+	adds := make([]Item, len(keys))
+	for i := range keys {
+		if i%4 != 3 { // some keys only read
+			adds[i] = Item{Value: []byte("new")}
+		}
+	}
+	items := make([]Item, len(keys))
+	ops := m.Stats.Ops.Load()
+	if err := m.AddGetMulti(keys, adds, items); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.Stats.Ops.Load() - ops; n > 3 {
+		t.Errorf("%d operations on 3 servers; want at most 3", n)
+	}
+	for i, k := range keys {
+		want := "new"
+		switch {
+		case i < 6:
+			want = "held"
+		case i%4 == 3:
+			want = ""
+		}
+		if string(items[i].Value) != want {
+			t.Errorf("%s (%d): %q; want %q", k, i, items[i].Value, want)
+		}
+	}
+	if _, err := m.Get(keys[7]); !errors.Is(err, ErrMiss) {
+		t.Errorf("a key only read was created: %v", err)
+	}
+
+	// Racing creators agree.
+	p := pagecachetest.Prefix()
+	for round := range 20 {
+		k := []string{fmt.Sprintf("%srace%d", p, round)}
+		got := make(chan string, 2)
+		for w := range 2 {
+			go func() {
+				items := make([]Item, 1)
+				if err := m.AddGetMulti(k, []Item{{Value: []byte(fmt.Sprint(w))}}, items); err != nil {
+					t.Error(err)
+				}
+				got <- string(items[0].Value)
+			}()
+		}
+		if a, b := <-got, <-got; a != b || a == "" {
+			t.Fatalf("racing creators read %q and %q", a, b)
+		}
+	}
+
+	// An illegal key or a reply that is not STORED/NOT_STORED fails.
+	if err := m.AddGetMulti([]string{"a b"}, []Item{{Value: []byte("1")}}, make([]Item, 1)); !errors.Is(err, memcache.ErrMalformedKey) {
+		t.Errorf("illegal key: %v", err)
+	}
+	for _, c := range []string{"STORED\r\nNOT_STORED\r\n", "NOT_STORED\r\n"} {
+		if err := readAdds(&mcConn{r: bufio.NewReader(strings.NewReader(c))}, 1); err != nil {
+			t.Errorf("%q: %v", c, err)
+		}
+	}
+	for _, c := range []string{"EXISTS\r\n", "SERVER_ERROR out of memory storing object\r\n", "STORED", ""} {
+		if err := readAdds(&mcConn{r: bufio.NewReader(strings.NewReader(c))}, 1); err == nil {
+			t.Errorf("%q: no error", c)
+		}
+	}
+}
+
+// TestAddGetMultiFallback: on a store that is no AddGetter, the adds are
+// made one by one, then the read.
+func TestAddGetMultiFallback(t *testing.T) {
+	m, _ := NewMemory(MemoryOptions{})
+	m.Set("held", Item{Value: []byte("held")}, time.Minute)
+	items := make([]Item, 3)
+	err := AddGetMulti(m, []string{"held", "new", "read"}, []Item{{Value: []byte("x")}, {Value: []byte("new")}, {}}, items)
+	if err != nil || string(items[0].Value) != "held" || string(items[1].Value) != "new" || items[2].Found() {
+		t.Errorf("got %q %q %q, %v", items[0].Value, items[1].Value, items[2].Value, err)
+	}
+}
