@@ -139,20 +139,25 @@ func parseCounter(it Item) (uint64, bool) {
 	return n, err == nil
 }
 
-// Read returns the current values of counters, creating the missing ones.
+// Read returns the current values of counters, creating the missing ones,
+// in one round trip when the store is an AddGetter.
 func (g *generations) Read(keys []string) (map[string]uint64, error) {
 	items := make([]Item, len(keys))
-	if err := g.store.GetMulti(keys, items); err != nil {
+	adds := make([]Item, len(keys))
+	for i := range adds {
+		adds[i].Value = strconv.AppendUint(nil, newCounter(), 10)
+	}
+	if err := AddGetMulti(g.store, keys, adds, items); err != nil {
 		return nil, err
 	}
 	out := make(map[string]uint64, len(keys))
 	for i, k := range keys {
 		v, ok := parseCounter(items[i])
 		if !ok {
-			var err error
-			if v, err = g.create(k); err != nil {
-				return nil, err
+			if !items[i].Found() { // evicted at once: as a failed Get would
+				return nil, fmt.Errorf("pagecache: counter %q: %w", k, ErrMiss)
 			}
+			return nil, fmt.Errorf("pagecache: counter %q holds %q, not a number", k, items[i].Value)
 		}
 		out[k] = v
 		g.remember(k, v)
@@ -160,10 +165,14 @@ func (g *generations) Read(keys []string) (map[string]uint64, error) {
 	return out, nil
 }
 
+// newCounter is the value of a new counter: a random hard part, so that
+// it never matches what pages recorded from an earlier counter.
+func newCounter() uint64 { return uint64(rand.Uint32()>>1) << 32 }
+
 // create makes a missing counter with a random hard part and returns its
 // value (or, when another instance created it first, theirs).
 func (g *generations) create(key string) (uint64, error) {
-	v := uint64(rand.Uint32()>>1) << 32
+	v := newCounter()
 	err := g.store.Add(key, Item{Value: strconv.AppendUint(nil, v, 10)}, 0)
 	if errors.Is(err, ErrNotStored) {
 		it, err := g.store.Get(key)

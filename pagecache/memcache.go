@@ -5,10 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,13 +79,16 @@ type MemcacheStats struct {
 	Ejections atomic.Uint64
 }
 
-// Memcache is a Store on memcached servers (bradfitz/gomemcache). It is
-// safe for concurrent use.
+// Memcache is a Store on memcached servers: gomemcache writes, and reads
+// go through a text-protocol path of its own (memread.go). It is safe for
+// concurrent use.
 type Memcache struct {
-	client   *memcache.Client
+	client   *memcache.Client // writes (and Ping); reads: see memread.go
 	servers  memcache.ServerSelector
 	ring     *ring                    // nil under Modula
 	slots    map[string]chan struct{} // by server address
+	byAddr   map[net.Addr]*mcServer   // as servers.PickServer returns them
+	closed   atomic.Bool
 	timeout  time.Duration
 	maxItem  int
 	observer interface{ UpdateDuration(start time.Time) }
@@ -113,6 +114,7 @@ func NewMemcache(o MemcacheOptions) (*Memcache, error) {
 	}
 	m := &Memcache{
 		slots:    map[string]chan struct{}{},
+		byAddr:   map[net.Addr]*mcServer{},
 		timeout:  cmp.Or(o.Timeout, DefaultMemcacheTimeout),
 		maxItem:  cmp.Or(o.MaxItemSize, DefaultMaxItemSize),
 		observer: o.OpDuration,
@@ -148,47 +150,30 @@ func NewMemcache(o MemcacheOptions) (*Memcache, error) {
 	}
 	inFlight := cmp.Or(o.MaxInFlight, DefaultMaxInFlight)
 	m.servers.Each(func(a net.Addr) error {
-		m.slots[a.String()] = make(chan struct{}, inFlight)
+		slots := make(chan struct{}, inFlight)
+		m.slots[a.String()] = slots
+		m.byAddr[a] = &mcServer{addr: a, slots: slots, idle: make(chan *mcConn, inFlight)}
 		return nil
 	})
 	m.client = memcache.NewFromSelector(m.servers)
 	m.client.Timeout = m.timeout
 	m.client.MaxIdleConns = inFlight // its default of 2 churns connections under load
-	m.client.DialContext = dialBuffered
 	return m, nil
 }
 
-// acquire takes an operation slot on the server holding key.
-func (m *Memcache) acquire(key string) (addr net.Addr, release func(), err error) {
-	addr, err = m.servers.PickServer(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	slots := m.slots[addr.String()]
-	select {
-	case slots <- struct{}{}:
-		return addr, func() { <-slots }, nil
-	default:
-	}
-	t := time.NewTimer(m.timeout)
-	defer t.Stop()
-	select {
-	case slots <- struct{}{}:
-		return addr, func() { <-slots }, nil
-	case <-t.C:
-		m.Stats.Busy.Add(1)
-		return nil, nil, ErrBusy
-	}
-}
-
-// do runs one operation under a slot and accounts for it.
+// do runs one write (or Ping-like) operation through gomemcache under a
+// slot of the server holding key, and accounts for it.
 func (m *Memcache) do(key string, op func() error) error {
-	addr, release, err := m.acquire(key)
+	addr, err := m.servers.PickServer(key)
 	if err != nil {
 		m.Stats.Errors.Add(1)
 		return err
 	}
-	defer release()
+	s := m.byAddr[addr]
+	if err := m.take(s, time.Now().Add(m.timeout)); err != nil {
+		return err
+	}
+	defer func() { <-s.slots }()
 	m.Stats.Ops.Add(1)
 	start := time.Now()
 	err = op()
@@ -210,6 +195,7 @@ func (m *Memcache) do(key string, op func() error) error {
 		if isTimeout(err) {
 			m.Stats.Timeouts.Add(1)
 		}
+		m.dropIdle(s, err)
 	}
 	return err
 }
@@ -218,71 +204,6 @@ func isTimeout(err error) bool {
 	var ct *memcache.ConnectTimeoutError
 	var ne net.Error
 	return errors.As(err, &ct) || errors.As(err, &ne) && ne.Timeout()
-}
-
-// Get returns the item under key.
-func (m *Memcache) Get(key string) (Item, error) {
-	var it *memcache.Item
-	err := m.do(key, func() (err error) {
-		it, err = m.client.Get(key)
-		return err
-	})
-	if err != nil {
-		return Item{}, err
-	}
-	return Item{Value: it.Value, Flags: it.Flags}, nil
-}
-
-// GetMulti sets items[i] to the item under keys[i], if any, in one round
-// trip per server, each under a slot of its server and concurrently. When
-// a server fails, the items of the others are still set.
-func (m *Memcache) GetMulti(keys []string, items []Item) error {
-	clear(items)
-	if len(keys) == 0 {
-		return nil
-	}
-	byServer := map[net.Addr][]string{}
-	for _, k := range keys {
-		a, err := m.servers.PickServer(k)
-		if err != nil {
-			m.Stats.Errors.Add(1)
-			return err
-		}
-		byServer[a] = append(byServer[a], k)
-	}
-	var (
-		mu    sync.Mutex
-		found = make(map[string]*memcache.Item, len(keys))
-		first error
-	)
-	get := func(keys []string) {
-		var got map[string]*memcache.Item
-		err := m.do(keys[0], func() (err error) {
-			got, err = m.client.GetMulti(keys)
-			return err
-		})
-		mu.Lock()
-		defer mu.Unlock()
-		maps.Copy(found, got)
-		if first == nil {
-			first = err
-		}
-	}
-	if len(byServer) == 1 {
-		get(keys)
-	} else {
-		var wg sync.WaitGroup
-		for _, ks := range byServer {
-			wg.Go(func() { get(ks) })
-		}
-		wg.Wait()
-	}
-	for i, k := range keys {
-		if it, ok := found[k]; ok {
-			items[i] = Item{Value: it.Value, Flags: it.Flags}
-		}
-	}
-	return first
 }
 
 // Set stores it under key for ttl; an item over the size limit is refused
@@ -337,5 +258,12 @@ func (m *Memcache) Ping(ctx context.Context) error {
 	}
 }
 
-// Close closes the idle connections.
-func (m *Memcache) Close() error { return m.client.Close() }
+// Close closes the idle connections; those in use are closed when their
+// operation ends.
+func (m *Memcache) Close() error {
+	m.closed.Store(true)
+	for _, s := range m.byAddr {
+		s.closeIdle()
+	}
+	return m.client.Close()
+}

@@ -2,31 +2,70 @@ package pagecache
 
 import (
 	"bufio"
-	"context"
 	"net"
+	"time"
 )
 
 // memcacheReadBuffer is how much of a reply one read from a memcached
-// connection takes. gomemcache reads through a 4 KiB bufio.Reader of its
-// own: a 13 KB page and its counters came in three or four read calls.
-// With this buffer underneath, a reply of up to 64 KiB comes in one.
+// connection takes: a 13 KB page and its counters come in one read call.
 const memcacheReadBuffer = 64 << 10
 
-// bufferedConn is a memcached connection whose reads go through a large
-// buffer (see memcacheReadBuffer); writes and deadlines are the socket's.
-type bufferedConn struct {
-	net.Conn
-	r *bufio.Reader
+// A mcServer is one memcached server as the read path sees it: the slots
+// bounding the operations in flight to it (shared with the writes made
+// through gomemcache) and its idle connections. It is safe for concurrent
+// use.
+type mcServer struct {
+	addr  net.Addr
+	slots chan struct{}
+	idle  chan *mcConn
 }
 
-func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+// A mcConn is a read-path connection: reads go through a large buffer
+// (memcacheReadBuffer), requests are built in w, reused. A mcConn is used
+// by one operation at a time, and is given back to its server's idle
+// connections only at a reply boundary: after any error it is closed.
+type mcConn struct {
+	nc net.Conn
+	r  *bufio.Reader
+	w  []byte
+}
 
-// dialBuffered dials like gomemcache does and wraps the connection.
-func dialBuffered(ctx context.Context, network, address string) (net.Conn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, network, address)
+// conn returns an idle connection to s, or dials one within timeout.
+func (s *mcServer) conn(timeout time.Duration) (*mcConn, error) {
+	select {
+	case c := <-s.idle:
+		return c, nil
+	default:
+	}
+	d := net.Dialer{Timeout: timeout}
+	nc, err := d.Dial(s.addr.Network(), s.addr.String())
 	if err != nil {
 		return nil, err
 	}
-	return &bufferedConn{Conn: nc, r: bufio.NewReaderSize(nc, memcacheReadBuffer)}, nil
+	return &mcConn{nc: nc, r: bufio.NewReaderSize(nc, memcacheReadBuffer), w: make([]byte, 0, 512)}, nil
+}
+
+// put keeps c, at a reply boundary, for the next operation; when as many
+// are idle as there are slots, or the store is closed, c is closed.
+func (s *mcServer) put(c *mcConn, closed bool) {
+	if !closed {
+		select {
+		case s.idle <- c:
+			return
+		default:
+		}
+	}
+	c.nc.Close()
+}
+
+// closeIdle closes the idle connections.
+func (s *mcServer) closeIdle() {
+	for {
+		select {
+		case c := <-s.idle:
+			c.nc.Close()
+		default:
+			return
+		}
+	}
 }

@@ -31,6 +31,34 @@ type Store interface {
 	Close() error
 }
 
+// An AddGetter is a Store that can create missing values and read them
+// back in the same round trip: generation counters are made so.
+type AddGetter interface {
+	// AddGetMulti first adds adds[i] under keys[i], with no expiry,
+	// wherever adds[i].Value is not nil and keys[i] holds nothing, then
+	// reads every key as GetMulti does: items show what the keys hold
+	// after the adds (the value added, or what another writer put first).
+	AddGetMulti(keys []string, adds, items []Item) error
+}
+
+// AddGetMulti does s.AddGetMulti when s is an AddGetter, else an Add for
+// each value to add, then a GetMulti.
+func AddGetMulti(s Store, keys []string, adds, items []Item) error {
+	if ag, ok := s.(AddGetter); ok {
+		return ag.AddGetMulti(keys, adds, items)
+	}
+	for i, a := range adds {
+		if a.Value == nil {
+			continue
+		}
+		if err := s.Add(keys[i], a, 0); err != nil && !errors.Is(err, ErrNotStored) {
+			clear(items)
+			return err
+		}
+	}
+	return s.GetMulti(keys, items)
+}
+
 // Found reports whether a GetMulti found the item.
 func (it Item) Found() bool { return it.Value != nil }
 

@@ -59,6 +59,11 @@ func (s *breakerStore) GetMulti(keys []string, items []pagecache.Item) error {
 	return s.guard(func() error { return s.Store.GetMulti(keys, items) })
 }
 
+// AddGetMulti keeps the store's single round trip (pagecache.AddGetter).
+func (s *breakerStore) AddGetMulti(keys []string, adds, items []pagecache.Item) error {
+	return s.guard(func() error { return pagecache.AddGetMulti(s.Store, keys, adds, items) })
+}
+
 func (s *breakerStore) Set(key string, it pagecache.Item, ttl time.Duration) error {
 	return s.guard(func() error { return s.Store.Set(key, it, ttl) })
 }
