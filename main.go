@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -114,6 +115,7 @@ func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 		return err
 	}
 	d.cur.Store(h)
+	setMemoryLimit(cfg.Listen.MemoryLimit)
 	l := &cfg.Listen
 	mode := os.FileMode(l.SocketMode)
 	ln, err := router.Listen(l.Addr, mode)
@@ -154,7 +156,7 @@ func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 	logger.Info("userrouter started", "version", version, "config", cfg.File,
 		"addr", l.Addr, "admin_addr", l.AdminAddr, "backends", cfg.Backend.Addrs,
 		"page_store", cfg.Cache.Store, "memcached", cfg.Cache.Servers, "l1_size", int64(cfg.Cache.L1Size), "outage_l1_size", int64(cfg.Cache.OutageL1Size),
-		"session_driver", cmp.Or(cfg.Session.Driver, "none"))
+		"session_driver", cmp.Or(cfg.Session.Driver, "none"), "memory_limit", int64(cfg.Listen.MemoryLimit))
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -243,6 +245,7 @@ func (d *daemon) reload() {
 	now := cfg.Listen
 	old.TrustedProxies, now.TrustedProxies = nil, nil // applied by the new router
 	old.MaxRequestBodySize, now.MaxRequestBodySize = 0, 0
+	old.MemoryLimit, now.MemoryLimit = 0, 0 // applied below, with the store it follows
 	if !reflect.DeepEqual(old, now) || cfg.Log.Format != d.cfg.Log.Format {
 		d.logger.Warn("reload: listener settings ([listen] addresses, timeouts, sizes) and log.format are applied at restart only; the rest is applied now")
 	}
@@ -263,6 +266,7 @@ func (d *daemon) reload() {
 	d.level.Set(slog.Level(cfg.Log.Level))
 	prev := d.cur.Swap(h)
 	d.cfg = cfg
+	setMemoryLimit(cfg.Listen.MemoryLimit)
 	go func() {
 		deadline := time.Now().Add(cfg.Listen.ShutdownTimeout.D())
 		for prev.inflight.Load() > 0 && time.Now().Before(deadline) {
@@ -272,6 +276,20 @@ func (d *daemon) reload() {
 	}()
 	d.logger.Info("reloaded", "config", cfg.File, "backends", cfg.Backend.Addrs)
 }
+
+// setMemoryLimit applies listen.memory_limit (derived from the sizes when
+// not set) as the runtime's soft memory limit, in place of GOMEMLIMIT;
+// 0 leaves GOMEMLIMIT's, or none.
+func setMemoryLimit(limit conf.Size) {
+	if limit <= 0 {
+		debug.SetMemoryLimit(envMemoryLimit)
+		return
+	}
+	debug.SetMemoryLimit(int64(limit))
+}
+
+// envMemoryLimit is the limit the runtime took from GOMEMLIMIT, if any.
+var envMemoryLimit = debug.SetMemoryLimit(-1)
 
 // handler is the running router and what must be released with it.
 type handler struct {

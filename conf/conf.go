@@ -79,6 +79,18 @@ type Listen struct {
 	// Metrics serves Prometheus metrics on the admin listener's /metrics
 	// and times requests for its latency histograms. Default true.
 	Metrics bool `toml:"metrics"`
+	// MemoryLimit is the process's soft memory limit (Go's GOMEMLIMIT,
+	// which it overrides): near it the garbage collector works harder
+	// rather than let the heap grow, so resident memory follows the sizes
+	// configured. When not set, it is derived from them: the pages held in
+	// this process (cache.memory_size with store "memory", plus
+	// cache.l1_size) and a quarter more, plus 24 MiB for the rest
+	// (connections, fills in flight, session verdicts); none when the
+	// process holds no pages. "0" sets none (GOMEMLIMIT's applies, if
+	// any); one below the pages held plus 16 MiB is refused. -check
+	// prints the value in force. Default: derived (for the default memory store of 128MiB,
+	// "184MiB").
+	MemoryLimit Size `toml:"memory_limit"`
 }
 
 // Backend configures the application servers requests are forwarded to.
@@ -250,6 +262,34 @@ type Session struct {
 	BreakerCooldown Duration `toml:"breaker_cooldown"`
 }
 
+// DerivedMemoryLimit is the listen.memory_limit that applies when none is
+// set: the pages this process holds (MemorySize with store "memory", and
+// L1Size) and a quarter more, plus memoryLimitBase; 0 (no limit) when it
+// holds none.
+func (c *Config) DerivedMemoryLimit() Size {
+	pages := c.pagesInProcess()
+	if pages <= 0 {
+		return 0
+	}
+	return pages + pages/4 + memoryLimitBase
+}
+
+// pagesInProcess is what the config lets this process hold in pages: the
+// memory store's size and the L1's.
+func (c *Config) pagesInProcess() Size {
+	pages := c.Cache.L1Size
+	if c.Cache.Store == "memory" {
+		pages += c.Cache.MemorySize
+	}
+	return pages
+}
+
+// memoryLimitBase is what the derived memory limit allows besides pages:
+// the binary's runtime structures, connection buffers, fills in flight,
+// session verdicts and the decompressed bodies kept for clients without
+// gzip.
+const memoryLimitBase = 24 << 20
+
 // Cache configures the page cache.
 type Cache struct {
 	// Store is where pages are kept: "memcached" (shared by every
@@ -257,9 +297,10 @@ type Cache struct {
 	// reach only this instance), or "none" to forward everything.
 	// Default "memcached".
 	Store string `toml:"store"`
-	// MemorySize bounds the "memory" store (keys, pages and a per-entry
-	// overhead); a reload keeps the store unless this changes.
-	// Default "128MiB".
+	// MemorySize bounds the "memory" store: each page is charged what it
+	// costs in the heap (key, headers, body, the store's entry); a reload
+	// keeps the store unless this changes. listen.memory_limit, unless
+	// set, is derived from it. Default "128MiB".
 	MemorySize Size `toml:"memory_size"`
 	// Servers lists the memcached servers ("host:port" or "unix:/path").
 	// Default ["127.0.0.1:11211"].

@@ -21,6 +21,7 @@ func TestExampleListsEveryOptionWithItsDefault(t *testing.T) {
 	want := Default()
 	want.Backend.Addrs = cfg.Backend.Addrs
 	want.File = cfg.File
+	want.Listen.MemoryLimit = want.DerivedMemoryLimit() // derived, unless set
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("the example's values differ from Default():\n got %+v\nwant %+v", cfg, want)
 	}
@@ -30,6 +31,14 @@ func TestExampleListsEveryOptionWithItsDefault(t *testing.T) {
 	for _, key := range allKeys("", reflect.TypeFor[Config]()) {
 		if key == "cache.keep_headers" {
 			continue // retired: setting it is an error (TestProblems)
+		}
+		if key == "listen.memory_limit" {
+			// Derived from the sizes when not set: the example shows it
+			// commented, so that a copy of it keeps deriving.
+			if !strings.Contains(string(data), "\n# memory_limit = \"184MiB\"\n") {
+				t.Errorf("the example lacks listen.memory_limit, commented out with its derived default")
+			}
+			continue
 		}
 		line, ok := lines[key]
 		if !ok {
@@ -256,5 +265,52 @@ func TestSizes(t *testing.T) {
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("parseSize(%q) = %d, %v; want %d, ok=%v", tc.in, got, err, tc.want, tc.ok)
 		}
+	}
+}
+
+// TestMemoryLimit: listen.memory_limit is derived from the pages the
+// process holds unless set; "0" sets none; one below the pages is refused.
+func TestMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name, toml string
+		want       Size
+		problem    string
+	}{
+		{"default memory store", `[cache]
+store = "memory"`, 184 << 20, ""},
+		{"memory store", `[cache]
+store = "memory"
+memory_size = "64MiB"`, 104 << 20, ""},
+		{"memcached and L1", `[cache]
+l1_size = "256MiB"`, 344 << 20, ""},
+		{"memcached alone", ``, 0, ""},
+		{"set", `[listen]
+memory_limit = "1GiB"
+[cache]
+store = "memory"`, 1 << 30, ""},
+		{"off", `[listen]
+memory_limit = "0"
+[cache]
+store = "memory"`, 0, ""},
+		{"below the pages", `[listen]
+memory_limit = "130MiB"
+[cache]
+store = "memory"`, 0, "listen.memory_limit"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse("t.toml", []byte("[backend]\naddrs = [\"127.0.0.1:8000\"]\n"+tc.toml+"\n"))
+			if tc.problem != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.problem) {
+					t.Fatalf("got %v; want a problem with %s", err, tc.problem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Listen.MemoryLimit; got != tc.want {
+				t.Errorf("got %d; want %d", got, tc.want)
+			}
+		})
 	}
 }

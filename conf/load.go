@@ -76,6 +76,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	d.decodeStruct("", doc, reflect.ValueOf(cfg).Elem())
 	d.validating = true
 	cfg.validate(d) // values that failed to decode kept their defaults
+	if _, set := d.lines["listen.memory_limit"]; !set {
+		cfg.Listen.MemoryLimit = cfg.DerivedMemoryLimit()
+	}
 	if len(d.problems) > 0 {
 		sort.SliceStable(d.problems, func(i, j int) bool {
 			a, b := d.problems[i], d.problems[j]

@@ -20,6 +20,10 @@ func (c *Config) validate(d *decoder) {
 	positive(d, "listen.idle_timeout", l.IdleTimeout)
 	atLeast(d, "listen.max_header_size", l.MaxHeaderSize, 1<<10)
 	atLeast(d, "listen.max_request_body_size", l.MaxRequestBodySize, 1)
+	if _, set := d.lines["listen.memory_limit"]; set && l.MemoryLimit != 0 {
+		// Below the pages it holds, the collector would run without end.
+		atLeast(d, "listen.memory_limit", l.MemoryLimit, max(16<<20, c.pagesInProcess()+16<<20))
+	}
 	if l.Addr == l.AdminAddr {
 		d.errf("listen.admin_addr", "is the same address as listen.addr; give the admin listener its own")
 	}

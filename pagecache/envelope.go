@@ -145,6 +145,20 @@ type Page struct {
 	Body       []byte
 }
 
+// EncodedLen is the length of p's envelope (when Encode accepts p): a
+// caller sizes the buffer it encodes into with it, so that storing a page
+// costs one allocation of the right size.
+func EncodedLen(p *Page) int {
+	n := envelopeFixed + 2 + 4 + len(p.Body) + 4
+	for _, h := range p.Headers {
+		n += 1 + len(h.Name) + 2 + len(h.Value)
+	}
+	for _, t := range p.Tags {
+		n += 2 + len(t.Name) + 8
+	}
+	return n
+}
+
 // Encode appends the envelope of p to dst.
 func Encode(dst []byte, p *Page) ([]byte, error) {
 	if len(p.Headers) > maxHeaders {

@@ -3,6 +3,7 @@ package pagecache
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,9 +17,10 @@ const DefaultMemorySize = 128 << 20
 
 // MemoryOptions configures a Memory store.
 type MemoryOptions struct {
-	// MaxBytes bounds the keys and values held (each entry also counts a
-	// fixed overhead); the least valuable entries (W-TinyLFU) are evicted
-	// beyond it. Default DefaultMemorySize.
+	// MaxBytes bounds the memory the entries hold: each is charged what it
+	// costs in the Go heap (see entryCost), not its value's length alone;
+	// the least valuable entries (W-TinyLFU) are evicted beyond it.
+	// Default DefaultMemorySize.
 	MaxBytes int64
 	// MaxItemSize refuses larger items, as memcached's -I.
 	// Default DefaultMaxItemSize.
@@ -27,15 +29,44 @@ type MemoryOptions struct {
 
 // A Sizer is a Store in this process that can tell how much it holds.
 type Sizer interface {
-	// Size returns the bytes held: keys, values and per-entry overhead.
+	// Size returns the bytes held: what the keys, values and the
+	// store's own structures for them cost in the heap.
 	Size() uint64
 	// Len returns the entries held, pages and counters.
 	Len() int
 }
 
-// entryOverhead approximates what the cache spends per entry besides the
-// key and value bytes.
-const entryOverhead = 96
+// entryOverhead is what the store spends per entry besides the key's and
+// the value's allocations: otter's node (key and value headers, expiry,
+// list links, weight), its hash table's share and the sketch's, measured
+// on Go 1.26 and otter 2.4 by TestMemoryEntryCost, which fails when it no
+// longer covers them.
+const entryOverhead = 256
+
+// entryCost is what an entry costs in the heap: the key's bytes and the
+// value's capacity, each rounded up as the allocator rounds (its size
+// classes; a value the store is given whole is charged its capacity,
+// which Encode's callers size to the class), and entryOverhead.
+func entryCost(key string, value []byte) uint32 {
+	return uint32(min(allocSize(len(key))+allocSize(cap(value))+entryOverhead, 1<<31))
+}
+
+// allocSize is n rounded up to the allocation Go makes for it: its size
+// class up to 32 KiB (Go 1.26's internal/runtime/gc/sizeclasses.go), whole
+// 8 KiB pages beyond.
+func allocSize(n int) int {
+	if n > sizeClasses[len(sizeClasses)-1] {
+		return (n + 8<<10 - 1) &^ (8<<10 - 1)
+	}
+	i, _ := slices.BinarySearch(sizeClasses[:], n)
+	return sizeClasses[i]
+}
+
+// sizeClasses are Go's small object sizes.
+var sizeClasses = [...]int{0, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208, 224, 240, 256,
+	288, 320, 352, 384, 416, 448, 480, 512, 576, 640, 704, 768, 896, 1024, 1152, 1280, 1408, 1536, 1792, 2048,
+	2304, 2688, 3072, 3200, 3456, 4096, 4864, 5376, 6144, 6528, 6784, 6912, 8192, 9472, 9728, 10240, 10880,
+	12288, 13568, 14336, 16384, 18432, 19072, 20480, 21760, 24576, 27264, 28672, 32768}
 
 type memItem struct {
 	item    Item
@@ -63,7 +94,7 @@ func NewMemory(o MemoryOptions) (*Memory, error) {
 	c, err := otter.New(&otter.Options[string, memItem]{
 		MaximumWeight: uint64(cmp.Or(o.MaxBytes, DefaultMemorySize)),
 		Weigher: func(k string, v memItem) uint32 {
-			return uint32(min(len(k)+len(v.item.Value)+entryOverhead, 1<<31))
+			return entryCost(k, v.item.Value)
 		},
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, memItem]) time.Duration {
 			return time.Until(e.Value.expires)
@@ -153,7 +184,7 @@ func (m *Memory) Delete(key string) error {
 // Close does nothing.
 func (m *Memory) Close() error { return nil }
 
-// Size returns the weight (bytes, with overhead) held now.
+// Size returns the bytes the entries held now cost (see entryCost).
 func (m *Memory) Size() uint64 { return m.cache.WeightedSize() }
 
 // Len returns the number of entries held now, pages and counters.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -20,8 +21,10 @@ type fillResult struct {
 	entry  []byte // the stored value, for waiters to serve; nil when not stored
 	err    error  // the backend failed
 	// body is what was read of the response body, for the leader to send
-	// first (the rest, if any, is still in its response's stream).
+	// first (the rest, if any, is still in its response's stream); it is
+	// buf's, a pooled buffer (see release).
 	body []byte
+	buf  *fillBuf
 	// failed: the backend failed or answered 5xx; waiters with a stale
 	// page may serve it (stale-if-error).
 	failed bool
@@ -97,7 +100,13 @@ func (q *request) fillFromVisitor(t pagecache.Ticket) outcome {
 		case q.revalidate:
 			status = statusStaleStored
 		}
-		if !q.relayWith(resp, res.body, status, closeConn) {
+		ok := q.relayWith(resp, res.body, status, closeConn)
+		if res.reason != pagecache.ReasonTooLarge {
+			// relay copied a body read whole into the response (only the
+			// rest of one cut short streams from it, read aliased)
+			res.release()
+		}
+		if !ok {
 			return outcomeError
 		}
 		return outcomeMiss
@@ -239,6 +248,7 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 		resp := fasthttp.AcquireResponse()
 		defer fasthttp.ReleaseResponse(resp)
 		res := r.fill(req, resp, t, rule, old)
+		res.release() // nobody relays a background fill's body
 		c.backedOff(t.Key(), res.failed)
 		if res.err != nil {
 			r.log.Log(slog.LevelWarn, "fill", "background fill failed; its page's next refresh backs off", slog.String("key", t.Key()), slog.String("error", res.err.Error()))
@@ -317,7 +327,7 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 	}
 	res.reason = d.Reason
 	if d.Reason == pagecache.Storable {
-		body, complete, err := readBody(resp, c.MaxBodySize)
+		body, complete, err := readBody(resp, c.MaxBodySize, &res.buf)
 		res.body = body
 		switch {
 		case err != nil:
@@ -673,7 +683,11 @@ func (c *cache) isTagHeader(name []byte) bool {
 
 // readBody reads resp's body up to limit bytes. complete is false when the
 // body is longer (what was read is returned, the rest stays in the stream).
-func readBody(resp *fasthttp.Response, limit int) (body []byte, complete bool, err error) {
+// A streamed body is read into a pooled buffer, which *buf is then set to:
+// the body is copied once from there into the stored page (Encode), and
+// the buffer goes back to the pool once the leader's answer no longer
+// needs it (fillResult.release), so a miss allocates no read buffer.
+func readBody(resp *fasthttp.Response, limit int, buf **fillBuf) (body []byte, complete bool, err error) {
 	if !resp.IsBodyStream() {
 		return resp.Body(), true, nil
 	}
@@ -681,19 +695,58 @@ func readBody(resp *fasthttp.Response, limit int) (body []byte, complete bool, e
 	if n > limit {
 		return nil, false, nil
 	}
+	fb := fillBufs.Get().(*fillBuf)
+	*buf = fb
 	if n < 0 {
 		n = 16 << 10
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, n+1))
-	_, err = buf.ReadFrom(io.LimitReader(resp.BodyStream(), int64(limit)+1))
-	if err != nil {
-		return nil, false, err
+	b := slices.Grow(fb.b[:0], n+1)
+	lr := io.LimitedReader{R: resp.BodyStream(), N: int64(limit) + 1}
+	for {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(len(b), limit+1-len(b)))
+		}
+		m, rerr := lr.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			fb.b = b
+			return nil, false, rerr
+		}
 	}
-	if buf.Len() > limit {
-		return buf.Bytes(), false, nil
+	fb.b = b
+	if len(b) > limit {
+		return b, false, nil
 	}
 	resp.CloseBodyStream() // read to the end: the connection goes back to the pool
-	return buf.Bytes(), true, nil
+	return b, true, nil
+}
+
+// fillBuf is a pooled buffer a fill reads a response body into.
+type fillBuf struct{ b []byte }
+
+// maxPooledFillBuf bounds the buffers kept for reuse: a larger one (a rare
+// large page) is left to the garbage collector rather than held by the
+// pool.
+const maxPooledFillBuf = 1 << 20
+
+var fillBufs = sync.Pool{New: func() any { return new(fillBuf) }}
+
+// release gives the fill's read buffer back to the pool; res.body must
+// no longer be used.
+func (res *fillResult) release() {
+	fb := res.buf
+	if fb == nil {
+		return
+	}
+	res.buf, res.body = nil, nil
+	if cap(fb.b) > maxPooledFillBuf {
+		fb.b = nil
+	}
+	fb.b = fb.b[:0]
+	fillBufs.Put(fb)
 }
 
 // fillRequest builds in req the request a fill sends for the visitor's
