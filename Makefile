@@ -28,15 +28,15 @@ build: ## build bin/userrouter, bin/bench, and the demo's bin/origin and bin/dem
 	$(GO) build -o bin/origin ./bench/origin
 	$(GO) build -o bin/demo ./bench/demo
 
-demo: build ## show what userrouter does on this machine: origin alone vs behind userrouter, ~30 s, nothing to install
+demo: build ## show what userrouter does on this machine: origin alone vs behind userrouter, ~30 s once built (the first build takes longer), free ports, nothing to install but Go
 	./bin/demo
 
-bench-peers: build ## userrouter vs nginx memcached module, proxy_cache, origin alone, ~5 min (docs/benchmarks.md); installs nginx, memcached when missing
+bench-peers: build ## userrouter vs nginx memcached module, proxy_cache, origin alone, ~5 min (docs/benchmarks.md); installs nginx, memcached when missing; free ports
 	bash bench/peers.sh
 
 # One package at a time (-p 1): the fault, load and nginx tests measure
 # latency and want both cores to themselves.
-test: ## run every test, integration included, against real memcached, MariaDB, PostgreSQL and Django (installed and started when missing)
+test: ## run every test, integration included, against real memcached, MariaDB, PostgreSQL and Django (as root on Debian: installed and started when missing)
 	bash .ci/with-services sh -c '$(GO) test -race -count=1 -p 1 -timeout 30m ./... && "$$USERROUTER_TEST_PYTHON" contrib/django/runtests.py'
 
 
