@@ -41,6 +41,7 @@ type config struct {
 	mint           int
 	loginURL       string
 	anonURL        string
+	loginForm      url.Values // -login-form: credentials; nil: -login-url mints by a bare POST
 
 	procs int // -procs: GOMAXPROCS for the run; 0: the command's default
 
@@ -144,6 +145,11 @@ sessions
   -mint N                before the run, mint N cookies of each kind by POSTing
                          to -login-url (identified) and -anon-url (anonymous)
   -login-url URL         POST here; the answer's Set-Cookie is identified
+  -login-form FIELDS     log in at -login-url like a browser: GET its form,
+                         keep its cookies and hidden fields (Django's CSRF
+                         token), POST them with FIELDS, URL-encoded
+                         credentials such as 'username=bench&password=s3cret',
+                         and Referer; each login mints one session
   -anon-url URL          POST here; the answer's Set-Cookie is anonymous
 
 output
@@ -155,11 +161,11 @@ every request failed, the target could not sustain -rate, interrupted);
 2 bad flags or files. Durations are Go durations: 500ms, 10s, 2m.
 
 examples:
-  bench -url http://127.0.0.1:8080/ -c 64 -duration 30s
-  bench -url http://127.0.0.1:8080/ -rate 2000 -duration 1m -html report.html
-  bench -url http://127.0.0.1:8080/ -paths 10000 -zipf 1.1 -identified 0.1 \
-        -mint 50 -login-url http://127.0.0.1:8000/bench/login/
-  bench -compare http://127.0.0.1:8000/,http://127.0.0.1:8080/ -rounds 5 -json
+  bench -url http://127.0.0.1:8090/ -c 64 -duration 30s
+  bench -url http://127.0.0.1:8090/ -rate 2000 -duration 1m -html report.html
+  bench -url http://127.0.0.1:8090/ -paths 10000 -zipf 1.1 -identified 0.1 \
+        -mint 50 -login-url http://127.0.0.1:8000/login
+  bench -compare http://127.0.0.1:8000/,http://127.0.0.1:8090/ -rounds 5 -json
 `
 
 // newFlagSet defines bench's flags on a fresh FlagSet writing into cfg.
@@ -195,6 +201,14 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.IntVar(&cfg.mint, "mint", 0, "cookies of each kind to mint")
 	fs.StringVar(&cfg.loginURL, "login-url", "", "URL minting identified sessions")
 	fs.StringVar(&cfg.anonURL, "anon-url", "", "URL minting anonymous sessions")
+	fs.Func("login-form", "`FIELDS` posted to the login form at -login-url", func(s string) error {
+		v, err := url.ParseQuery(s)
+		if err != nil || len(v) == 0 {
+			return errors.New("want URL-encoded form fields, such as 'username=bench&password=s3cret'")
+		}
+		cfg.loginForm = v
+		return nil
+	})
 	fs.IntVar(&cfg.procs, "procs", 0, "CPUs bench runs on (GOMAXPROCS)")
 	fs.BoolVar(&cfg.json, "json", false, "print JSON")
 	fs.StringVar(&cfg.htmlFile, "html", "", "HTML report file")
@@ -231,7 +245,7 @@ func (cfg *config) validate(set map[string]bool) error {
 	case compare && set["url"]:
 		return usagef("-url and -compare both given: -compare takes the two base URLs itself; drop -url")
 	case !compare && cfg.url == "" && cfg.urlsFile == "":
-		return usagef("-url is required: give the target, such as -url http://127.0.0.1:8080/ (or -compare URL_A,URL_B)")
+		return usagef("-url is required: give the target, such as -url http://127.0.0.1:8090/ (or -compare URL_A,URL_B)")
 	case !compare && set["rounds"]:
 		return usagef("-rounds applies to -compare only")
 	case cfg.rounds < 1:
@@ -303,6 +317,8 @@ func (cfg *config) validate(set map[string]bool) error {
 		return usagef("-mint %d needs -login-url URL (identified sessions) and/or -anon-url URL (anonymous sessions)", cfg.mint)
 	case cfg.mint == 0 && (cfg.loginURL != "" || cfg.anonURL != ""):
 		return usagef("-login-url and -anon-url are used by -mint N: add -mint N (cookies of each kind to mint)")
+	case cfg.loginForm != nil && cfg.loginURL == "":
+		return usagef("-login-form needs -login-url URL: the page with the login form")
 	case cfg.mint > 1_000_000:
 		return usagef("-mint %d: at most 1000000 cookies of each kind", cfg.mint)
 	case cfg.identified == 0 && (cfg.identifiedKeys != "" || cfg.loginURL != ""):
@@ -342,13 +358,13 @@ func validToken(s string) bool {
 func parseBaseURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("not a URL (%v); want an absolute URL such as http://127.0.0.1:8080/", err)
+		return nil, fmt.Errorf("not a URL (%v); want an absolute URL such as http://127.0.0.1:8090/", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, errors.New("want an absolute http:// or https:// URL, such as http://127.0.0.1:8080/")
+		return nil, errors.New("want an absolute http:// or https:// URL, such as http://127.0.0.1:8090/")
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return nil, errors.New("no host: want an absolute URL such as http://127.0.0.1:8080/")
+		return nil, errors.New("no host: want an absolute URL such as http://127.0.0.1:8090/")
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {

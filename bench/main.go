@@ -210,7 +210,7 @@ func mintAll(ctx context.Context, cfg *config, specs []*runSpec) error {
 		if m.url == "" {
 			continue
 		}
-		values, err := mintCookies(ctx, m.flag, m.url, cfg.mint, cfg.cookieName, cfg.headers, cfg.timeout)
+		values, err := mintSessions(ctx, cfg, m.flag, m.url)
 		if err != nil {
 			return err
 		}

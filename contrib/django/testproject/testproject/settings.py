@@ -52,6 +52,8 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
+LOGIN_REDIRECT_URL = "/articles/"
+
 USE_TZ = True
 TIME_ZONE = "UTC"
 
