@@ -363,8 +363,13 @@ type Cache struct {
 	// names. Default [].
 	FillStripHeaders []string `toml:"fill_strip_headers"`
 	// Hosts lists the Host values whose pages may be cached; requests for
-	// any other host are forwarded, never cached. Empty means every host,
-	// allowed only when key has {host}. Default [].
+	// any other host are forwarded, never cached (fwd=bypass; detail=host,
+	// logged once per host). Write them as userrouter receives them:
+	// behind the shipped nginx snippet, which sends nginx's $host, without
+	// a port whatever port nginx listens on ("example.com"); with a port
+	// only for clients that reach userrouter directly on a port other than
+	// 80 ("example.com:8080"). Empty means every host, allowed only when
+	// key has {host}. Default [].
 	Hosts []string `toml:"hosts"`
 	// BypassPaths are path prefixes never cached ("/admin/"); matched
 	// against the raw path and the decoded, cleaned one. Default [].

@@ -145,7 +145,7 @@ func (c *Config) validate(d *decoder) {
 	}
 	for i, h := range k.Hosts {
 		if !router.ValidHost(h) {
-			d.errf(fmt.Sprintf("cache.hosts[%d]", i), "%q is not a host name (write it as in the Host header, like \"example.com\" or \"example.com:8080\")", h)
+			d.errf(fmt.Sprintf("cache.hosts[%d]", i), "%q is not a host name (write it as userrouter receives the Host header: \"example.com\" behind the shipped nginx snippet, whose $host never has a port, whatever port nginx listens on; \"example.com:8080\" only for clients that reach userrouter directly on port 8080)", h)
 		}
 	}
 	for i, p := range k.BypassPaths {
