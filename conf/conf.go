@@ -261,8 +261,15 @@ type Cache struct {
 	// the key, headers and tags. Default "1MiB".
 	ItemSizeLimit Size `toml:"item_size_limit"`
 	// Key is the template of a page's key, with the tokens {scheme},
-	// {host}, {path}, {query}, {uri} and {header:Name}. Match what another
-	// filler writes ("page:{uri}" for nginx's $request_uri style).
+	// {host}, {path}, {query}, {uri}, {header:Name} and {cookie:Name}.
+	// Match what another filler writes ("page:{uri}" for nginx's
+	// $request_uri style). {cookie:Name} is a cookie's value (a language,
+	// currency or theme: "page:{host}{uri}|{cookie:django_language}"): up
+	// to 64 bytes of ASCII letters, digits, "-", "_", "." and "+" (spaces
+	// and quotes around it removed), absent and empty alike; any other
+	// value, or the cookie twice with different values, is forwarded, not
+	// cached (detail=key-cookie). A fill sends those cookies, with the
+	// key's values, and no other. Never the session cookie (an error).
 	// Default "page:{host}{uri}".
 	Key string `toml:"key"`
 	// Prefix starts userrouter's own keys: hashed page keys (for URLs too

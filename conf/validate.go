@@ -112,8 +112,15 @@ func (c *Config) validate(d *decoder) {
 	tmpl, err := k.KeyTemplate()
 	if err != nil {
 		d.errf("cache.key", "%v", strings.TrimPrefix(err.Error(), "pagecache: "))
-	} else if len(k.Hosts) == 0 && !tmpl.HasHost() {
-		d.errf("cache.hosts", "must list the site's host names when cache.key has no {host}, or one site's pages would be served for another")
+	} else {
+		if len(k.Hosts) == 0 && !tmpl.HasHost() {
+			d.errf("cache.hosts", "must list the site's host names when cache.key has no {host}, or one site's pages would be served for another")
+		}
+		for _, name := range tmpl.Cookies() {
+			if name == s.Cookie {
+				d.errf("cache.key", "{cookie:%s} names the session cookie (session.cookie): fills would carry a session and its page would be served to everyone; name a cookie like a language or currency", name)
+			}
+		}
 	}
 	if k.Prefix == "" || len(k.Prefix) > 64 || strings.ContainsAny(k.Prefix, " \t\r\n") {
 		d.errf("cache.prefix", "%q must be a short memcached key prefix without spaces", k.Prefix)

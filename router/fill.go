@@ -636,6 +636,20 @@ func (q *request) fillRequest(req *fasthttp.Request, gz bool, vary string) (ok b
 			req.Header.SetBytesV(name, v)
 		}
 	}
+	// The cookies the key includes ({cookie:Name}), with the values it
+	// holds, and no other: the page is rendered from the key's inputs.
+	if names := c.Keys.Cookies(); len(names) > 0 {
+		lines := src.PeekAll(fasthttp.HeaderCookie)
+		for _, name := range names {
+			v, ok := pagecache.CookieValue(lines, name)
+			if !ok {
+				return false
+			}
+			if len(v) > 0 {
+				req.Header.SetCookieBytesKV([]byte(name), v)
+			}
+		}
+	}
 	req.Header.SetBytesV(fasthttp.HeaderXForwardedProto, r.scheme(ctx))
 	if ip := r.clientIP(ctx); ip.IsValid() {
 		var b [64]byte
