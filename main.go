@@ -109,7 +109,8 @@ func newLogger(c conf.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
 // serve runs userrouter until SIGTERM or SIGINT, then shuts down
 // gracefully; SIGHUP reloads the config.
 func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
-	d := &daemon{cfg: cfg, logger: logger, level: level, metrics: router.NewMetrics(version)}
+	d := &daemon{cfg: cfg, logger: logger, level: level, metrics: router.NewMetrics(version),
+		listen: cfg.Listen, logFormat: cfg.Log.Format}
 	h, err := build(cfg, logger, d.metrics, nil, atStartup)
 	if err != nil {
 		return err
@@ -202,7 +203,11 @@ type daemon struct {
 	logger  *slog.Logger
 	level   *slog.LevelVar
 	metrics *router.Metrics // outlive reloads
-	cur     atomic.Pointer[handler]
+	// listen and logFormat are the settings the listeners and the log
+	// handler were made with, at startup: a reload does not change them.
+	listen    conf.Listen
+	logFormat string
+	cur       atomic.Pointer[handler]
 	// retry, when not nil, fires when a reload that waits for its new
 	// session store to be verified should be tried again.
 	retry <-chan time.Time
@@ -241,13 +246,9 @@ func (d *daemon) reload() {
 		d.logger.Error("reload failed: the config has problems; still serving the previous one", "problems", err.Error())
 		return
 	}
-	old := d.cfg.Listen
-	now := cfg.Listen
-	old.TrustedProxies, now.TrustedProxies = nil, nil // applied by the new router
-	old.MaxRequestBodySize, now.MaxRequestBodySize = 0, 0
-	old.MemoryLimit, now.MemoryLimit = 0, 0 // applied below, with the store it follows
-	if !reflect.DeepEqual(old, now) || cfg.Log.Format != d.cfg.Log.Format {
-		d.logger.Warn("reload: listener settings ([listen] addresses, timeouts, sizes) and log.format are applied at restart only; the rest is applied now")
+	if keys := restartOnly(d.listen, d.logFormat, cfg); len(keys) > 0 {
+		d.logger.Warn("reload: these settings differ from the running listeners' and are applied at restart only; the rest is applied now",
+			"keys", strings.Join(keys, ","))
 	}
 	verify := !reflect.DeepEqual(cfg.Session, d.cfg.Session)
 	h, err := build(cfg, d.logger, d.metrics, d.cur.Load().memory, whenReload(verify))

@@ -24,7 +24,9 @@ import (
 
 // TestNginxEndToEnd runs nginx → userrouter → backend on loopback, nginx
 // configured with the shipped contrib/nginx/userrouter.conf (addresses
-// replaced), and checks hits, identified forwards, the client address,
+// replaced: nginx listens on a port other than 80, and clients send it in
+// Host as a browser does) and userrouter with the README's example
+// [cache] hosts, and checks hits, identified forwards, the client address,
 // large uploads and downloads, PURGE, and ten SIGHUP reloads of userrouter
 // during 20 seconds of load without one failed request.
 func TestNginxEndToEnd(t *testing.T) {
@@ -77,11 +79,12 @@ addrs = [%q]
 driver = "mysql"
 dsn = %q
 [cache]
+%s
 servers = [%q]
 prefix = %q
 key = "%spage:{host}{uri}"
 default_ttl = %q
-`, urAddr, urAdmin, strings.TrimPrefix(backend.URL, "http://"), dsn, mc, prefix, prefix, ttl)
+`, urAddr, urAdmin, strings.TrimPrefix(backend.URL, "http://"), dsn, readmeHosts(t), mc, prefix, prefix, ttl)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -90,11 +93,14 @@ default_ttl = %q
 	ur, urLog := startDaemon(t, bin, cfgPath)
 
 	nginxAddr, ngLog := startNginx(t, nginx, urAddr)
+	// What a browser sends to nginx on that port.
+	_, port, _ := strings.Cut(nginxAddr, ":")
+	host := "example.com:" + port
 
 	client := &http.Client{Timeout: 30 * time.Second}
 	get := func(path string, header ...string) (*http.Response, string, error) {
 		req, _ := http.NewRequest("GET", "http://"+nginxAddr+path, nil)
-		req.Host = "example.com"
+		req.Host = host
 		for i := 0; i+1 < len(header); i += 2 {
 			req.Header.Set(header[i], header[i+1])
 		}
@@ -123,6 +129,9 @@ default_ttl = %q
 		}
 		if resp.Header.Get("Cache-Status") != "userrouter; hit" || second != first {
 			t.Errorf("second request: %q %q", resp.Header.Get("Cache-Status"), second)
+		}
+		if strings.Contains(urLog.String(), "Host not in cache.hosts") {
+			t.Errorf("a Host was refused:\n%s", urLog.String())
 		}
 	})
 	t.Run("identified visitors are forwarded", func(t *testing.T) {
@@ -164,7 +173,7 @@ default_ttl = %q
 	t.Run("large upload", func(t *testing.T) {
 		body := bytes.Repeat([]byte("upload-"), 3<<20) // 21 MB
 		req, _ := http.NewRequest("POST", "http://"+nginxAddr+"/upload", bytes.NewReader(body))
-		req.Host = "example.com"
+		req.Host = host
 		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -183,7 +192,7 @@ default_ttl = %q
 	})
 	t.Run("purge from loopback", func(t *testing.T) {
 		req, _ := http.NewRequest("PURGE", "http://"+nginxAddr+"/article/1", nil)
-		req.Host = "example.com"
+		req.Host = host
 		resp, err := client.Do(req)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("PURGE: %v %v", resp, err)
@@ -252,6 +261,25 @@ default_ttl = %q
 		}
 		t.Logf("%d requests through nginx during 20 s and 10 reloads, %d failed", served.Load(), failed.Load())
 	})
+}
+
+// readmeHosts returns the [cache] hosts line of the README's example for
+// nginx (under "Placing it behind nginx"), so that the test runs what the
+// README says.
+func readmeHosts(t *testing.T) string {
+	t.Helper()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "\n## Placing it behind nginx\n")
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, block, ok := strings.Cut(section, "```toml\n[cache]\n")
+	line, _, _ := strings.Cut(block, "\n")
+	if !ok || !strings.HasPrefix(line, "hosts = [") {
+		t.Fatal("README.md: no [cache] hosts example under \"Placing it behind nginx\"")
+	}
+	return line
 }
 
 // startNginx runs nginx (the binary at bin) on a free loopback port with

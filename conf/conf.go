@@ -340,8 +340,15 @@ type Cache struct {
 	// the key, headers and tags. Default "1MiB".
 	ItemSizeLimit Size `toml:"item_size_limit"`
 	// Key is the template of a page's key, with the tokens {scheme},
-	// {host}, {path}, {query}, {uri} and {header:Name}. Match what another
-	// filler writes ("page:{uri}" for nginx's $request_uri style).
+	// {host}, {path}, {query}, {uri}, {header:Name} and {cookie:Name}.
+	// Match what another filler writes ("page:{uri}" for nginx's
+	// $request_uri style). {cookie:Name} is a cookie's value (a language,
+	// currency or theme: "page:{host}{uri}|{cookie:django_language}"): up
+	// to 64 bytes of ASCII letters, digits, "-", "_", "." and "+" (spaces
+	// and quotes around it removed), absent and empty alike; any other
+	// value, or the cookie twice with different values, is forwarded, not
+	// cached (detail=key-cookie). A fill sends those cookies, with the
+	// key's values, and no other. Never the session cookie (an error).
 	// Default "page:{host}{uri}".
 	Key string `toml:"key"`
 	// Prefix starts userrouter's own keys: hashed page keys (for URLs too
@@ -455,8 +462,13 @@ type Cache struct {
 	// names. Default [].
 	FillStripHeaders []string `toml:"fill_strip_headers"`
 	// Hosts lists the Host values whose pages may be cached; requests for
-	// any other host are forwarded, never cached. Empty means every host,
-	// allowed only when key has {host}. Default [].
+	// any other host are forwarded, never cached (fwd=bypass; detail=host,
+	// logged once per host). Write them as userrouter receives them:
+	// behind the shipped nginx snippet, which sends nginx's $host, without
+	// a port whatever port nginx listens on ("example.com"); with a port
+	// only for clients that reach userrouter directly on a port other than
+	// 80 ("example.com:8080"). Empty means every host, allowed only when
+	// key has {host}. Default [].
 	Hosts []string `toml:"hosts"`
 	// BypassPaths are path prefixes never cached ("/admin/"); matched
 	// against the raw path and the decoded, cleaned one. Default [].

@@ -226,6 +226,22 @@ drop_headers = ["X-Debug", "not a header"]
 			},
 		},
 		{
+			name: "a key on the session cookie, or on a bad cookie name",
+			doc: `[backend]
+addrs = ["127.0.0.1:8000"]
+[session]
+cookie = "sid"
+[cache]
+key = "page:{host}{uri}|{cookie:lang}|{cookie:sid}"
+`,
+			want: []string{`t.toml:6: cache.key: {cookie:sid} names the session cookie (session.cookie)`},
+		},
+		{
+			name: "a key on an empty cookie name",
+			doc:  "[backend]\naddrs = [\"127.0.0.1:8000\"]\n[cache]\nkey = \"page:{uri}{cookie:}\"\nhosts = [\"example.com\"]\n",
+			want: []string{`t.toml:4: cache.key: key template "page:{uri}{cookie:}": {cookie:}: "" is not a cookie name`},
+		},
+		{
 			name: "session store without dsn",
 			doc:  "[backend]\naddrs = [\"127.0.0.1:8000\"]\n[session]\ndriver = \"mysql\"\nkey_pattern = \"(\"\n",
 			want: []string{

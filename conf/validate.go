@@ -119,8 +119,15 @@ func (c *Config) validate(d *decoder) {
 	tmpl, err := k.KeyTemplate()
 	if err != nil {
 		d.errf("cache.key", "%v", strings.TrimPrefix(err.Error(), "pagecache: "))
-	} else if len(k.Hosts) == 0 && !tmpl.HasHost() {
-		d.errf("cache.hosts", "must list the site's host names when cache.key has no {host}, or one site's pages would be served for another")
+	} else {
+		if len(k.Hosts) == 0 && !tmpl.HasHost() {
+			d.errf("cache.hosts", "must list the site's host names when cache.key has no {host}, or one site's pages would be served for another")
+		}
+		for _, name := range tmpl.Cookies() {
+			if name == s.Cookie {
+				d.errf("cache.key", "{cookie:%s} names the session cookie (session.cookie): fills would carry a session and its page would be served to everyone; name a cookie like a language or currency", name)
+			}
+		}
 	}
 	if k.Prefix == "" || len(k.Prefix) > 64 || strings.ContainsAny(k.Prefix, " \t\r\n") {
 		d.errf("cache.prefix", "%q must be a short memcached key prefix without spaces", k.Prefix)
@@ -154,7 +161,7 @@ func (c *Config) validate(d *decoder) {
 	}
 	for i, h := range k.Hosts {
 		if !router.ValidHost(h) {
-			d.errf(fmt.Sprintf("cache.hosts[%d]", i), "%q is not a host name (write it as in the Host header, like \"example.com\" or \"example.com:8080\")", h)
+			d.errf(fmt.Sprintf("cache.hosts[%d]", i), "%q is not a host name (write it as userrouter receives the Host header: \"example.com\" behind the shipped nginx snippet, whose $host never has a port, whatever port nginx listens on; \"example.com:8080\" only for clients that reach userrouter directly on port 8080)", h)
 		}
 	}
 	for i, p := range k.BypassPaths {

@@ -24,7 +24,8 @@ const DefaultKeyTemplate = "page:{host}{uri}"
 type KeyOptions struct {
 	// Template is the key with tokens: {scheme}, {host}, {path}, {query}
 	// (normalized, without "?"), {uri} ({path} and "?{query}" when there
-	// is one) and {header:Name}. Default DefaultKeyTemplate.
+	// is one), {header:Name} and {cookie:Name} (see CookieValue). Default
+	// DefaultKeyTemplate.
 	Template string
 	// IgnoreQueryParams are dropped from {query} and {uri}: names, or
 	// prefixes ending in "*" ("utm_*").
@@ -45,12 +46,13 @@ type KeyTemplate struct {
 	sort       bool
 	hashPrefix string
 	headers    []string // names used by {header:...}
+	cookies    []string // names used by {cookie:...}
 }
 
 type segment struct {
 	literal string
 	token   token
-	header  string
+	header  string // the header or cookie name
 }
 
 type token uint8
@@ -63,6 +65,7 @@ const (
 	tokQuery
 	tokURI
 	tokHeader
+	tokCookie
 )
 
 // NewKeyTemplate parses o.Template.
@@ -108,8 +111,16 @@ func NewKeyTemplate(o KeyOptions) (*KeyTemplate, error) {
 		case strings.HasPrefix(name, "header:") && len(name) > len("header:"):
 			seg.token, seg.header = tokHeader, name[len("header:"):]
 			k.headers = append(k.headers, seg.header)
+		case strings.HasPrefix(name, "cookie:"):
+			seg.token, seg.header = tokCookie, name[len("cookie:"):]
+			if !validCookieName(seg.header) {
+				return nil, fmt.Errorf("pagecache: key template %q: {%s}: %q is not a cookie name", tmpl, name, seg.header)
+			}
+			if !slices.Contains(k.cookies, seg.header) {
+				k.cookies = append(k.cookies, seg.header)
+			}
 		default:
-			return nil, fmt.Errorf("pagecache: key template %q: unknown token {%s} (use {scheme}, {host}, {path}, {query}, {uri} or {header:Name})", tmpl, name)
+			return nil, fmt.Errorf("pagecache: key template %q: unknown token {%s} (use {scheme}, {host}, {path}, {query}, {uri}, {header:Name} or {cookie:Name})", tmpl, name)
 		}
 		k.segs = append(k.segs, seg)
 	}
@@ -172,6 +183,101 @@ func (k *KeyTemplate) AppendFillURI(dst []byte, in *KeyInput) (uri []byte, ok bo
 // on them and still be cached.
 func (k *KeyTemplate) Headers() []string { return k.headers }
 
+// Cookies lists the cookies the key includes ({cookie:Name}): a fill
+// sends these, with the values the key holds, and no other cookie.
+func (k *KeyTemplate) Cookies() []string { return k.cookies }
+
+// CookiesValid reports whether every cookie the key includes has a value
+// CookieValue accepts in in: when it is false, Append refuses in too.
+func (k *KeyTemplate) CookiesValid(in *KeyInput) bool {
+	for _, name := range k.cookies {
+		if _, ok := CookieValue(in.Cookies, name); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// MaxCookieValue bounds the value of a cookie a key includes
+// ({cookie:Name}): a language, currency or theme is short.
+const MaxCookieValue = 64
+
+// CookieValue returns the value of the cookie name in the raw Cookie
+// header lines, as a key includes it ({cookie:Name}): spaces around it and
+// one pair of double quotes (RFC 6265 section 4.1.1) removed. An absent
+// cookie and an empty one are the same, a nil value: the application
+// sees no choice either way. ok is false, and the request must not be
+// cached, when the value is longer than MaxCookieValue, holds a byte other
+// than ASCII letters, digits, "-", "_", "." and "+" ("pt-BR", "EUR",
+// "dark"), when the cookie is sent twice with different values (which
+// one the application reads depends on the framework), or when it is in a
+// request of several Cookie lines (servers join them differently: gunicorn
+// with ",", which glues the next line onto a value). Names are compared
+// exactly, as browsers and frameworks do.
+func CookieValue(lines [][]byte, name string) (value []byte, ok bool) {
+	found, nonEmpty := false, 0
+	for _, line := range lines {
+		if len(line) > 0 {
+			nonEmpty++
+		}
+		for rest := line; len(rest) > 0; {
+			var pair []byte
+			if i := bytes.IndexByte(rest, ';'); i >= 0 {
+				pair, rest = rest[:i], rest[i+1:]
+			} else {
+				pair, rest = rest, nil
+			}
+			n, v, _ := bytes.Cut(pair, []byte{'='})
+			if string(bytes.TrimSpace(n)) != name {
+				continue
+			}
+			v = bytes.TrimSpace(v)
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			if len(v) > MaxCookieValue || !cookieValueBytes(v) {
+				return nil, false
+			}
+			if len(v) == 0 {
+				v = nil
+			}
+			if found && !bytes.Equal(v, value) {
+				return nil, false
+			}
+			found, value = true, v
+		}
+	}
+	if found && nonEmpty > 1 {
+		return nil, false
+	}
+	return value, true
+}
+
+func cookieValueBytes(v []byte) bool {
+	for _, c := range v {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.', c == '+':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validCookieName: an RFC 9110 token, as RFC 6265 defines cookie names.
+func validCookieName(name string) bool {
+	if name == "" || len(name) > 256 {
+		return false
+	}
+	for i := range len(name) {
+		c := name[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // A HeaderPeeker returns a request header's value; *fasthttp.RequestHeader
 // is one.
 type HeaderPeeker interface {
@@ -186,13 +292,17 @@ type KeyInput struct {
 	Path   []byte // raw, as sent
 	Query  []byte // raw, without "?"
 	Header HeaderPeeker
+	// Cookies are the request's raw Cookie header lines, every one, for
+	// {cookie:Name}.
+	Cookies [][]byte
 }
 
 // Append appends the key for in, followed by suffix, to dst. A key longer
 // than MaxKeyLength or holding bytes memcached refuses is replaced by the
 // hash prefix and the hash of what it would have been, so the same request
 // always gets the same legal key. ok is false when the request has too many
-// query parameters to normalize: do not cache it.
+// query parameters to normalize, or a cookie the key includes has a value
+// CookieValue refuses: do not cache it.
 func (k *KeyTemplate) Append(dst []byte, in *KeyInput, suffix []byte) (key []byte, ok bool) {
 	start := len(dst)
 	for _, s := range k.segs {
@@ -223,6 +333,12 @@ func (k *KeyTemplate) Append(dst []byte, in *KeyInput, suffix []byte) (key []byt
 			if in.Header != nil {
 				dst = append(dst, in.Header.Peek(s.header)...)
 			}
+		case tokCookie:
+			v, ok := CookieValue(in.Cookies, s.header)
+			if !ok {
+				return dst[:start], false
+			}
+			dst = append(dst, v...)
 		}
 	}
 	dst = append(dst, suffix...)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"errors"
+	"fmt"
 	"log/slog"
 	"regexp"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/maypok86/otter/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/sessioncheck"
@@ -25,8 +27,8 @@ type CacheOptions struct {
 	// Raw, when set, reads values as page bodies alone, as another program
 	// writes them, instead of envelopes.
 	Raw *RawOptions
-	// Hosts are the Host values (lower case, port included when not the
-	// default) whose pages may be cached; empty means every host.
+	// Hosts are the Host values (lower case, with the port when the Host
+	// header has one) whose pages may be cached; empty means every host.
 	Hosts []string
 	// Bypass rules: requests they match are forwarded, never cached.
 	BypassPaths       []string // path prefixes
@@ -175,6 +177,13 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	} else if !o.Keys.HasHost() {
 		return nil, errors.New("router: a key template without {host} needs a list of cacheable hosts, or one site's pages would be served for another")
 	}
+	for _, name := range o.Keys.Cookies() {
+		// The session cookie, or a name the session cookie finder
+		// could take for it: a fill would carry a session.
+		if _, found := r.keys.Find([]byte(name + "=x")); found != sessioncheck.NoCookie {
+			return nil, fmt.Errorf("router: the key template includes the session cookie {cookie:%s}: its fills would carry a session", name)
+		}
+	}
 	c.breaker = sessioncheck.NewBreaker(cmp.Or(c.StoreBreakerFailures, DefaultStoreBreakerFailures),
 		cmp.Or(c.StoreBreakerCooldown, DefaultStoreBreakerCooldown), &r.stats.StoreBreakerOpens, c.OnStoreBreaker)
 	po := pagecache.CacheOptions{Store: &breakerStore{Store: c.Store, b: c.breaker}, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL, OutageL1Size: c.OutageL1Size,
@@ -212,10 +221,17 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 func (q *request) anonymous() outcome {
 	r, c, w := q.r, q.r.cache, q.w
 	w.in = pagecache.KeyInput{Scheme: r.scheme(q.ctx), Host: q.host, Path: q.path, Query: q.query, Header: &q.ctx.Request.Header}
+	if len(c.Keys.Cookies()) > 0 {
+		w.in.Cookies = q.ctx.Request.Header.PeekAll(fasthttp.HeaderCookie)
+	}
 	var ok bool
 	w.key, ok = c.Keys.Append(w.key[:0], &w.in, nil)
+	cookiesOK := ok || c.Keys.CookiesValid(&w.in)
 	w.in = pagecache.KeyInput{}
-	if !ok {
+	switch {
+	case !cookiesOK:
+		return q.bypass(bypassKeyCookie)
+	case !ok:
 		return q.bypass(bypassQuery)
 	}
 	e := &w.entry

@@ -316,6 +316,14 @@ func TestCacheHeadConditionalAndGzip(t *testing.T) {
 	if a := fetch(t, "GET", base+"/etag", "If-None-Match", `"v2"`); a.status != 200 {
 		t.Errorf("non-matching If-None-Match: got %d; want 200", a.status)
 	}
+	// "*" matches any stored page, one without an ETag too (RFC 9110
+	// section 13.1.2).
+	fetch(t, "GET", base+"/no-etag")
+	for _, path := range []string{"/etag", "/no-etag"} {
+		if a := fetch(t, "GET", base+path, "If-None-Match", "*"); a.status != 304 || a.body != "" || a.cacheStatus != "userrouter; hit" {
+			t.Errorf("If-None-Match: * on %s: got %d %q %q; want 304, no body, a hit", path, a.status, a.body, a.cacheStatus)
+		}
+	}
 
 	gz := fetch(t, "GET", base+"/gzip", "Accept-Encoding", "gzip, br")
 	if gz.header.Get("Content-Encoding") != "gzip" {

@@ -77,10 +77,11 @@ const (
 	bypassUncacheable                       // the URL's last answer could not be stored
 	bypassBody                              // a GET or HEAD carrying a body
 	bypassGunzip                            // a gzipped page too large to decompress for this client
+	bypassKeyCookie                         // a cookie the key includes has a value it refuses
 	numBypass
 )
 
-var bypassNames = [numBypass]string{"method", "upgrade", "host", "path", "query", "cookie", "authorization", "range", "rule", "uncacheable", "body", "gunzip"}
+var bypassNames = [numBypass]string{"method", "upgrade", "host", "path", "query", "cookie", "authorization", "range", "rule", "uncacheable", "body", "gunzip", "key-cookie"}
 
 // BypassReasons lists the bypass reasons in the order of Stats.Bypass.
 func BypassReasons() []string { return bypassNames[:] }

@@ -38,6 +38,7 @@ func (q *request) route() outcome {
 	var ok bool
 	q.host, ok = lowerHost(q.w.host[:0], h.Host())
 	if !ok || (c.hosts != nil && !c.hosts[string(q.host)]) {
+		q.refuseHost(h.Host(), ok)
 		return q.bypass(bypassHost)
 	}
 	q.path, q.query = pagecache.SplitURI(h.RequestURI())

@@ -409,7 +409,11 @@ func (q *request) fillDuringOutage(t pagecache.Ticket, status string) outcome {
 		q.backendError(res.err)
 		return outcomeError
 	case leader:
-		if !q.relayWith(resp, res.body, status, closeConn) {
+		ok := q.relayWith(resp, res.body, status, closeConn)
+		if res.reason != pagecache.ReasonTooLarge {
+			res.release() // as in fillFromVisitor: relay copied the body
+		}
+		if !ok {
 			return outcomeError
 		}
 		return outcomeMiss
@@ -457,12 +461,14 @@ func (r *Router) fillDown(req *fasthttp.Request, resp *fasthttp.Response, t page
 		return res
 	}
 	res.reason = pagecache.ReasonStoreError
-	body, complete, err := readBody(resp, c.MaxBodySize)
+	body, complete, err := readBody(resp, c.MaxBodySize, &res.buf)
 	res.body = body
 	switch {
 	case err != nil:
 		res.err = err
-	case complete:
+	case !complete:
+		res.reason = pagecache.ReasonTooLarge // its rest streams from body: see release
+	default:
 		if f, ok := r.fillOf(resp, body, d, now, tags); ok {
 			if res.entry = c.pages.Remember(&t, f); res.entry != nil {
 				r.stats.OutageFills.Add(1)
@@ -787,6 +793,20 @@ func (q *request) fillRequest(req *fasthttp.Request, gz bool, vary string) (ok b
 	for _, name := range c.fillHeaders {
 		if v := src.Peek(name); len(v) > 0 {
 			req.Header.SetBytesV(name, v)
+		}
+	}
+	// The cookies the key includes ({cookie:Name}), with the values it
+	// holds, and no other: the page is rendered from the key's inputs.
+	if names := c.Keys.Cookies(); len(names) > 0 {
+		lines := src.PeekAll(fasthttp.HeaderCookie)
+		for _, name := range names {
+			v, ok := pagecache.CookieValue(lines, name)
+			if !ok {
+				return false
+			}
+			if len(v) > 0 {
+				req.Header.SetCookieBytesKV([]byte(name), v)
+			}
 		}
 	}
 	req.Header.SetBytesV(fasthttp.HeaderXForwardedProto, r.scheme(ctx))

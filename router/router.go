@@ -56,6 +56,7 @@ type Router struct {
 	purgeAllow []netip.Prefix
 	purgeToken string
 	access     *AccessLog
+	refused    refusedHosts
 }
 
 // New returns a Router for o.

@@ -190,12 +190,17 @@ func (c *cache) identity(key string, storedAt int64, gz []byte) (body []byte, ok
 // when sent (weak comparison), otherwise If-Modified-Since.
 func notModified(h *fasthttp.RequestHeader, etag, lastMod []byte) bool {
 	if inm := h.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
+		// "*" matches any current representation (RFC 9110 section
+		// 13.1.2), with an ETag or without: the stored page is one.
+		if bytes.Equal(bytes.TrimSpace(inm), []byte{'*'}) {
+			return true
+		}
 		if len(etag) == 0 {
 			return false
 		}
 		for tag := range bytes.SplitSeq(inm, []byte{','}) {
 			tag = bytes.TrimSpace(tag)
-			if bytes.Equal(tag, []byte{'*'}) || bytes.Equal(bytes.TrimPrefix(tag, strWeak), bytes.TrimPrefix(etag, strWeak)) {
+			if bytes.Equal(bytes.TrimPrefix(tag, strWeak), bytes.TrimPrefix(etag, strWeak)) {
 				return true
 			}
 		}
