@@ -168,7 +168,6 @@ func runCompare(ctx context.Context, cfg *config, specs []*runSpec, stdout, stde
 				fmt.Fprintf(progress, "%sround %d/%d, %s: %s\n", prefix, round, cfg.rounds, s.label, describeTargets(s.urls))
 			}
 			pair[i] = execute(ctx, s, progress)
-			s.pool.closeIdle() // the next run starts from cold connections, as this one did
 			m, failed := pair[i].warnings()
 			for _, x := range m {
 				msgs = append(msgs, fmt.Sprintf("round %d, %s", round, x))
