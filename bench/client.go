@@ -276,6 +276,9 @@ func (c *conn) readHeader() (answer, head, error) {
 		}
 		code = code*10 + int(d-'0')
 	}
+	if code < 100 {
+		return answer{}, h, errMalformed
+	}
 	a := answer{status: code}
 	keepAlive := status[7] == '1' // HTTP/1.1 keeps alive unless told not to
 	c.cs = c.cs[:0]

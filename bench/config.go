@@ -43,6 +43,7 @@ type config struct {
 	anonURL        string
 
 	procs int // -procs: GOMAXPROCS for the run; 0: the command's default
+	pid   int // -pid: the target's process id, for its RSS and CPU time; 0: none
 
 	json     bool
 	htmlFile string
@@ -123,6 +124,9 @@ load
                          the same machine (the GOMAXPROCS variable, when set,
                          is the default instead); on a dedicated load
                          machine give them all
+  -pid PID               the target's process on this machine: report its
+                         resident memory (VmRSS, peak and at the end,
+                         sampled every 100ms) and CPU time per request
 
 traffic mix
   -urls FILE             paths or URLs, one per line ('#' comments); paths
@@ -196,6 +200,7 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.loginURL, "login-url", "", "URL minting identified sessions")
 	fs.StringVar(&cfg.anonURL, "anon-url", "", "URL minting anonymous sessions")
 	fs.IntVar(&cfg.procs, "procs", 0, "CPUs bench runs on (GOMAXPROCS)")
+	fs.IntVar(&cfg.pid, "pid", 0, "the target's process id")
 	fs.BoolVar(&cfg.json, "json", false, "print JSON")
 	fs.StringVar(&cfg.htmlFile, "html", "", "HTML report file")
 	return fs
@@ -249,6 +254,10 @@ func (cfg *config) validate(set map[string]bool) error {
 		}
 	}
 	switch {
+	case cfg.pid < 0:
+		return usagef("-pid %d: want the target's process id", cfg.pid)
+	case cfg.pid > 0 && !procReadable(cfg.pid):
+		return usagef("-pid %d: cannot read /proc/%d/status: no such process here (bench must run on the target's machine), or /proc is not mounted", cfg.pid, cfg.pid)
 	case cfg.procs < 0:
 		return usagef("-procs %d: want a number of CPUs, or 0 for the default (half of them)", cfg.procs)
 	case cfg.conns < 1:

@@ -234,7 +234,11 @@ func runTables(r *runResult) []htmlTable {
 		{"requests", fmt.Sprintf("%d sent, %d answered, %d errors", r.requests, r.responses, r.errors)},
 		{"throughput", fmt.Sprintf("%.1f answered requests/s", r.rps())},
 		{"latency", fmt.Sprintf("p50 %s, p90 %s, p99 %s, p99.9 %s, max %s, mean %s", fmtMs(l.P50), fmtMs(l.P90), fmtMs(l.P99), fmtMs(l.P999), fmtMs(l.Max), fmtMs(l.Mean))},
+		{"bench cost", r.cost.describe() + " (warm-up included)"},
 	}}
+	if t := r.cost.describeTarget(); t != "" {
+		summary.Rows = append(summary.Rows, []string{"target process", t})
+	}
 	if s.rate > 0 {
 		summary.Rows = append(summary.Rows, []string{"schedule", fmt.Sprintf("sent %d of %d scheduled requests (%s); latency counts from each request's scheduled time", r.requests, r.scheduled, pct(r.requests, r.scheduled))})
 	}

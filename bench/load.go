@@ -31,6 +31,7 @@ type runSpec struct {
 	method    string
 	headers   []header
 	zipf      float64
+	pid       int // -pid: the target process, whose RSS and CPU time are read; 0: none
 
 	cookieName   string
 	identified   []string // identified cookie values
@@ -85,6 +86,7 @@ type runResult struct {
 	scheduled   uint64        // open loop: requests due in the measured window
 	interrupted bool
 	limitMissed bool // -requests was not reached before -duration ran out
+	cost        runCost
 	*merged
 }
 
@@ -154,6 +156,11 @@ func execute(ctx context.Context, spec *runSpec, progress io.Writer) *runResult 
 	})
 	defer stopWatch()
 
+	var watch *procWatch
+	if spec.pid > 0 {
+		watch = watchProc(spec.pid)
+	}
+	cpu0 := selfCPU()
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		if spec.rate > 0 {
@@ -173,12 +180,19 @@ func execute(ctx context.Context, spec *runSpec, progress io.Writer) *runResult 
 		wg.Wait()
 	}
 
+	cpu, wallEnd := selfCPU()-cpu0, time.Now()
 	recs := make([]*recorder, len(workers))
+	var finished uint64
 	for i, w := range workers {
 		recs[i] = w.rec
+		finished += w.rec.live.done.Load()
 		w.closeConns() // the next run starts from cold connections, as this one did
 	}
 	r := &runResult{spec: spec, merged: mergeRecorders(recs), interrupted: s.stopped.Load()}
+	r.cost = newRunCost(spec, cpu, wallEnd.Sub(s.start), finished)
+	if watch != nil {
+		r.cost.target = watch.finish()
+	}
 	for _, n := range r.visitors {
 		r.requests += n
 	}

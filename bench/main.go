@@ -183,6 +183,7 @@ func buildSpecs(cfg *config) ([]*runSpec, error) {
 			method:       cfg.method,
 			headers:      cfg.headers,
 			zipf:         cfg.zipf,
+			pid:          cfg.pid,
 			cookieName:   cfg.cookieName,
 			identified:   identified,
 			anon:         anon,
