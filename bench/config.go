@@ -20,6 +20,7 @@ type config struct {
 	url      string    // -url: the base URL (empty with -compare)
 	compare  [2]string // -compare: the two base URLs, or empty
 	rounds   int       // -rounds: A/B rounds of -compare
+	names    [2]string // -names: what the reports call A and B
 	conns    int       // -c: connections (closed loop) or requests in flight (open loop)
 	duration time.Duration
 	requests int64   // -requests: measured requests; 0 means no count bound
@@ -102,6 +103,8 @@ target
   -compare URL_A,URL_B   run A and B alternately, -rounds times each, and
                          print the median ratio B/A of throughput, p50, p99
   -rounds N              rounds of -compare (default 3)
+  -names NAME_A,NAME_B   what the -compare reports call A and B, such as
+                         'origin alone,behind userrouter' (default A,B)
   -method M              request method (default GET)
   -H 'Name: value'       extra request header; repeatable ('Host: x' sets Host)
   -timeout D             bound on one request, connect included (default 10s)
@@ -180,6 +183,16 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 		return nil
 	})
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds of -compare")
+	cfg.names = [2]string{"A", "B"}
+	fs.Func("names", "`NAME_A,NAME_B`", func(s string) error {
+		a, b, ok := strings.Cut(s, ",")
+		a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+		if !ok || strings.Contains(b, ",") || a == "" || b == "" || a == b {
+			return errors.New("want two different names separated by one comma, such as -names 'origin alone,behind userrouter'")
+		}
+		cfg.names = [2]string{a, b}
+		return nil
+	})
 	fs.StringVar(&cfg.method, "method", "GET", "request method")
 	fs.Var((*headerFlags)(&cfg.headers), "H", "extra request header 'Name: value'")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "bound on one request")
@@ -239,6 +252,8 @@ func (cfg *config) validate(set map[string]bool) error {
 		return usagef("-url is required: give the target, such as -url http://127.0.0.1:8080/ (or -compare URL_A,URL_B)")
 	case !compare && set["rounds"]:
 		return usagef("-rounds applies to -compare only")
+	case !compare && set["names"]:
+		return usagef("-names applies to -compare only")
 	case cfg.rounds < 1:
 		return usagef("-rounds %d: want at least 1", cfg.rounds)
 	}

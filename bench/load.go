@@ -18,7 +18,7 @@ const userAgent = "userrouter-bench"
 
 // A runSpec is one load run: what to request, how hard and for how long.
 type runSpec struct {
-	label     string   // "A" or "B" under -compare, else ""
+	label     string   // under -compare, -names' name of the run ("A" or "B" by default), else ""
 	urls      []string // absolute URLs, in popularity order for -zipf
 	targets   []target
 	endpoints []endpoint // the schemes and hosts of targets
@@ -45,8 +45,13 @@ type runSpec struct {
 type schedule struct {
 	start        time.Time // warm-up starts
 	measureStart time.Time // the measured window starts
-	end          time.Time // no request starts at or after end
-	limit        int64     // measured requests to send; 0: no count bound
+	end          time.Time // no request starts at or after end, but see late
+	// late bounds the open loop's late tickets: one due before end but
+	// taken only after it (every connection was busy) is still sent until
+	// late, its latency counted from its due time, so that a target that
+	// keeps up but for a hiccup near the end is not short of requests.
+	late  time.Time
+	limit int64 // measured requests to send; 0: no count bound
 
 	// Open loop: ticket i is due at start + offset(i); tickets below w0
 	// fall in the warm-up; there are nTotal tickets due before end.
@@ -131,6 +136,7 @@ func execute(ctx context.Context, spec *runSpec, progress io.Writer) *runResult 
 	if spec.duration == 0 {
 		s.end = time.Unix(1<<62, 0) // bounded by -requests alone
 	}
+	s.late = s.end.Add(lateGrace(spec))
 	for _, w := range workers {
 		w.rec.start = s.measureStart
 	}
@@ -305,11 +311,18 @@ func (w *worker) openLoop() {
 			// the latency counts from the actual send.
 			now = time.Now()
 			from = now
-		} else if !now.Before(s.end) {
+		} else if !now.Before(s.late) {
 			return // too late: the run ends on time; the ticket counts as not sent
 		}
 		w.do(from, now, i >= s.w0)
 	}
+}
+
+// lateGrace is how long after the end of an open-loop run the tickets due
+// before it are still sent: 1% of -duration, at least 100ms, at most
+// -timeout.
+func lateGrace(spec *runSpec) time.Duration {
+	return min(spec.timeout, max(100*time.Millisecond, spec.duration/100))
 }
 
 // sleep waits for d, or returns false when the run is interrupted first.

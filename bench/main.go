@@ -160,7 +160,7 @@ func buildSpecs(cfg *config) ([]*runSpec, error) {
 	bases := []string{cfg.url}
 	labels := []string{""}
 	if cfg.compare[0] != "" {
-		bases, labels = cfg.compare[:], []string{"A", "B"}
+		bases, labels = cfg.compare[:], cfg.names[:]
 	}
 	var specs []*runSpec
 	for i, base := range bases {

@@ -298,7 +298,7 @@ func fmtMs(ms float64) string {
 // pct formats n of total as a percentage.
 func pct(n, total uint64) string {
 	if total == 0 {
-		return "-"
+		return noFigure
 	}
 	return fmt.Sprintf("%.2f%%", 100*float64(n)/float64(total))
 }
