@@ -162,11 +162,15 @@ every request failed, the target could not sustain -rate, interrupted);
 2 bad flags or files. Durations are Go durations: 500ms, 10s, 2m.
 
 examples:
-  bench -url http://127.0.0.1:8080/ -c 64 -duration 30s
-  bench -url http://127.0.0.1:8080/ -rate 2000 -duration 1m -html report.html
-  bench -url http://127.0.0.1:8080/ -paths 10000 -zipf 1.1 -identified 0.1 \
-        -mint 50 -login-url http://127.0.0.1:8000/bench/login/
-  bench -compare http://127.0.0.1:8000/,http://127.0.0.1:8080/ -rounds 5 -json
+  bench -url http://127.0.0.1:8090/ -c 64 -duration 30s
+  bench -url http://127.0.0.1:8090/ -rate 2000 -duration 1m -html report.html
+  bench -url http://127.0.0.1:8090/ -paths 10000 -zipf 1.1 -identified 0.1 \
+        -mint 50 -login-url http://127.0.0.1:8000/login
+  bench -compare http://127.0.0.1:8000/,http://127.0.0.1:8090/ -rounds 5 \
+        -names 'origin alone,behind userrouter' -json
+
+(8090 is userrouter's default port, 8000 bin/origin's, which mints
+sessions on POST /login and POST /cart)
 `
 
 // newFlagSet defines bench's flags on a fresh FlagSet writing into cfg.
@@ -249,7 +253,7 @@ func (cfg *config) validate(set map[string]bool) error {
 	case compare && set["url"]:
 		return usagef("-url and -compare both given: -compare takes the two base URLs itself; drop -url")
 	case !compare && cfg.url == "" && cfg.urlsFile == "":
-		return usagef("-url is required: give the target, such as -url http://127.0.0.1:8080/ (or -compare URL_A,URL_B)")
+		return usagef("-url is required: give the target, such as -url http://127.0.0.1:8090/ (or -compare URL_A,URL_B)")
 	case !compare && set["rounds"]:
 		return usagef("-rounds applies to -compare only")
 	case !compare && set["names"]:
@@ -366,13 +370,13 @@ func validToken(s string) bool {
 func parseBaseURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return nil, fmt.Errorf("not a URL (%v); want an absolute URL such as http://127.0.0.1:8080/", err)
+		return nil, fmt.Errorf("not a URL (%v); want an absolute URL such as http://127.0.0.1:8090/", err)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, errors.New("want an absolute http:// or https:// URL, such as http://127.0.0.1:8080/")
+		return nil, errors.New("want an absolute http:// or https:// URL, such as http://127.0.0.1:8090/")
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return nil, errors.New("no host: want an absolute URL such as http://127.0.0.1:8080/")
+		return nil, errors.New("no host: want an absolute URL such as http://127.0.0.1:8090/")
 	}
 	if p := u.Port(); p != "" {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
