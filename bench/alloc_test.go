@@ -49,3 +49,21 @@ func TestOverflowValueAllocs(t *testing.T) {
 		t.Errorf("recording a remembered value past maxKinds allocates %v times per call; want 0", allocs)
 	}
 }
+
+// TestRequestLoopAllocs guards the closed loop: once a connection is up
+// and the Cache-Status value seen, a request (send, read a 13 KB answer,
+// record) allocates nothing.
+func TestRequestLoopAllocs(t *testing.T) {
+	w := loopWorker(t, cannedServer(t, page13k))
+	now := time.Now()
+	now = w.do(now, now, true)
+	allocs := testing.AllocsPerRun(500, func() {
+		now = w.do(now, now, true)
+	})
+	if allocs != 0 {
+		t.Errorf("a request of the loop allocates %v times; want 0", allocs)
+	}
+	if w.rec.errs != [numErrKinds]uint64{} {
+		t.Errorf("errors: %v (%v)", w.rec.errs, w.rec.errSample)
+	}
+}

@@ -316,6 +316,9 @@ func TestCompare(t *testing.T) {
 			t.Errorf("round %d ran %s and %s; want %s and %s", i+1, r.A.URL, r.B.URL, fast.URL, slow.URL)
 		}
 	}
+	for _, r := range c.Rounds {
+		t.Logf("round %d: A %.0f/s p50 %.3f p99 %.3f max %.3f n=%d; B %.0f/s p50 %.3f p99 %.3f n=%d dur %.3f %.3f", r.Round, r.A.RequestsPerSecond, r.A.Latency.P50, r.A.Latency.P99, r.A.Latency.Max, r.A.Requests, r.B.RequestsPerSecond, r.B.Latency.P50, r.B.Latency.P99, r.B.Requests, r.A.DurationS, r.B.DurationS)
+	}
 	if m := c.MedianRatio; !(m.RequestsPerSecond > 0 && m.RequestsPerSecond < 0.9) || !(m.P50 > 1.1) {
 		t.Errorf("median ratio B/A %+v; want throughput below 0.9 and p50 above 1.1 (B sleeps 3ms)", m)
 	}
@@ -324,7 +327,7 @@ func TestCompare(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit status %d; want 0\n%s", code, errOut)
 	}
-	for _, want := range []string{"round", "median ratio B/A over 1 rounds: throughput 0.", fast.URL, slow.URL} {
+	for _, want := range []string{"round", "median ratio B/A over 1 rounds: throughput 0.", "B against A: 0.", "× slower", fast.URL, slow.URL} {
 		if !strings.Contains(out, want) {
 			t.Errorf("compare table lacks %q:\n%s", want, out)
 		}
@@ -336,7 +339,7 @@ func TestCompareHTML(t *testing.T) {
 	a, _ := countingServer(t)
 	b, _ := countingServer(t)
 	file := filepath.Join(t.TempDir(), "compare.html")
-	code, _, errOut := runBench(t, "-compare", a.URL+","+b.URL, "-rounds", "2", "-duration", "200ms", "-warmup", "0", "-c", "2", "-html", file)
+	code, _, errOut := runBench(t, "-compare", a.URL+","+b.URL, "-names", "origin alone, behind userrouter", "-rounds", "2", "-duration", "200ms", "-warmup", "0", "-c", "2", "-html", file)
 	if code != 0 {
 		t.Fatalf("exit status %d; want 0\n%s", code, errOut)
 	}
@@ -345,9 +348,21 @@ func TestCompareHTML(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSelfContained(t, string(page))
-	for _, want := range []string{"A round 2", "B round 2", "throughput B/A"} {
+	// The runs go by their names; the latency ratios read as faster or
+	// slower; the caption quotes the report's own p99; a run without
+	// Cache-Status has no hit ratio ("–"), not 0%.
+	for _, want := range []string{"origin alone round 2", "behind userrouter round 2", "<h1>behind userrouter against origin alone</h1>",
+		"origin alone: " + a.URL, "A point at (99%, ", "<td class=\"n\">–</td>"} {
 		if !strings.Contains(string(page), want) {
 			t.Errorf("report lacks %q", want)
+		}
+	}
+	if !regexp.MustCompile(`[0-9.]+× (faster|slower)|the same`).MatchString(string(page)) {
+		t.Errorf("report phrases no latency ratio as faster, slower or the same")
+	}
+	for _, bad := range []string{"(99%, 8ms)", "0.00%", ">A round", "B/A"} {
+		if strings.Contains(string(page), bad) {
+			t.Errorf("report holds %q", bad)
 		}
 	}
 }
@@ -769,7 +784,7 @@ func TestReportsWithoutAnswers(t *testing.T) {
 
 	var text bytes.Buffer
 	r.writeText(&text)
-	if !strings.Contains(text.String(), "status    no answers") || !strings.Contains(text.String(), "timeout 1, e.g. i/o timeout") {
+	if !regexp.MustCompile(`status +no answers`).MatchString(text.String()) || !strings.Contains(text.String(), "timeout 1, e.g. i/o timeout") {
 		t.Errorf("table:\n%s", text.String())
 	}
 	if _, err := json.Marshal(r.toJSON()); err != nil {
@@ -792,8 +807,8 @@ func TestReportsWithoutAnswers(t *testing.T) {
 	}
 	text.Reset()
 	c.writeText(&text)
-	if !strings.Contains(text.String(), "throughput -") {
-		t.Errorf("compare table with no answers should show '-' ratios:\n%s", text.String())
+	if !strings.Contains(text.String(), "throughput –") {
+		t.Errorf("compare table with no answers should show '–' ratios:\n%s", text.String())
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -256,6 +257,34 @@ func TestResolveTargets(t *testing.T) {
 			}
 			if got != tt.want {
 				t.Errorf("resolveTargets(%q, %q) = %q (%v); want %q", tt.base, tt.refs, got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRatioPhrases(t *testing.T) {
+	tests := []struct {
+		x                      float64
+		times, latency, thrput string
+	}{
+		{x: 0.001, times: "0.001×", latency: "1000× faster", thrput: "0.001× the throughput"},
+		{x: 0.25, times: "0.25×", latency: "4.00× faster", thrput: "0.25× the throughput"},
+		{x: 1.001, times: "1.00×", latency: "the same", thrput: "1.00× the throughput"},
+		{x: 1.5, times: "1.50×", latency: "1.50× slower", thrput: "1.50× the throughput"},
+		{x: 23.456, times: "23.5×", latency: "23.5× slower", thrput: "23.5× the throughput"},
+		{x: math.NaN(), times: "–", latency: "–", thrput: "–"},
+		{x: 0, times: "–", latency: "–", thrput: "–"},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.x), func(t *testing.T) {
+			if got := fmtTimes(tt.x); got != tt.times {
+				t.Errorf("fmtTimes: got %q; want %q", got, tt.times)
+			}
+			if got := fmtLatencyRatio(tt.x); got != tt.latency {
+				t.Errorf("fmtLatencyRatio: got %q; want %q", got, tt.latency)
+			}
+			if got := fmtThroughputRatio(tt.x); got != tt.thrput {
+				t.Errorf("fmtThroughputRatio: got %q; want %q", got, tt.thrput)
 			}
 		})
 	}

@@ -36,6 +36,8 @@ type compareJSON struct {
 	Mode        string               `json:"mode"` // "compare"
 	A           string               `json:"a"`
 	B           string               `json:"b"`
+	NameA       string               `json:"name_a"` // -names: what the reports call A
+	NameB       string               `json:"name_b"`
 	Load        string               `json:"load"` // the shared load settings, in words
 	Rounds      []roundJSON          `json:"rounds"`
 	MedianRatio ratioJSON            `json:"median_ratio"` // median over rounds of B/A
@@ -103,7 +105,7 @@ func (c *comparison) medians() (a, b ratioJSON) {
 // toJSON builds the -compare JSON report. Ratios that cannot be computed
 // (a zero figure for A) are reported as 0.
 func (c *comparison) toJSON() compareJSON {
-	j := compareJSON{Mode: "compare", A: c.a.urls[0], B: c.b.urls[0], Load: c.a.describeLoad(), Rounds: []roundJSON{}}
+	j := compareJSON{Mode: "compare", A: c.a.urls[0], B: c.b.urls[0], NameA: c.a.label, NameB: c.b.label, Load: c.a.describeLoad(), Rounds: []roundJSON{}}
 	ratios := c.ratios()
 	for i, r := range c.rounds {
 		j.Rounds = append(j.Rounds, roundJSON{Round: i + 1, A: r[0].toJSON(), B: r[1].toJSON(), Ratio: finite(ratios[i])})
@@ -125,23 +127,75 @@ func finite(r ratioJSON) ratioJSON {
 	return ratioJSON{f(r.RequestsPerSecond), f(r.P50), f(r.P99)}
 }
 
-// fmtRatio formats a ratio, "-" when it cannot be computed.
+// noFigure stands for a figure that does not exist: a ratio over a zero,
+// the hit ratio of a run no answer of which carried Cache-Status.
+const noFigure = "–"
+
+// fmtRatio formats a ratio, noFigure when it cannot be computed.
 func fmtRatio(x float64) string {
-	if math.IsNaN(x) {
-		return "-"
+	if math.IsNaN(x) || math.IsInf(x, 0) || x <= 0 {
+		return noFigure
 	}
 	return fmt.Sprintf("%.3f", x)
 }
 
+// fmtTimes formats a ratio as a factor: "12.3×", "1.05×".
+func fmtTimes(x float64) string {
+	switch {
+	case math.IsNaN(x) || math.IsInf(x, 0) || x <= 0:
+		return noFigure
+	case x >= 100:
+		return fmt.Sprintf("%.0f×", x)
+	case x >= 10:
+		return fmt.Sprintf("%.1f×", x)
+	case x >= 1:
+		return fmt.Sprintf("%.2f×", x)
+	}
+	return fmt.Sprintf("%.2g×", x)
+}
+
+// fmtLatencyRatio says how B's latency compares with A's, given their
+// ratio B/A: "3.2× faster", "1.10× slower", "the same".
+func fmtLatencyRatio(x float64) string {
+	switch {
+	case math.IsNaN(x) || math.IsInf(x, 0) || x <= 0:
+		return noFigure
+	case x > 0.995 && x < 1.005:
+		return "the same"
+	case x < 1:
+		return fmtTimes(1/x) + " faster"
+	}
+	return fmtTimes(x) + " slower"
+}
+
+// fmtThroughputRatio says how B's throughput compares with A's, given
+// their ratio B/A: "12.3× the throughput", "0.95× the throughput".
+func fmtThroughputRatio(x float64) string {
+	if s := fmtTimes(x); s != noFigure {
+		return s + " the throughput"
+	}
+	return noFigure
+}
+
+// hitRatioText is a run's hit ratio for a report, noFigure when no answer
+// carried Cache-Status (a run without a cache has no hit ratio, not 0%).
+func (r *runResult) hitRatioText() string {
+	if !r.hasCacheStatus() {
+		return noFigure
+	}
+	return pct(r.hits(), r.responses)
+}
+
 // writeText writes the per-round table and the median ratios.
 func (c *comparison) writeText(w io.Writer) {
-	fmt.Fprintf(w, "A  %s\nB  %s\nload  %s, %d rounds (A then B)\n\n", describeTargets(c.a.urls), describeTargets(c.b.urls), c.a.describeLoad(), len(c.rounds))
+	an, bn := c.a.label, c.b.label
+	fmt.Fprintf(w, "%s  %s\n%s  %s\nload  %s, %d rounds (%s, then %s)\n\n", an, describeTargets(c.a.urls), bn, describeTargets(c.b.urls), c.a.describeLoad(), len(c.rounds), an, bn)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "round\trun\treq/s\tp50\tp99\tmax\terrors\thit ratio\t\n")
 	for i, r := range c.rounds {
 		for _, x := range r {
 			l := latencyOf(x.hist)
-			fmt.Fprintf(tw, "%d\t%s\t%.1f\t%s\t%s\t%s\t%d\t%s\t\n", i+1, x.spec.label, x.rps(), fmtMs(l.P50), fmtMs(l.P99), fmtMs(l.Max), x.errors, pct(x.hits(), x.responses))
+			fmt.Fprintf(tw, "%d\t%s\t%.1f\t%s\t%s\t%s\t%d\t%s\t\n", i+1, x.spec.label, x.rps(), fmtMs(l.P50), fmtMs(l.P99), fmtMs(l.Max), x.errors, x.hitRatioText())
 		}
 	}
 	tw.Flush()
@@ -151,9 +205,13 @@ func (c *comparison) writeText(w io.Writer) {
 	}
 	a, b := c.medians()
 	m := medianOf(c.ratios())
-	fmt.Fprintf(w, "\nmedian A  %.1f req/s  p50 %s  p99 %s\n", a.RequestsPerSecond, fmtMs(a.P50), fmtMs(a.P99))
-	fmt.Fprintf(w, "median B  %.1f req/s  p50 %s  p99 %s\n", b.RequestsPerSecond, fmtMs(b.P50), fmtMs(b.P99))
+	width := max(len(an), len(bn))
+	fmt.Fprintf(w, "\nmedian %-*s  %.1f req/s  p50 %s  p99 %s\n", width, an, a.RequestsPerSecond, fmtMs(a.P50), fmtMs(a.P99))
+	fmt.Fprintf(w, "median %-*s  %.1f req/s  p50 %s  p99 %s\n", width, bn, b.RequestsPerSecond, fmtMs(b.P50), fmtMs(b.P99))
 	fmt.Fprintf(w, "median ratio B/A over %d rounds: throughput %s  p50 %s  p99 %s\n", len(c.rounds), fmtRatio(m.RequestsPerSecond), fmtRatio(m.P50), fmtRatio(m.P99))
+	if !math.IsNaN(m.RequestsPerSecond) {
+		fmt.Fprintf(w, "%s against %s: %s; p50 %s; p99 %s\n", bn, an, fmtThroughputRatio(m.RequestsPerSecond), fmtLatencyRatio(m.P50), fmtLatencyRatio(m.P99))
+	}
 }
 
 // runCompare runs -compare: A then B, cfg.rounds times, and reports.
@@ -168,7 +226,6 @@ func runCompare(ctx context.Context, cfg *config, specs []*runSpec, stdout, stde
 				fmt.Fprintf(progress, "%sround %d/%d, %s: %s\n", prefix, round, cfg.rounds, s.label, describeTargets(s.urls))
 			}
 			pair[i] = execute(ctx, s, progress)
-			s.pool.closeIdle() // the next run starts from cold connections, as this one did
 			m, failed := pair[i].warnings()
 			for _, x := range m {
 				msgs = append(msgs, fmt.Sprintf("round %d, %s", round, x))

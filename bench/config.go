@@ -20,6 +20,7 @@ type config struct {
 	url      string    // -url: the base URL (empty with -compare)
 	compare  [2]string // -compare: the two base URLs, or empty
 	rounds   int       // -rounds: A/B rounds of -compare
+	names    [2]string // -names: what the reports call A and B
 	conns    int       // -c: connections (closed loop) or requests in flight (open loop)
 	duration time.Duration
 	requests int64   // -requests: measured requests; 0 means no count bound
@@ -44,6 +45,7 @@ type config struct {
 	loginForm      url.Values // -login-form: credentials; nil: -login-url mints by a bare POST
 
 	procs int // -procs: GOMAXPROCS for the run; 0: the command's default
+	pid   int // -pid: the target's process id, for its RSS and CPU time; 0: none
 
 	json     bool
 	htmlFile string
@@ -102,6 +104,8 @@ target
   -compare URL_A,URL_B   run A and B alternately, -rounds times each, and
                          print the median ratio B/A of throughput, p50, p99
   -rounds N              rounds of -compare (default 3)
+  -names NAME_A,NAME_B   what the -compare reports call A and B, such as
+                         'origin alone,behind userrouter' (default A,B)
   -method M              request method (default GET)
   -H 'Name: value'       extra request header; repeatable ('Host: x' sets Host)
   -timeout D             bound on one request, connect included (default 10s)
@@ -124,6 +128,9 @@ load
                          the same machine (the GOMAXPROCS variable, when set,
                          is the default instead); on a dedicated load
                          machine give them all
+  -pid PID               the target's process on this machine: report its
+                         resident memory (VmRSS, peak and at the end,
+                         sampled every 100ms) and CPU time per request
 
 traffic mix
   -urls FILE             paths or URLs, one per line ('#' comments); paths
@@ -165,7 +172,11 @@ examples:
   bench -url http://127.0.0.1:8090/ -rate 2000 -duration 1m -html report.html
   bench -url http://127.0.0.1:8090/ -paths 10000 -zipf 1.1 -identified 0.1 \
         -mint 50 -login-url http://127.0.0.1:8000/login
-  bench -compare http://127.0.0.1:8000/,http://127.0.0.1:8090/ -rounds 5 -json
+  bench -compare http://127.0.0.1:8000/,http://127.0.0.1:8090/ -rounds 5 \
+        -names 'origin alone,behind userrouter' -json
+
+(8090 is userrouter's default port, 8000 bin/origin's, which mints
+sessions on POST /login and POST /cart)
 `
 
 // newFlagSet defines bench's flags on a fresh FlagSet writing into cfg.
@@ -182,6 +193,16 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 		return nil
 	})
 	fs.IntVar(&cfg.rounds, "rounds", 3, "rounds of -compare")
+	cfg.names = [2]string{"A", "B"}
+	fs.Func("names", "`NAME_A,NAME_B`", func(s string) error {
+		a, b, ok := strings.Cut(s, ",")
+		a, b = strings.TrimSpace(a), strings.TrimSpace(b)
+		if !ok || strings.Contains(b, ",") || a == "" || b == "" || a == b {
+			return errors.New("want two different names separated by one comma, such as -names 'origin alone,behind userrouter'")
+		}
+		cfg.names = [2]string{a, b}
+		return nil
+	})
 	fs.StringVar(&cfg.method, "method", "GET", "request method")
 	fs.Var((*headerFlags)(&cfg.headers), "H", "extra request header 'Name: value'")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "bound on one request")
@@ -210,6 +231,7 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 		return nil
 	})
 	fs.IntVar(&cfg.procs, "procs", 0, "CPUs bench runs on (GOMAXPROCS)")
+	fs.IntVar(&cfg.pid, "pid", 0, "the target's process id")
 	fs.BoolVar(&cfg.json, "json", false, "print JSON")
 	fs.StringVar(&cfg.htmlFile, "html", "", "HTML report file")
 	return fs
@@ -248,6 +270,8 @@ func (cfg *config) validate(set map[string]bool) error {
 		return usagef("-url is required: give the target, such as -url http://127.0.0.1:8090/ (or -compare URL_A,URL_B)")
 	case !compare && set["rounds"]:
 		return usagef("-rounds applies to -compare only")
+	case !compare && set["names"]:
+		return usagef("-names applies to -compare only")
 	case cfg.rounds < 1:
 		return usagef("-rounds %d: want at least 1", cfg.rounds)
 	}
@@ -263,6 +287,10 @@ func (cfg *config) validate(set map[string]bool) error {
 		}
 	}
 	switch {
+	case cfg.pid < 0:
+		return usagef("-pid %d: want the target's process id", cfg.pid)
+	case cfg.pid > 0 && !procReadable(cfg.pid):
+		return usagef("-pid %d: cannot read /proc/%d/status: no such process here (bench must run on the target's machine), or /proc is not mounted", cfg.pid, cfg.pid)
 	case cfg.procs < 0:
 		return usagef("-procs %d: want a number of CPUs, or 0 for the default (half of them)", cfg.procs)
 	case cfg.conns < 1:

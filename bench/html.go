@@ -88,9 +88,20 @@ func latencyChart(runs []*runResult, names []string, colors []string, dashes []s
 	}
 	c := chart{
 		width: 1000, height: 380,
-		x:    percentileAxis(count),
-		y:    logAxis("latency (log scale)", bottom, top, fmtAxisMs),
-		note: "A point at (99%, 8ms) reads: 99% of the requests were answered within 8ms. The right end is the slowest request.",
+		x: percentileAxis(count),
+		y: logAxis("latency (log scale)", bottom, top, fmtAxisMs),
+	}
+	// The caption reads the chart's own first curve at 99%.
+	for i, r := range runs {
+		if r.hist.TotalCount() > 0 {
+			p99 := fmtMs(float64(r.hist.ValueAtQuantile(99)) / 1000)
+			c.note = fmt.Sprintf("A point at (99%%, %s) reads: 99%% of the requests were answered within %s", p99, p99)
+			if len(runs) > 1 {
+				c.note += " (" + names[i] + ")"
+			}
+			c.note += ". The right end is the slowest request."
+			break
+		}
 	}
 	for i, r := range runs {
 		s := chartSeries{name: names[i], color: colors[i], dash: dashes[i], style: "line", pts: percentileCurve(r.hist, c.x.max)}
@@ -208,7 +219,7 @@ func summaryCards(r *runResult) []htmlCard {
 		{"errors", fmt.Sprintf("%d", r.errors), pct(r.errors, r.requests) + " of requests"},
 	}
 	if r.hasCacheStatus() {
-		cards = append(cards, htmlCard{"hit ratio", pct(r.hits(), r.responses), fmt.Sprintf("%d hits", r.hits())})
+		cards = append(cards, htmlCard{"hit ratio", r.hitRatioText(), fmt.Sprintf("%d hits of %d answers", r.hits(), r.responses)})
 	}
 	return cards
 }
@@ -234,7 +245,11 @@ func runTables(r *runResult) []htmlTable {
 		{"requests", fmt.Sprintf("%d sent, %d answered, %d errors", r.requests, r.responses, r.errors)},
 		{"throughput", fmt.Sprintf("%.1f answered requests/s", r.rps())},
 		{"latency", fmt.Sprintf("p50 %s, p90 %s, p99 %s, p99.9 %s, max %s, mean %s", fmtMs(l.P50), fmtMs(l.P90), fmtMs(l.P99), fmtMs(l.P999), fmtMs(l.Max), fmtMs(l.Mean))},
+		{"bench cost", r.cost.describe() + " (warm-up included)"},
 	}}
+	if t := r.cost.describeTarget(); t != "" {
+		summary.Rows = append(summary.Rows, []string{"target process", t})
+	}
 	if s.rate > 0 {
 		summary.Rows = append(summary.Rows, []string{"schedule", fmt.Sprintf("sent %d of %d scheduled requests (%s); latency counts from each request's scheduled time", r.requests, r.scheduled, pct(r.requests, r.scheduled))})
 	}
@@ -314,14 +329,19 @@ func htmlRun(r *runResult) *htmlPage {
 func htmlCompare(c *comparison) *htmlPage {
 	ratios := medianOf(c.ratios())
 	a, b := c.medians()
+	an, bn := c.a.label, c.b.label
+	title := "bench comparison"
+	if an != "A" || bn != "B" {
+		title = bn + " against " + an
+	}
 	p := &htmlPage{
-		Title:     "bench comparison",
-		Subtitle:  []string{"A " + describeTargets(c.a.urls), "B " + describeTargets(c.b.urls), fmt.Sprintf("%s, %d rounds, A then B", c.a.describeLoad(), len(c.rounds))},
+		Title:     title,
+		Subtitle:  []string{an + ": " + describeTargets(c.a.urls), bn + ": " + describeTargets(c.b.urls), fmt.Sprintf("%s, %d rounds, %s then %s", c.a.describeLoad(), len(c.rounds), an, bn)},
 		Generated: time.Now().Format("2006-01-02 15:04:05 MST"),
 		Cards: []htmlCard{
-			{"throughput B/A", fmtRatio(ratios.RequestsPerSecond), fmt.Sprintf("A %.0f, B %.0f req/s", a.RequestsPerSecond, b.RequestsPerSecond)},
-			{"p50 B/A", fmtRatio(ratios.P50), fmt.Sprintf("A %s, B %s", fmtMs(a.P50), fmtMs(b.P50))},
-			{"p99 B/A", fmtRatio(ratios.P99), fmt.Sprintf("A %s, B %s", fmtMs(a.P99), fmtMs(b.P99))},
+			{"throughput", fmtTimes(ratios.RequestsPerSecond), fmt.Sprintf("%s %.0f, %s %.0f req/s", an, a.RequestsPerSecond, bn, b.RequestsPerSecond)},
+			{"p50", fmtLatencyRatio(ratios.P50), fmt.Sprintf("%s %s, %s %s", an, fmtMs(a.P50), bn, fmtMs(b.P50))},
+			{"p99", fmtLatencyRatio(ratios.P99), fmt.Sprintf("%s %s, %s %s", an, fmtMs(a.P99), bn, fmtMs(b.P99))},
 		},
 	}
 	var runs []*runResult
@@ -347,15 +367,15 @@ func htmlCompare(c *comparison) *htmlPage {
 	for i, pair := range c.rounds {
 		for _, r := range pair {
 			l := latencyOf(r.hist)
-			rt.Rows = append(rt.Rows, []string{fmt.Sprint(i + 1), r.spec.label, fmt.Sprintf("%.1f", r.rps()), fmtMs(l.P50), fmtMs(l.P90), fmtMs(l.P99), fmtMs(l.Max), fmt.Sprint(r.errors), pct(r.hits(), r.responses)})
+			rt.Rows = append(rt.Rows, []string{fmt.Sprint(i + 1), r.spec.label, fmt.Sprintf("%.1f", r.rps()), fmtMs(l.P50), fmtMs(l.P90), fmtMs(l.P99), fmtMs(l.Max), fmt.Sprint(r.errors), r.hitRatioText()})
 		}
 	}
-	ra := htmlTable{Title: "Ratios B/A", Half: true, Head: []string{"round", "throughput", "p50", "p99"}, Numeric: []bool{false, true, true, true},
-		Note: "The median over rounds is the figure to quote. Throughput below 1: B answers fewer requests per second; latency below 1: B answers faster."}
+	ra := htmlTable{Title: fmt.Sprintf("%s against %s", bn, an), Half: true, Head: []string{"round", "throughput", "p50", "p99"}, Numeric: []bool{false, true, true, true},
+		Note: fmt.Sprintf("The median over rounds is the figure to quote. Throughput is %s's over %s's; latencies say how much faster or slower %s answered.", bn, an, bn)}
 	for i, rr := range c.ratios() {
-		ra.Rows = append(ra.Rows, []string{fmt.Sprint(i + 1), fmtRatio(rr.RequestsPerSecond), fmtRatio(rr.P50), fmtRatio(rr.P99)})
+		ra.Rows = append(ra.Rows, []string{fmt.Sprint(i + 1), fmtTimes(rr.RequestsPerSecond), fmtLatencyRatio(rr.P50), fmtLatencyRatio(rr.P99)})
 	}
-	ra.Rows = append(ra.Rows, []string{"median", fmtRatio(ratios.RequestsPerSecond), fmtRatio(ratios.P50), fmtRatio(ratios.P99)})
+	ra.Rows = append(ra.Rows, []string{"median", fmtTimes(ratios.RequestsPerSecond), fmtLatencyRatio(ratios.P50), fmtLatencyRatio(ratios.P99)})
 	p.Tables = []htmlTable{rt, ra}
 	return p
 }

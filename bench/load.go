@@ -7,37 +7,31 @@ import (
 	"io"
 	"math"
 	"math/rand"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/valyala/fasthttp"
 )
-
-// cacheStatusKey is the response header bench breaks down, in fasthttp's
-// canonical form (PeekCanonical needs no normalizing copy).
-var cacheStatusKey = []byte("Cache-Status")
 
 // userAgent is sent unless -H sets another.
 const userAgent = "userrouter-bench"
 
 // A runSpec is one load run: what to request, how hard and for how long.
 type runSpec struct {
-	label    string   // "A" or "B" under -compare, else ""
-	urls     []string // absolute URLs, in popularity order for -zipf
-	pool     *clientPool
-	targets  []target
-	conns    int
-	rate     float64 // 0: closed loop
-	duration time.Duration
-	requests int64
-	warmup   time.Duration
-	timeout  time.Duration
-	method   string
-	headers  []header
-	zipf     float64
+	label     string   // under -compare, -names' name of the run ("A" or "B" by default), else ""
+	urls      []string // absolute URLs, in popularity order for -zipf
+	targets   []target
+	endpoints []endpoint // the schemes and hosts of targets
+	conns     int
+	rate      float64 // 0: closed loop
+	duration  time.Duration
+	requests  int64
+	warmup    time.Duration
+	timeout   time.Duration
+	method    string
+	headers   []header
+	zipf      float64
+	pid       int // -pid: the target process, whose RSS and CPU time are read; 0: none
 
 	cookieName   string
 	identified   []string // identified cookie values
@@ -51,8 +45,13 @@ type runSpec struct {
 type schedule struct {
 	start        time.Time // warm-up starts
 	measureStart time.Time // the measured window starts
-	end          time.Time // no request starts at or after end
-	limit        int64     // measured requests to send; 0: no count bound
+	end          time.Time // no request starts at or after end, but see late
+	// late bounds the open loop's late tickets: one due before end but
+	// taken only after it (every connection was busy) is still sent until
+	// late, its latency counted from its due time, so that a target that
+	// keeps up but for a hiccup near the end is not short of requests.
+	late  time.Time
+	limit int64 // measured requests to send; 0: no count bound
 
 	// Open loop: ticket i is due at start + offset(i); tickets below w0
 	// fall in the warm-up; there are nTotal tickets due before end.
@@ -92,6 +91,7 @@ type runResult struct {
 	scheduled   uint64        // open loop: requests due in the measured window
 	interrupted bool
 	limitMissed bool // -requests was not reached before -duration ran out
+	cost        runCost
 	*merged
 }
 
@@ -136,6 +136,7 @@ func execute(ctx context.Context, spec *runSpec, progress io.Writer) *runResult 
 	if spec.duration == 0 {
 		s.end = time.Unix(1<<62, 0) // bounded by -requests alone
 	}
+	s.late = s.end.Add(lateGrace(spec))
 	for _, w := range workers {
 		w.rec.start = s.measureStart
 	}
@@ -161,6 +162,11 @@ func execute(ctx context.Context, spec *runSpec, progress io.Writer) *runResult 
 	})
 	defer stopWatch()
 
+	var watch *procWatch
+	if spec.pid > 0 {
+		watch = watchProc(spec.pid)
+	}
+	cpu0 := selfCPU()
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		if spec.rate > 0 {
@@ -180,11 +186,19 @@ func execute(ctx context.Context, spec *runSpec, progress io.Writer) *runResult 
 		wg.Wait()
 	}
 
+	cpu, wallEnd := selfCPU()-cpu0, time.Now()
 	recs := make([]*recorder, len(workers))
+	var finished uint64
 	for i, w := range workers {
 		recs[i] = w.rec
+		finished += w.rec.live.done.Load()
+		w.closeConns() // the next run starts from cold connections, as this one did
 	}
 	r := &runResult{spec: spec, merged: mergeRecorders(recs), interrupted: s.stopped.Load()}
+	r.cost = newRunCost(spec, cpu, wallEnd.Sub(s.start), finished)
+	if watch != nil {
+		r.cost.target = watch.finish()
+	}
 	for _, n := range r.visitors {
 		r.requests += n
 	}
@@ -217,50 +231,41 @@ func execute(ctx context.Context, spec *runSpec, progress io.Writer) *runResult 
 	return r
 }
 
-// A worker is one connection's worth of load: it owns its request,
-// response, random source and recorder, and shares only the schedule.
+// A worker is one connection's worth of load: it owns its connections
+// (one per endpoint), request buffer, random source and recorder, and
+// shares only the schedule.
 type worker struct {
-	spec *runSpec
-	s    *schedule
-	rec  *recorder
-	req  fasthttp.Request
-	resp fasthttp.Response
-	rng  *rand.Rand
-	zipf *rand.Zipf
-	last int // the target req holds, or -1
-
-	lastVisitor, lastKey int // the cookie req holds
-	timer                *time.Timer
+	spec  *runSpec
+	s     *schedule
+	rec   *recorder
+	conns []*conn // by endpoint
+	req   []byte  // the request being sent, when it carries a cookie
+	rng   *rand.Rand
+	zipf  *rand.Zipf
+	timer *time.Timer
 }
 
 func newWorker(id int, spec *runSpec, s *schedule) *worker {
 	w := &worker{
-		spec:        spec,
-		s:           s,
-		rec:         newRecorder(time.Time{}, len(spec.identified), len(spec.anon)), // execute sets the start
-		rng:         rand.New(rand.NewSource(time.Now().UnixNano() + int64(id)*7919)),
-		last:        -1,
-		lastVisitor: visitorNone,
+		spec: spec,
+		s:    s,
+		rec:  newRecorder(time.Time{}, len(spec.identified), len(spec.anon)), // execute sets the start
+		rng:  rand.New(rand.NewSource(time.Now().UnixNano() + int64(id)*7919)),
 	}
 	if spec.zipf > 1 && len(spec.targets) > 1 {
 		w.zipf = rand.NewZipf(w.rng, spec.zipf, 1, uint64(len(spec.targets)-1))
 	}
-	prepareRequest(&w.req, spec)
+	head := spec.method == "HEAD"
+	for _, ep := range spec.endpoints {
+		w.conns = append(w.conns, newConn(ep, spec.timeout, head))
+	}
 	return w
 }
 
-// prepareRequest sets the parts of req that every request of spec shares:
-// method, user agent and the -H headers.
-func prepareRequest(req *fasthttp.Request, spec *runSpec) {
-	req.Header.SetMethod(spec.method)
-	req.Header.SetUserAgent(userAgent)
-	for _, h := range spec.headers {
-		if strings.EqualFold(h.name, "Host") {
-			req.Header.SetHost(h.value)
-			req.UseHostHeader = true
-			continue
-		}
-		req.Header.Set(h.name, h.value)
+// closeConns closes the worker's connections.
+func (w *worker) closeConns() {
+	for _, c := range w.conns {
+		c.close()
 	}
 }
 
@@ -279,7 +284,7 @@ func (w *worker) closedLoop() {
 		if measured && s.limit > 0 && s.tickets.Add(1) > s.limit {
 			return
 		}
-		now = w.do(now, measured)
+		now = w.do(now, now, measured)
 	}
 }
 
@@ -295,8 +300,8 @@ func (w *worker) openLoop() {
 			return
 		}
 		due := s.start.Add(s.offset(i))
-		from := due
-		if d := time.Until(due); d > 0 {
+		from, now := due, time.Now()
+		if d := due.Sub(now); d > 0 {
 			if !w.sleep(d) {
 				return
 			}
@@ -304,12 +309,20 @@ func (w *worker) openLoop() {
 			// past due is the timer's (Go's wake-ups can be up to a
 			// millisecond late on an idle machine), not the target's, so
 			// the latency counts from the actual send.
-			from = time.Now()
-		} else if !time.Now().Before(s.end) {
+			now = time.Now()
+			from = now
+		} else if !now.Before(s.late) {
 			return // too late: the run ends on time; the ticket counts as not sent
 		}
-		w.do(from, i >= s.w0)
+		w.do(from, now, i >= s.w0)
 	}
+}
+
+// lateGrace is how long after the end of an open-loop run the tickets due
+// before it are still sent: 1% of -duration, at least 100ms, at most
+// -timeout.
+func lateGrace(spec *runSpec) time.Duration {
+	return min(spec.timeout, max(100*time.Millisecond, spec.duration/100))
 }
 
 // sleep waits for d, or returns false when the run is interrupted first.
@@ -329,10 +342,11 @@ func (w *worker) sleep(d time.Duration) bool {
 }
 
 // do sends one request and, when measured, records it with its latency
-// counted from intended. It returns when the answer (or error) came.
-func (w *worker) do(intended time.Time, measured bool) (done time.Time) {
-	t, visitor, key := w.pick()
-	err := exchange(t.client, &w.req, &w.resp, w.spec.timeout)
+// counted from intended. now is the time, read just before. It returns
+// when the answer (or error) came.
+func (w *worker) do(intended, now time.Time, measured bool) (done time.Time) {
+	t, req, visitor, key := w.pick()
+	a, err := w.conns[t.ep].exchange(req, now)
 	done = time.Now()
 	w.rec.live.done.Add(1)
 	if err != nil {
@@ -346,13 +360,15 @@ func (w *worker) do(intended time.Time, measured bool) (done time.Time) {
 		w.rec.recordError(err, done)
 		return done
 	}
-	w.rec.recordResponse(done.Sub(intended), done, w.resp.StatusCode(), w.resp.Header.PeekCanonical(cacheStatusKey))
+	w.rec.recordResponse(done.Sub(intended), done, a.status, a.cacheStatus)
 	return done
 }
 
-// pick chooses the next target and visitor and sets up w.req for them. It
-// touches the request only where it differs from the previous one.
-func (w *worker) pick() (t *target, visitor, key int) {
+// pick chooses the next target and visitor and returns the request to
+// send: the target's own bytes, or, with a session cookie, the worker's
+// buffer holding them with the cookie (copied, never allocated, once the
+// buffer has grown to the longest request).
+func (w *worker) pick() (t *target, req []byte, visitor, key int) {
 	i := 0
 	if n := len(w.spec.targets); n > 1 {
 		if w.zipf != nil {
@@ -362,50 +378,36 @@ func (w *worker) pick() (t *target, visitor, key int) {
 		}
 	}
 	t = &w.spec.targets[i]
-	if i != w.last {
-		w.req.SetRequestURI(t.uri)
-		w.last = i
-	}
 
 	visitor = visitorNone
 	if w.spec.pIdentified > 0 || w.spec.pAnonSession > 0 {
 		switch x := w.rng.Float64(); {
 		case x < w.spec.pIdentified:
 			visitor, key = visitorIdentified, w.rng.Intn(len(w.spec.identified))
+			w.req = t.withCookie(w.req[:0], w.spec.cookieName, w.spec.identified[key])
+			return t, w.req, visitor, key
 		case x < w.spec.pIdentified+w.spec.pAnonSession:
 			visitor, key = visitorAnon, w.rng.Intn(len(w.spec.anon))
+			w.req = t.withCookie(w.req[:0], w.spec.cookieName, w.spec.anon[key])
+			return t, w.req, visitor, key
 		}
 	}
-	if visitor != w.lastVisitor || key != w.lastKey {
-		switch visitor {
-		case visitorNone:
-			w.req.Header.DelCookie(w.spec.cookieName)
-		case visitorIdentified:
-			w.req.Header.SetCookie(w.spec.cookieName, w.spec.identified[key])
-		case visitorAnon:
-			w.req.Header.SetCookie(w.spec.cookieName, w.spec.anon[key])
-		}
-		w.lastVisitor, w.lastKey = visitor, key
-	}
-	return t, visitor, key
+	return t, t.req, visitor, key
 }
 
-// preflight sends one request to each host of spec, so that an unreachable
-// target fails at once with a clear message instead of a run full of
-// errors. Any HTTP answer, whatever its status, will do.
+// preflight sends one request to each endpoint of spec, so that an
+// unreachable target fails at once with a clear message instead of a run
+// full of errors. Any HTTP answer, whatever its status, will do.
 func preflight(spec *runSpec) error {
-	seen := map[*fasthttp.HostClient]bool{}
+	seen := make([]bool, len(spec.endpoints))
 	for _, t := range spec.targets {
-		if seen[t.client] {
+		if seen[t.ep] {
 			continue
 		}
-		seen[t.client] = true
-		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-		prepareRequest(req, spec)
-		req.SetRequestURI(t.uri)
-		err := exchange(t.client, req, resp, spec.timeout)
-		fasthttp.ReleaseRequest(req)
-		fasthttp.ReleaseResponse(resp)
+		seen[t.ep] = true
+		c := newConn(spec.endpoints[t.ep], spec.timeout, spec.method == "HEAD")
+		_, err := c.exchange(t.req, time.Now())
+		c.close()
 		if err != nil {
 			return fmt.Errorf("cannot reach %s: %s", t.uri, explainError(err, spec.timeout))
 		}

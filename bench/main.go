@@ -106,7 +106,6 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer, au
 		fmt.Fprintf(progress, "%s%s against %s\n", prefix, spec.describeLoad(), describeTargets(spec.urls))
 	}
 	r := execute(ctx, spec, progress)
-	spec.pool.closeIdle()
 
 	status := exitOK
 	msgs, failed := r.warnings()
@@ -161,7 +160,7 @@ func buildSpecs(cfg *config) ([]*runSpec, error) {
 	bases := []string{cfg.url}
 	labels := []string{""}
 	if cfg.compare[0] != "" {
-		bases, labels = cfg.compare[:], []string{"A", "B"}
+		bases, labels = cfg.compare[:], cfg.names[:]
 	}
 	var specs []*runSpec
 	for i, base := range bases {
@@ -169,12 +168,12 @@ func buildSpecs(cfg *config) ([]*runSpec, error) {
 		if err != nil {
 			return nil, err
 		}
-		pool := newClientPool(cfg.conns, cfg.timeout)
+		targets, endpoints := makeTargets(urls, cfg.method, cfg.headers)
 		specs = append(specs, &runSpec{
 			label:        labels[i],
 			urls:         urls,
-			pool:         pool,
-			targets:      pool.makeTargets(urls),
+			targets:      targets,
+			endpoints:    endpoints,
 			conns:        cfg.conns,
 			rate:         cfg.rate,
 			duration:     cfg.duration,
@@ -184,6 +183,7 @@ func buildSpecs(cfg *config) ([]*runSpec, error) {
 			method:       cfg.method,
 			headers:      cfg.headers,
 			zipf:         cfg.zipf,
+			pid:          cfg.pid,
 			cookieName:   cfg.cookieName,
 			identified:   identified,
 			anon:         anon,

@@ -63,7 +63,7 @@ func classifyError(err error) int {
 	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, fasthttp.ErrDialTimeout),
 		errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return errTimeout
-	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, io.EOF),
+	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, errStaleConn), errors.Is(err, io.EOF),
 		errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed):
 		return errClosed

@@ -94,6 +94,8 @@ type runJSON struct {
 	Scheduled            *uint64                `json:"scheduled,omitempty"`      // open loop: requests due in the window
 	RateSustained        *bool                  `json:"rate_sustained,omitempty"` // open loop: sent ≥ 97% of scheduled
 	Interrupted          bool                   `json:"interrupted,omitempty"`
+	BenchCost            costJSON               `json:"bench_cost"`               // what the run cost bench (warm-up included)
+	TargetProcess        *targetJSON            `json:"target_process,omitempty"` // -pid's resident memory and CPU time
 	Timeline             []secondJSON           `json:"timeline"`
 }
 
@@ -226,6 +228,8 @@ func (r *runResult) toJSON() runJSON {
 		Visitors:             map[string]visitorJSON{},
 		Interrupted:          r.interrupted,
 		Timeline:             r.timelineSeconds(),
+		BenchCost:            r.cost.toJSON(),
+		TargetProcess:        r.cost.targetJSON(),
 	}
 	for k := range numErrKinds {
 		j.ErrorsByKind[errKindNames[k]] = r.errs[k]
@@ -294,7 +298,7 @@ func fmtMs(ms float64) string {
 // pct formats n of total as a percentage.
 func pct(n, total uint64) string {
 	if total == 0 {
-		return "-"
+		return noFigure
 	}
 	return fmt.Sprintf("%.2f%%", 100*float64(n)/float64(total))
 }
@@ -358,6 +362,10 @@ func (r *runResult) writeText(w io.Writer) {
 		fmt.Fprintf(tw, " (%d URLs, %s)", len(s.urls), s.describePick())
 	}
 	fmt.Fprintf(tw, "\nload\t%s; %s\n", s.describeLoad(), describeProcs())
+	fmt.Fprintf(tw, "bench cost\t%s\n", r.cost.describe())
+	if t := r.cost.describeTarget(); t != "" {
+		fmt.Fprintf(tw, "target process\t%s\n", t)
+	}
 	fmt.Fprintf(tw, "requests\t%d in %.2fs: %.1f req/s answered\n", r.requests, r.elapsed.Seconds(), r.rps())
 	if s.rate > 0 {
 		fmt.Fprintf(tw, "schedule\tsent %d of %d scheduled requests (%s)\n", r.requests, r.scheduled, pct(r.requests, r.scheduled))
@@ -457,6 +465,9 @@ func (r *runResult) warnings() (msgs []string, failed bool) {
 	if r.requests == 0 && !r.interrupted {
 		msgs = append(msgs, name+"no request was measured: raise -duration")
 		failed = true
+	}
+	if h := r.cost.heavy(); h != "" {
+		msgs = append(msgs, name+h)
 	}
 	if r.limitMissed {
 		msgs = append(msgs, fmt.Sprintf("%s-duration %v ran out after %d of -requests %d; raise -duration, or set -duration 0 to stop on the count alone",

@@ -13,10 +13,17 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// A target is one URL to request and the client that reaches its host.
+// A target is one URL to request, the endpoint that serves it, and its
+// request, built once before the run.
 type target struct {
-	uri    string
-	client *fasthttp.HostClient
+	uri string
+	ep  int // index into the run's endpoints
+
+	// req is the whole request without a session cookie. head is its
+	// request line and headers ending with the start of a Cookie header
+	// ("Cookie: ", or "Cookie: <-H value>; "), for the requests that
+	// carry a session cookie: see withCookie.
+	req, head []byte
 }
 
 // targetRefs returns the paths or URLs a run draws from, before they are
@@ -169,13 +176,73 @@ func (p *clientPool) closeIdle() {
 	}
 }
 
-// makeTargets pairs each URL with its host's client.
-func (p *clientPool) makeTargets(urls []string) []target {
-	ts := make([]target, len(urls))
-	for i, u := range urls {
-		ts[i] = target{uri: u, client: p.client(u)}
+// makeTargets builds each URL's request and names its endpoint, one
+// per scheme and host, in endpoints.
+func makeTargets(urls []string, method string, headers []header) (targets []target, endpoints []endpoint) {
+	idx := map[string]int{}
+	targets = make([]target, len(urls))
+	for i, raw := range urls {
+		u, _ := url.Parse(raw) // each passed parseBaseURL
+		key := u.Scheme + "://" + u.Host
+		ep, ok := idx[key]
+		if !ok {
+			ep = len(endpoints)
+			idx[key] = ep
+			endpoints = append(endpoints, newEndpoint(raw))
+		}
+		t := &targets[i]
+		t.uri, t.ep = raw, ep
+		t.head, t.req = buildRequest(method, u, headers)
 	}
-	return ts
+	return targets, endpoints
+}
+
+// buildRequest returns the request for u: req, the whole request (with
+// the -H Cookie header when there is one), and head, the start of the
+// request that carries a session cookie (see target). The headers
+// are the ones fasthttp sent before bench had its own client: Host,
+// User-Agent (both overridden by -H), -H headers, and Content-Length: 0
+// for methods that may carry a body.
+func buildRequest(method string, u *url.URL, headers []header) (head, req []byte) {
+	host, ua, cookie := u.Host, userAgent, ""
+	var rest []header
+	for _, h := range headers {
+		switch {
+		case strings.EqualFold(h.name, "Host"):
+			host = h.value
+		case strings.EqualFold(h.name, "User-Agent"):
+			ua = h.value
+		case strings.EqualFold(h.name, "Cookie"):
+			cookie = h.value
+		default:
+			rest = append(rest, h)
+		}
+	}
+	head = fmt.Appendf(nil, "%s %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\n", method, u.RequestURI(), host, ua)
+	for _, h := range rest {
+		head = fmt.Appendf(head, "%s: %s\r\n", h.name, h.value)
+	}
+	if method != "GET" && method != "HEAD" {
+		head = append(head, "Content-Length: 0\r\n"...)
+	}
+	req = append([]byte(nil), head...)
+	if cookie != "" {
+		req = fmt.Appendf(req, "Cookie: %s\r\n", cookie)
+		head = fmt.Appendf(head, "Cookie: %s; ", cookie)
+	} else {
+		head = append(head, "Cookie: "...)
+	}
+	return head, append(req, "\r\n"...)
+}
+
+// withCookie appends to dst t's request carrying the session cookie
+// name=value.
+func (t *target) withCookie(dst []byte, name, value string) []byte {
+	dst = append(dst, t.head...)
+	dst = append(dst, name...)
+	dst = append(dst, '=')
+	dst = append(dst, value...)
+	return append(dst, "\r\n\r\n"...)
 }
 
 // describeTargets names the URLs of a run for the report: the URL itself
@@ -185,4 +252,20 @@ func describeTargets(urls []string) string {
 		return urls[0]
 	}
 	return fmt.Sprintf("%s and %d more", urls[0], len(urls)-1)
+}
+
+// prepareRequest sets the parts of a fasthttp request that every request
+// of spec shares: method, user agent and the -H headers. The load itself
+// goes through conn; minting goes through fasthttp.
+func prepareRequest(req *fasthttp.Request, spec *runSpec) {
+	req.Header.SetMethod(spec.method)
+	req.Header.SetUserAgent(userAgent)
+	for _, h := range spec.headers {
+		if strings.EqualFold(h.name, "Host") {
+			req.Header.SetHost(h.value)
+			req.UseHostHeader = true
+			continue
+		}
+		req.Header.Set(h.name, h.value)
+	}
 }

@@ -33,20 +33,27 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo: %v\n%s\n%s", err, stdout.String(), stderr.String())
 	}
 	out := stdout.String()
-	m := regexp.MustCompile(`requests/s\s+(\d+)\s+(\d+)\s+([0-9.]+)x`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`requests/s\s+(\d+)\s+(\d+)\s+([0-9.]+)× the throughput`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no requests/s row:\n%s", out)
 	}
 	if ratio, _ := strconv.ParseFloat(m[3], 64); ratio <= 1 {
 		t.Errorf("userrouter did not beat the origin alone:\n%s", out)
 	}
-	for _, want := range []string{"served from the cache", "latency p99", "HTML report: " + report} {
+	for _, want := range []string{"served from the cache", "latency p99", "× faster", "HTML report: " + report} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
-	if html, err := os.ReadFile(report); err != nil || !bytes.Contains(html, []byte("<svg")) {
+	html, err := os.ReadFile(report)
+	if err != nil || !bytes.Contains(html, []byte("<svg")) {
 		t.Errorf("the HTML report is missing or has no chart: %v", err)
+	}
+	// The report names its runs, and the origin alone has no hit ratio.
+	for _, want := range []string{"<h1>behind userrouter against origin alone</h1>", "origin alone round 1", "behind userrouter round 1", "<td class=\"n\">–</td>"} {
+		if !bytes.Contains(html, []byte(want)) {
+			t.Errorf("the HTML report lacks %q", want)
+		}
 	}
 	after, _ := filepath.Glob(filepath.Join(os.TempDir(), "userrouter-demo-*"))
 	if len(after) > len(before) {

@@ -180,6 +180,7 @@ func (d *demo) run(ctx context.Context) error {
 
 	args := []string{
 		"-compare", "http://" + originAddr + "/,http://" + routerAddr + "/", "-rounds", "1",
+		"-names", "origin alone,behind userrouter",
 		"-c", fmt.Sprint(d.o.conns), "-duration", d.o.duration.String(), "-warmup", d.o.warmup.String(),
 		"-paths", fmt.Sprint(d.o.pages), "-zipf", "1.1",
 		"-identified", fmt.Sprint(d.o.identified), "-anon-sessions", fmt.Sprint(d.o.anon),
@@ -349,7 +350,7 @@ func (d *demo) table(origin, router runJSON) {
 	row := func(name, a, b, ratio string) { fmt.Fprintf(w, "%s\t%s\t%s\t%s\t\n", name, a, b, ratio) }
 	row("", "origin alone", "behind userrouter", "")
 	row("requests/s", fmt.Sprintf("%.0f", origin.RequestsPerSecond), fmt.Sprintf("%.0f", router.RequestsPerSecond),
-		times(router.RequestsPerSecond, origin.RequestsPerSecond))
+		times(router.RequestsPerSecond, origin.RequestsPerSecond, "× the throughput"))
 	for _, l := range []struct {
 		name string
 		a, b float64
@@ -360,10 +361,11 @@ func (d *demo) table(origin, router runJSON) {
 		{"latency p99.9", origin.Latency.P999, router.Latency.P999},
 		{"latency max", origin.Latency.Max, router.Latency.Max},
 	} {
-		row(l.name, ms(l.a), ms(l.b), "")
+		row(l.name, ms(l.a), ms(l.b), faster(l.a, l.b))
 	}
 	row("errors", fmt.Sprint(origin.Errors), fmt.Sprint(router.Errors), "")
-	row("served from the cache", "-", fmt.Sprintf("%.1f%%", 100*router.HitRatio), "")
+	// The origin alone has no cache: no hit ratio, not 0%.
+	row("served from the cache", "–", fmt.Sprintf("%.1f%%", 100*router.HitRatio), "")
 	// Under userrouter the origin renders what was not a hit.
 	renders := router.Responses - router.CacheClasses["hit"].Count
 	perSecond := 0.0
@@ -383,9 +385,35 @@ func ms(v float64) string {
 	return fmt.Sprintf("%.2f ms", v)
 }
 
-func times(a, b float64) string {
-	if b == 0 {
-		return ""
+// times says a/b as a factor followed by what: "12.3× the throughput".
+func times(a, b float64, what string) string {
+	if b <= 0 || a <= 0 {
+		return "–"
 	}
-	return fmt.Sprintf("%.1fx", a/b)
+	return factor(a/b) + what
+}
+
+// faster says how the latency after compares with before: "25× faster",
+// "1.20× slower".
+func faster(before, after float64) string {
+	switch {
+	case before <= 0 || after <= 0:
+		return "–"
+	case after < before:
+		return factor(before/after) + " faster"
+	case after > before:
+		return factor(after/before) + " slower"
+	}
+	return "the same"
+}
+
+// factor formats x with the digits that matter: 1.25×, 12.5×, 125×.
+func factor(x float64) string {
+	switch {
+	case x >= 100:
+		return fmt.Sprintf("%.0f×", x)
+	case x >= 10:
+		return fmt.Sprintf("%.1f×", x)
+	}
+	return fmt.Sprintf("%.2f×", x)
 }
