@@ -348,6 +348,14 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 	if c, ok := sessions.(io.Closer); ok {
 		h.closers = append(h.closers, c)
 	}
+	creds, credCloser, err := buildCredentials(cfg, logger, m, cfg.Listen.Metrics, when)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	if credCloser != nil {
+		h.closers = append(h.closers, credCloser)
+	}
 	cacheOpts, err := buildCache(cfg.Cache, cfg.Backend.ReadTimeout.D(), m, cfg.Listen.Metrics, memory, logger)
 	if err != nil {
 		h.Close()
@@ -378,6 +386,7 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 		Keys:               keys,
 		Sessions:           sessions,
 		Cache:              cacheOpts,
+		Credentials:        creds,
 		TrustedProxies:     conf.Prefixes(cfg.Listen.TrustedProxies),
 		MaxRequestBodySize: int(cfg.Listen.MaxRequestBodySize),
 		PurgeAllow:         conf.Prefixes(cfg.Purge.Allow),
@@ -447,7 +456,9 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 			TTL:               cmp.Or(r.TTL.D(), c.DefaultTTL.D()),
 			HonorCacheControl: r.HonorCacheControl,
 			StoreSetCookie:    r.StoreSetCookie,
+			StorePrivate:      r.StorePrivate,
 		}
+		rules[i].Credentials, _ = pagecache.ParseCredentials(r.Credentials) // checked by conf
 	}
 	policy := pagecache.NewPolicy(pagecache.PolicyOptions{
 		Statuses:        c.Statuses,
@@ -554,48 +565,10 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 	if c.Driver == "signed_cookies" {
 		return signedCookies(c, logger, m)
 	}
-	so := sessioncheck.SQLOptions{Query: c.Query, Placeholder: sessioncheck.QuestionMark, Zone: c.TimeZone.Location}
-	var db *sql.DB
-	var err error
-	switch c.Driver {
-	case "mysql":
-		mysql.SetLogger(driverLog{logger})
-		db, err = sessioncheck.OpenMySQL(c.DSN, c.MaxConns)
-		so.HashComments, so.QueryError, so.DSNError = true, sessioncheck.MySQLQueryError, sessioncheck.MySQLDSNError
-	case "postgres":
-		db, err = sessioncheck.OpenPostgres(c.DSN, c.MaxConns, c.Timeout.D())
-		so.Placeholder, so.NowOffset = sessioncheck.Dollar, true
-		so.QueryError, so.DSNError = sessioncheck.PostgresQueryError, sessioncheck.PostgresDSNError
-	case "sqlite":
-		db, err = sessioncheck.OpenSQLite(c.DSN, c.MaxConns, c.Timeout.D())
-		so.QueryError = sessioncheck.SQLiteQueryError
-	default:
-		err = fmt.Errorf("session.driver %q is not supported", c.Driver) // refused by conf
-	}
+	store, err := openStore(storeParams{section: "session", driver: c.Driver, dsn: c.DSN, query: c.Query,
+		maxConns: c.MaxConns, timeout: c.Timeout.D(), zone: c.TimeZone.Location}, logger, when)
 	if err != nil {
 		return nil, err
-	}
-	store, err := sessioncheck.NewSQLStore(db, so)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var qe *sessioncheck.QueryError
-	var de *sessioncheck.DSNError
-	switch err := store.Validate(ctx); {
-	case errors.As(err, &de):
-		store.Close()
-		return nil, fmt.Errorf("session.dsn is refused by the database (%w): fix the user, password or database name in session.dsn", de.Err)
-	case errors.As(err, &qe):
-		store.Close()
-		return nil, fmt.Errorf("session.query is rejected by the database: %w", err)
-	case err != nil && when == atReloadVerify:
-		store.Close()
-		return nil, &unverifiedError{err}
-	case err != nil:
-		logger.Warn("session store unreachable "+when.String()+"; visitors with a session are forwarded until it answers", "error", err)
 	}
 	var signer *sessioncheck.DjangoSigner
 	if c.SecretKey != "" {
@@ -624,6 +597,116 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 		o.QueryDuration = m.SessionQuery
 	}
 	return sessioncheck.New(o)
+}
+
+// storeParams say which SQL store to open, for a section of the config
+// ("session" or "credentials", named in messages).
+type storeParams struct {
+	section, driver, dsn, query string
+	maxConns                    int
+	timeout                     time.Duration
+	zone                        *time.Location
+	user                        bool // the query may use :user (credentials)
+}
+
+// openStore opens an SQL store and checks its query against it. A query
+// the database rejects stops startup; a database that cannot be reached
+// does not: its visitors are forwarded until it answers.
+func openStore(p storeParams, logger *slog.Logger, when buildTime) (*sessioncheck.SQLStore, error) {
+	so := sessioncheck.SQLOptions{Query: p.query, Placeholder: sessioncheck.QuestionMark, Zone: p.zone, User: p.user}
+	var db *sql.DB
+	var err error
+	switch p.driver {
+	case "mysql":
+		mysql.SetLogger(driverLog{logger})
+		db, err = sessioncheck.OpenMySQL(p.dsn, p.maxConns)
+		so.HashComments, so.QueryError, so.DSNError = true, sessioncheck.MySQLQueryError, sessioncheck.MySQLDSNError
+	case "postgres":
+		db, err = sessioncheck.OpenPostgres(p.dsn, p.maxConns, p.timeout)
+		so.Placeholder, so.NowOffset = sessioncheck.Dollar, true
+		so.QueryError, so.DSNError = sessioncheck.PostgresQueryError, sessioncheck.PostgresDSNError
+	case "sqlite":
+		db, err = sessioncheck.OpenSQLite(p.dsn, p.maxConns, p.timeout)
+		so.QueryError = sessioncheck.SQLiteQueryError
+	default:
+		err = fmt.Errorf("%s.driver %q is not supported", p.section, p.driver) // refused by conf
+	}
+	if err != nil {
+		return nil, err
+	}
+	store, err := sessioncheck.NewSQLStore(db, so)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var qe *sessioncheck.QueryError
+	var de *sessioncheck.DSNError
+	switch err := store.Validate(ctx); {
+	case errors.As(err, &de):
+		store.Close()
+		return nil, fmt.Errorf("%[1]s.dsn is refused by the database (%[2]w): fix the user, password or database name in %[1]s.dsn", p.section, de.Err)
+	case errors.As(err, &qe):
+		store.Close()
+		return nil, fmt.Errorf("%s.query is rejected by the database: %w", p.section, err)
+	case err != nil && when == atReloadVerify:
+		store.Close()
+		return nil, &unverifiedError{err}
+	case err != nil:
+		who := "visitors with a session"
+		if p.user {
+			who = "requests with a credential"
+		}
+		logger.Warn(strings.TrimSuffix(p.section, "s")+" store unreachable "+when.String()+"; "+who+" are forwarded until it answers", "error", err)
+	}
+	return store, nil
+}
+
+// buildCredentials opens the credential store [credentials] names (the
+// session store's database unless it names its own) behind a verdict
+// cache; nil when credentials are off.
+func buildCredentials(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, observe bool, when buildTime) (*router.CredentialOptions, io.Closer, error) {
+	c := &cfg.Credentials
+	if !c.Enabled() {
+		return nil, nil, nil
+	}
+	finder, err := sessioncheck.NewCredentialFinder(sessioncheck.CredentialOptions{Scheme: c.Scheme, Pattern: c.Pattern, QueryParam: c.QueryParam})
+	if err != nil {
+		return nil, nil, err
+	}
+	driver, dsn := cmp.Or(c.Driver, cfg.Session.Driver), c.DSN
+	if dsn == "" && driver == cfg.Session.Driver {
+		dsn = cfg.Session.DSN
+	}
+	store, err := openStore(storeParams{section: "credentials", driver: driver, dsn: dsn, query: c.Query,
+		maxConns: c.MaxConns, timeout: c.Timeout.D(), zone: cfg.Session.TimeZone.Location, user: true}, logger, when)
+	if err != nil {
+		return nil, nil, err
+	}
+	o := sessioncheck.Options{
+		Store:           store,
+		Rule:            sessioncheck.RuleExists,
+		Timeout:         c.Timeout.D(),
+		MaxQueries:      c.MaxConns,
+		CacheEntries:    c.CacheEntries,
+		TTLIdentified:   c.CacheTTLValid.D(),
+		TTLAnonymous:    c.CacheTTLInvalid.D(),
+		TTLNoRow:        c.CacheTTLInvalid.D(),
+		BreakerFailures: c.BreakerFailures,
+		BreakerCooldown: c.BreakerCooldown.D(),
+		Stats:           &m.Credentials,
+		OnBreaker:       breakerLog(logger, "credential store", c.BreakerCooldown.D()),
+	}
+	if observe {
+		o.QueryDuration = m.CredentialQuery
+	}
+	checker, err := sessioncheck.New(o)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	return &router.CredentialOptions{Finder: finder, Checker: checker, HashKey: []byte(c.HashKey), MaxPrivateFills: c.MaxPrivateFills}, checker, nil
 }
 
 // signedCookies builds the Checker for Django's signed_cookies engine:
