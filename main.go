@@ -367,6 +367,14 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 	if c, ok := sessions.(io.Closer); ok {
 		h.closers = append(h.closers, c)
 	}
+	creds, credCloser, err := buildCredentials(cfg, logger, m, cfg.Listen.Metrics, when)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	if credCloser != nil {
+		h.closers = append(h.closers, credCloser)
+	}
 	cacheOpts, err := buildCache(cfg.Cache, cfg.Backend.ReadTimeout.D(), m, cfg.Listen.Metrics, memory, logger)
 	if err != nil {
 		h.Close()
@@ -397,6 +405,7 @@ func build(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, memory *pag
 		Keys:               keys,
 		Sessions:           sessions,
 		Cache:              cacheOpts,
+		Credentials:        creds,
 		TrustedProxies:     conf.Prefixes(cfg.Listen.TrustedProxies),
 		MaxRequestBodySize: int(cfg.Listen.MaxRequestBodySize),
 		PurgeAllow:         conf.Prefixes(cfg.Purge.Allow),
@@ -466,7 +475,9 @@ func buildCache(c conf.Cache, backendReadTimeout time.Duration, m *router.Metric
 			TTL:               cmp.Or(r.TTL.D(), c.DefaultTTL.D()),
 			HonorCacheControl: r.HonorCacheControl,
 			StoreSetCookie:    r.StoreSetCookie,
+			StorePrivate:      r.StorePrivate,
 		}
+		rules[i].Credentials, _ = pagecache.ParseCredentials(r.Credentials) // checked by conf
 	}
 	policy := pagecache.NewPolicy(pagecache.PolicyOptions{
 		Statuses:        c.Statuses,
@@ -587,7 +598,7 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 			rule, err = sessioncheck.NewCacheRule(c.Rule, c.IdentifiedKey, signer)
 		}
 	} else {
-		store, err = openSQLStore(c, c.Driver, c.DSN, "session.dsn", logger, when)
+		store, err = openSessionSQL(c, c.Driver, c.DSN, "session.dsn", logger, when)
 		if err == nil {
 			rule, err = sessioncheck.NewRule(c.Rule, signer)
 		}
@@ -618,28 +629,38 @@ func buildSessions(c conf.Session, logger *slog.Logger, m *router.Metrics, obser
 	return sessioncheck.New(o)
 }
 
-// openSQLStore opens an SQL session store (the session store, or the
-// database behind Django's cached_db engine) and checks its query against
-// it: a query the database rejects, or a DSN it refuses, is an error; a
-// database that cannot be reached is one only when a reload must verify it.
-func openSQLStore(c conf.Session, driver, dsn, dsnKey string, logger *slog.Logger, when buildTime) (sessioncheck.Store, error) {
-	so := sessioncheck.SQLOptions{Query: c.Query, Placeholder: sessioncheck.QuestionMark, Zone: c.TimeZone.Location}
+// storeParams say which SQL store to open, for a section of the config
+// ("session" or "credentials", named in messages).
+type storeParams struct {
+	section, driver, dsn, query string
+	maxConns                    int
+	timeout                     time.Duration
+	zone                        *time.Location
+	user                        bool   // the query may use :user (credentials)
+	dsnKey                      string // the DSN's key in messages; "" means section.dsn
+}
+
+// openStore opens an SQL store and checks its query against it. A query
+// the database rejects stops startup; a database that cannot be reached
+// does not: its visitors are forwarded until it answers.
+func openStore(p storeParams, logger *slog.Logger, when buildTime) (*sessioncheck.SQLStore, error) {
+	so := sessioncheck.SQLOptions{Query: p.query, Placeholder: sessioncheck.QuestionMark, Zone: p.zone, User: p.user}
 	var db *sql.DB
 	var err error
-	switch driver {
+	switch p.driver {
 	case "mysql":
 		mysql.SetLogger(driverLog{logger})
-		db, err = sessioncheck.OpenMySQL(dsn, c.MaxConns)
+		db, err = sessioncheck.OpenMySQL(p.dsn, p.maxConns)
 		so.HashComments, so.QueryError, so.DSNError = true, sessioncheck.MySQLQueryError, sessioncheck.MySQLDSNError
 	case "postgres":
-		db, err = sessioncheck.OpenPostgres(dsn, c.MaxConns, c.Timeout.D())
+		db, err = sessioncheck.OpenPostgres(p.dsn, p.maxConns, p.timeout)
 		so.Placeholder, so.NowOffset = sessioncheck.Dollar, true
 		so.QueryError, so.DSNError = sessioncheck.PostgresQueryError, sessioncheck.PostgresDSNError
 	case "sqlite":
-		db, err = sessioncheck.OpenSQLite(dsn, c.MaxConns, c.Timeout.D())
+		db, err = sessioncheck.OpenSQLite(p.dsn, p.maxConns, p.timeout)
 		so.QueryError = sessioncheck.SQLiteQueryError
 	default:
-		err = fmt.Errorf("session driver %q is not supported", driver) // refused by conf
+		err = fmt.Errorf("%s.driver %q is not supported", p.section, p.driver) // refused by conf
 	}
 	if err != nil {
 		return nil, err
@@ -656,15 +677,20 @@ func openSQLStore(c conf.Session, driver, dsn, dsnKey string, logger *slog.Logge
 	switch err := store.Validate(ctx); {
 	case errors.As(err, &de):
 		store.Close()
-		return nil, fmt.Errorf("%s is refused by the database (%w): fix the user, password or database name in %s", dsnKey, de.Err, dsnKey)
+		dsnKey := cmp.Or(p.dsnKey, p.section+".dsn")
+		return nil, fmt.Errorf("%[1]s is refused by the database (%[2]w): fix the user, password or database name in %[1]s", dsnKey, de.Err)
 	case errors.As(err, &qe):
 		store.Close()
-		return nil, fmt.Errorf("session.query is rejected by the database: %w", err)
+		return nil, fmt.Errorf("%s.query is rejected by the database: %w", p.section, err)
 	case err != nil && when == atReloadVerify:
 		store.Close()
 		return nil, &unverifiedError{err}
 	case err != nil:
-		logger.Warn("session store unreachable "+when.String()+"; visitors with a session are forwarded until it answers", "error", err)
+		who := "visitors with a session"
+		if p.user {
+			who = "requests with a credential"
+		}
+		logger.Warn(strings.TrimSuffix(p.section, "s")+" store unreachable "+when.String()+"; "+who+" are forwarded until it answers", "error", err)
 	}
 	return store, nil
 }
@@ -702,12 +728,71 @@ func openCacheStore(c conf.Session, logger *slog.Logger, when buildTime) (sessio
 	if c.FallbackDriver == "" {
 		return store, nil
 	}
-	db, err := openSQLStore(c, c.FallbackDriver, c.FallbackDSN, "session.fallback_dsn", logger, when)
+	db, err := openSessionSQL(c, c.FallbackDriver, c.FallbackDSN, "session.fallback_dsn", logger, when)
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
 	return &sessioncheck.Fallback{Cache: store, DB: db}, nil
+}
+
+// openSessionSQL opens the SQL store behind the session section: the
+// session store itself, or the database of Django's cached_db engine
+// (dsnKey names which in messages). It returns a nil interface, never a
+// nil *SQLStore in one, when it fails.
+func openSessionSQL(c conf.Session, driver, dsn, dsnKey string, logger *slog.Logger, when buildTime) (sessioncheck.Store, error) {
+	store, err := openStore(storeParams{section: "session", driver: driver, dsn: dsn, dsnKey: dsnKey, query: c.Query,
+		maxConns: c.MaxConns, timeout: c.Timeout.D(), zone: c.TimeZone.Location}, logger, when)
+	if err != nil {
+		return nil, err
+	}
+	return store, nil
+}
+
+// buildCredentials opens the credential store [credentials] names (the
+// session store's database unless it names its own) behind a verdict
+// cache; nil when credentials are off.
+func buildCredentials(cfg *conf.Config, logger *slog.Logger, m *router.Metrics, observe bool, when buildTime) (*router.CredentialOptions, io.Closer, error) {
+	c := &cfg.Credentials
+	if !c.Enabled() {
+		return nil, nil, nil
+	}
+	finder, err := sessioncheck.NewCredentialFinder(sessioncheck.CredentialOptions{Scheme: c.Scheme, Pattern: c.Pattern, QueryParam: c.QueryParam})
+	if err != nil {
+		return nil, nil, err
+	}
+	driver, dsn := cmp.Or(c.Driver, cfg.Session.Driver), c.DSN
+	if dsn == "" && driver == cfg.Session.Driver {
+		dsn = cfg.Session.DSN
+	}
+	store, err := openStore(storeParams{section: "credentials", driver: driver, dsn: dsn, query: c.Query,
+		maxConns: c.MaxConns, timeout: c.Timeout.D(), zone: cfg.Session.TimeZone.Location, user: true}, logger, when)
+	if err != nil {
+		return nil, nil, err
+	}
+	o := sessioncheck.Options{
+		Store:           store,
+		Rule:            sessioncheck.RuleExists,
+		Timeout:         c.Timeout.D(),
+		MaxQueries:      c.MaxConns,
+		CacheEntries:    c.CacheEntries,
+		TTLIdentified:   c.CacheTTLValid.D(),
+		TTLAnonymous:    c.CacheTTLInvalid.D(),
+		TTLNoRow:        c.CacheTTLInvalid.D(),
+		BreakerFailures: c.BreakerFailures,
+		BreakerCooldown: c.BreakerCooldown.D(),
+		Stats:           &m.Credentials,
+		OnBreaker:       breakerLog(logger, "credential store", c.BreakerCooldown.D()),
+	}
+	if observe {
+		o.QueryDuration = m.CredentialQuery
+	}
+	checker, err := sessioncheck.New(o)
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	return &router.CredentialOptions{Finder: finder, Checker: checker, HashKey: []byte(c.HashKey), MaxPrivateFills: c.MaxPrivateFills}, checker, nil
 }
 
 // signedCookies builds the Checker for Django's signed_cookies engine:

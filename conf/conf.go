@@ -22,9 +22,11 @@ type Config struct {
 	Listen  Listen  `toml:"listen"`
 	Backend Backend `toml:"backend"`
 	Session Session `toml:"session"`
-	Cache   Cache   `toml:"cache"`
-	Purge   Purge   `toml:"purge"`
-	Log     Log     `toml:"log"`
+	// Credentials configures credential checks for APIs; see Credentials.
+	Credentials Credentials `toml:"credentials"`
+	Cache       Cache       `toml:"cache"`
+	Purge       Purge       `toml:"purge"`
+	Log         Log         `toml:"log"`
 
 	// File is the path the config was loaded from; it is not a key.
 	File string `toml:"-"`
@@ -290,6 +292,76 @@ func (c *Config) pagesInProcess() Size {
 // gzip.
 const memoryLimitBase = 24 << 20
 
+// Credentials configures how API credentials (keys, tokens) are checked,
+// for the cache rules that serve them ([[cache.rule]] credentials =
+// "shared" or "per-credential"). They are checked as sessions are: a
+// parameterized query against the application's own table, verdicts
+// cached, lookups coalesced and bounded, a circuit breaker, and any doubt
+// forwarded. Off (every request with Authorization forwarded) unless
+// scheme or query_param is set.
+type Credentials struct {
+	// Scheme is the Authorization scheme credentials come with: "Token"
+	// (Django REST framework's TokenAuthentication), "ApiKey" (Tastypie),
+	// "Bearer", ...; compared without regard to case. "" reads no header.
+	// Default "".
+	Scheme string `toml:"scheme"`
+	// Pattern, when set, is a regexp the credentials after the scheme must
+	// match in full, with named groups "key" (required) and "user"
+	// (optional), bound to :key and :user: for Tastypie's "ApiKey
+	// user:key", "(?P<user>[^:]+):(?P<key>[0-9a-f]{40})". Without it the
+	// whole of them is the key. A credential that fails it is forwarded.
+	// Default "".
+	Pattern string `toml:"pattern"`
+	// QueryParam, when set, is a query parameter carrying the key
+	// ("api_key"); its value must be plain (letters, digits, -._~). It is
+	// left out of page keys (added to cache.ignore_query_params) and sent
+	// with fills. Default "".
+	QueryParam string `toml:"query_param"`
+	// Driver is the credential store: "mysql", "postgres" or "sqlite";
+	// "" means session.driver. Default "".
+	Driver string `toml:"driver"`
+	// DSN is the driver's data source name; "" means session.dsn.
+	// Default "".
+	DSN string `toml:"dsn"`
+	// Query reads one credential: a row means valid. It must use :key and
+	// may use :user (the pattern's groups), :now and :now_unix, all bound,
+	// never spliced. Required when a rule serves credentials. For Django
+	// REST framework: "SELECT user_id FROM authtoken_token WHERE `key` =
+	// :key" (MySQL needs the backticks: KEY is a reserved word). Default "".
+	Query string `toml:"query"`
+	// Timeout bounds one credential lookup; when it passes the request is
+	// forwarded. Default "100ms".
+	Timeout Duration `toml:"timeout"`
+	// MaxConns bounds the connections to the credential store, and so
+	// the queries in flight. Default 8.
+	MaxConns int `toml:"max_conns"`
+	// CacheEntries bounds the verdict cache. Default 100000.
+	CacheEntries int `toml:"cache_entries"`
+	// CacheTTLValid and CacheTTLInvalid are how long a verdict is cached:
+	// a revoked key keeps being served its copies that long, a new one is
+	// forwarded that long. Doubts are never cached. Each entry's TTL varies
+	// by ±10%. Defaults "60s", "5s".
+	CacheTTLValid   Duration `toml:"cache_ttl_valid"`
+	CacheTTLInvalid Duration `toml:"cache_ttl_invalid"`
+	// BreakerFailures consecutive store failures open the circuit breaker:
+	// for BreakerCooldown every request with a credential is forwarded at
+	// once, then one lookup probes the store. Defaults 5, "2s".
+	BreakerFailures int      `toml:"breaker_failures"`
+	BreakerCooldown Duration `toml:"breaker_cooldown"`
+	// HashKey keys the hash of a credential in per-credential page keys
+	// (HMAC-SHA256; the credential itself is never in a key). Required
+	// when a rule is "per-credential": at least 16 bytes, secret, the same
+	// on every instance sharing the store. Use ${ENV_VAR}. Default "".
+	HashKey string `toml:"hash_key"`
+	// MaxPrivateFills bounds the per-credential copies one credential
+	// fills a minute on each instance; beyond it its misses are forwarded
+	// without a fill (Cache-Status detail=credential-limit). Default 256.
+	MaxPrivateFills int `toml:"max_private_fills"`
+}
+
+// Enabled reports whether credentials are read at all.
+func (c *Credentials) Enabled() bool { return c.Scheme != "" || c.QueryParam != "" }
+
 // Cache configures the page cache.
 type Cache struct {
 	// Store is where pages are kept: "memcached" (shared by every
@@ -515,13 +587,27 @@ type CacheRule struct {
 	// Default true.
 	HonorCacheControl bool `toml:"honor_cache_control"`
 	// StoreSetCookie stores responses that set cookies, every Set-Cookie
-	// removed from the stored copy. Default false.
+	// removed from the stored copy. Not with credentials. Default false.
 	StoreSetCookie bool `toml:"store_set_cookie"`
+	// Credentials is what becomes of requests carrying a credential (see
+	// [credentials]): "bypass" forwards them; "shared" serves every
+	// verified credential one copy, filled with one of them (any other
+	// request, with no credential or one that does not verify, is
+	// forwarded); "per-credential" keeps a copy per credential, keyed by
+	// its keyed hash and served to it alone. Responses that set a cookie,
+	// are private (unless store_private) or vary on a header outside the
+	// key are not stored. Default "bypass".
+	Credentials string `toml:"credentials"`
+	// StorePrivate stores responses marked Cache-Control: private, for
+	// credentials = "per-credential" only (each copy is one credential's).
+	// Default false.
+	StorePrivate bool `toml:"store_private"`
 }
 
 func (r *CacheRule) setDefaults() {
 	r.Cache = true
 	r.HonorCacheControl = true
+	r.Credentials = "bypass"
 }
 
 // Purge configures who may purge the cache: PURGE /path on the main
@@ -607,6 +693,16 @@ func Default() *Config {
 			BreakerFailures:    sessioncheck.DefaultBreakerFailures,
 			BreakerCooldown:    Duration(sessioncheck.DefaultBreakerCooldown),
 		},
+		Credentials: Credentials{
+			Timeout:         Duration(sessioncheck.DefaultTimeout),
+			MaxConns:        sessioncheck.DefaultMaxQueries,
+			CacheEntries:    sessioncheck.DefaultCacheEntries,
+			CacheTTLValid:   Duration(sessioncheck.DefaultTTLIdentified),
+			CacheTTLInvalid: Duration(sessioncheck.DefaultTTLNoRow),
+			BreakerFailures: sessioncheck.DefaultBreakerFailures,
+			BreakerCooldown: Duration(sessioncheck.DefaultBreakerCooldown),
+			MaxPrivateFills: router.DefaultMaxPrivateFills,
+		},
 		Cache: Cache{
 			Store:              "memcached",
 			MemorySize:         pagecache.DefaultMemorySize,
@@ -669,6 +765,10 @@ func (c *Config) Redacted() *Config {
 	}
 	if r.Purge.Token != "" {
 		r.Purge.Token = "REDACTED"
+	}
+	r.Credentials.DSN = redactDSN(c.Credentials.DSN)
+	if r.Credentials.HashKey != "" {
+		r.Credentials.HashKey = "REDACTED"
 	}
 	return &r
 }

@@ -74,6 +74,10 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	d.lines = keyLines(data)
 	d.decodeStruct("", doc, reflect.ValueOf(cfg).Elem())
+	if p := cfg.Credentials.QueryParam; p != "" && !slices.Contains(cfg.Cache.IgnoreQueryParams, p) {
+		// A credential is never part of a page key: fills send it apart.
+		cfg.Cache.IgnoreQueryParams = append(cfg.Cache.IgnoreQueryParams, p)
+	}
 	d.validating = true
 	cfg.validate(d) // values that failed to decode kept their defaults
 	if _, set := d.lines["listen.memory_limit"]; !set {

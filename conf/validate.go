@@ -1,10 +1,12 @@
 package conf
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
 
+	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/router"
 	"github.com/userrouter/userrouter/sessioncheck"
 )
@@ -186,6 +188,8 @@ func (c *Config) validate(d *decoder) {
 		}
 	}
 
+	checkCredentials(d, c)
+
 	oneOf(d, "log.format", c.Log.Format, "text", "json")
 	oneOf(d, "log.access", c.Log.Access, "", "combined", "json")
 	if c.Log.AccessFile == "" {
@@ -261,4 +265,78 @@ func validToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// checkCredentials checks [credentials] and the rules that serve them.
+func checkCredentials(d *decoder, c *Config) {
+	cr := &c.Credentials
+	shared, private := false, false
+	for i, r := range c.Cache.Rules {
+		key := fmt.Sprintf("cache.rule[%d]", i)
+		mode, ok := pagecache.ParseCredentials(r.Credentials)
+		if !ok {
+			d.errf(key+".credentials", "%q is not \"bypass\", \"shared\" or \"per-credential\"", r.Credentials)
+			continue
+		}
+		if r.StorePrivate && mode != pagecache.CredentialsPerCredential {
+			d.errf(key+".store_private", "needs credentials = \"per-credential\": a private answer is never shared")
+		}
+		if mode == pagecache.CredentialsBypass || !r.Cache {
+			continue
+		}
+		if r.StoreSetCookie {
+			d.errf(key+".store_set_cookie", "cannot be used with credentials: an answer that sets a cookie is never stored for one")
+		}
+		shared = shared || mode == pagecache.CredentialsShared
+		private = private || mode == pagecache.CredentialsPerCredential
+	}
+	if !shared && !private && !cr.Enabled() {
+		return
+	}
+	if !cr.Enabled() {
+		d.errf("credentials.scheme", "is required (or credentials.query_param) when a cache rule serves credentials: say where they come from, like \"Token\"")
+	}
+	if cr.Scheme != "" && !validToken(cr.Scheme) {
+		d.errf("credentials.scheme", "%q is not an HTTP authentication scheme (a token such as \"Token\" or \"ApiKey\")", cr.Scheme)
+	}
+	if _, err := sessioncheck.NewCredentialFinder(sessioncheck.CredentialOptions{Scheme: cr.Scheme, Pattern: cr.Pattern, QueryParam: cr.QueryParam}); err != nil && cr.Enabled() {
+		key := "credentials.pattern"
+		if strings.Contains(err.Error(), "query parameter") {
+			key = "credentials.query_param"
+		}
+		d.errf(key, "%v", strings.TrimPrefix(err.Error(), "sessioncheck: "))
+	}
+	driver := cmp.Or(cr.Driver, c.Session.Driver)
+	oneOf(d, "credentials.driver", cr.Driver, "", "mysql", "postgres", "sqlite")
+	switch {
+	case driver == "" || driver == "signed_cookies":
+		d.errf("credentials.driver", "is required (or a session.driver with a database): credentials are checked against the application's table")
+	case cr.Driver != "" && cr.Driver != c.Session.Driver && cr.DSN == "":
+		d.errf("credentials.dsn", "is required when credentials.driver differs from session.driver")
+	case cmp.Or(cr.DSN, c.Session.DSN) == "":
+		d.errf("credentials.dsn", "is required (or session.dsn)")
+	}
+	if cr.Query == "" {
+		d.errf("credentials.query", "is required: a query whose row means a valid credential, like \"SELECT user_id FROM authtoken_token WHERE `key` = :key\"")
+	} else if err := sessioncheck.ValidateCredentialQuery(cr.Query); err != nil {
+		d.errf("credentials.query", "%v", err)
+	}
+	positive(d, "credentials.timeout", cr.Timeout)
+	for _, kv := range []struct {
+		key string
+		n   int
+	}{{"credentials.max_conns", cr.MaxConns}, {"credentials.cache_entries", cr.CacheEntries}, {"credentials.breaker_failures", cr.BreakerFailures}, {"credentials.max_private_fills", cr.MaxPrivateFills}} {
+		if kv.n < 1 {
+			d.errf(kv.key, "must be at least 1, not %d", kv.n)
+		}
+	}
+	positive(d, "credentials.cache_ttl_valid", cr.CacheTTLValid)
+	positive(d, "credentials.cache_ttl_invalid", cr.CacheTTLInvalid)
+	positive(d, "credentials.breaker_cooldown", cr.BreakerCooldown)
+	if private && len(cr.HashKey) < 16 {
+		d.errf("credentials.hash_key", "must be at least 16 bytes when a cache rule is \"per-credential\": a secret, the same on every instance, like \"${USERROUTER_CREDENTIAL_HASH_KEY}\"")
+	}
+	if (shared || private) && c.Cache.Format == "raw" {
+		d.errf("cache.format", "must be \"envelope\" when a cache rule serves credentials: raw values keep no surrogate keys to purge them by")
+	}
 }

@@ -181,6 +181,8 @@ type Ticket struct {
 	// epoch is Cache.purges when the lookup began: a fill stored after a
 	// purge through this Cache since then is not copied to the L1.
 	epoch uint64
+	// private: a private copy (LookupPrivate), never copied to the L1.
+	private bool
 }
 
 // FromL1 reports whether Lookup found the page in the in-process tier
@@ -214,10 +216,12 @@ func (t Ticket) Clone() Ticket {
 // Scratch is working memory for Lookup, reused by the caller across
 // requests (pool it). The zero value is ready to use.
 type Scratch struct {
-	page  []byte // the page key: base key and namespace
-	url   []byte // the URL counter's key
-	keys  []string
-	items []Item
+	page []byte // the page key: base key and namespace
+	// private is a private copy's base key (LookupPrivate).
+	private []byte
+	url     []byte // the URL counter's key
+	keys    []string
+	items   []Item
 	// A variant's base and page keys (LookupVariant), the primary's
 	// staying, and the header names of the marker Lookup found.
 	vbase, vpage, vary []byte
@@ -254,7 +258,7 @@ var ErrURLOnly = errors.New("pagecache: format raw keeps no tags or namespace: o
 
 // A format is how pages are kept: envelopes, or raw bodies.
 type format interface {
-	lookup(base []byte, sc *Scratch, e *Entry, now int64) (State, Ticket)
+	lookup(base, url []byte, sc *Scratch, e *Entry, now int64) (State, Ticket)
 	put(t *Ticket, f *Fill) (Reason, []byte)
 	markUncacheable(t *Ticket, now time.Time, ttl time.Duration)
 	purgeURL(base []byte, urlKey string, soft bool) error
@@ -320,7 +324,7 @@ func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State
 		}
 	}
 	epoch := c.purges.Load()
-	state, t := c.format.lookup(base, sc, e, ms)
+	state, t := c.format.lookup(base, base, sc, e, ms)
 	t.epoch = epoch
 	if t.down && c.outage != nil && c.outage.lookup(t.page, e, ms) {
 		// The store failed: a page a fill made during the outage.
@@ -333,6 +337,24 @@ func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State
 			c.l1.forget(page) // a purge came between the check and the copy
 		}
 	}
+	return state, t
+}
+
+// LookupPrivate is Lookup for a private copy of the page under base: the
+// one kept for a single holder of a credential, under base followed by
+// private (a keyed hash of the credential, never the credential itself).
+// The copy records the generation of base's URL, so a purge of the URL
+// removes every private copy of it, and its own surrogate keys, so a purge
+// by key removes those tagged. Private copies are never kept in the L1
+// tier (a purge of the URL could not find them there), and do not vary:
+// the caller stores no answer that does. Format raw has no generations to
+// record: the caller keeps no private copies there. It does not allocate
+// for an ordinary hit.
+func (c *Cache) LookupPrivate(base, private []byte, sc *Scratch, e *Entry, now time.Time) (State, Ticket) {
+	sc.private = append(append(sc.private[:0], base...), private...)
+	epoch := c.purges.Load()
+	state, t := c.format.lookup(sc.private, base, sc, e, now.UnixMilli())
+	t.epoch, t.private = epoch, true
 	return state, t
 }
 
@@ -371,7 +393,7 @@ func (c *Cache) Put(t *Ticket, f *Fill) (Reason, []byte) {
 	reason, env := c.format.put(t, f)
 	// Variants are not copied: their lookup (LookupVariant) always asks
 	// the store, through the URL's marker.
-	if reason == Storable && c.l1 != nil && t.primary == "" && c.purges.Load() == t.epoch {
+	if reason == Storable && c.l1 != nil && t.primary == "" && !t.private && c.purges.Load() == t.epoch {
 		c.l1.remember(strings.Clone(t.page), env, f.StoredAt.UnixMilli())
 		if c.purges.Load() != t.epoch {
 			c.l1.forget(t.page)

@@ -55,6 +55,52 @@ type Rule struct {
 	// Set-Cookie removed from the stored copy. Only for pages whose cookies
 	// are not personal.
 	StoreSetCookie bool
+	// Credentials is what becomes of requests carrying a credential (an
+	// API key or token): forwarded (CredentialsBypass, the zero value),
+	// or served from a copy for every verified credential, or from one
+	// per credential. The router checks credentials; the policy only
+	// carries the choice.
+	Credentials Credentials
+	// StorePrivate stores answers marked Cache-Control: private; only
+	// with CredentialsPerCredential, whose copies are each served to one
+	// credential alone.
+	StorePrivate bool
+}
+
+// Credentials says how a Rule treats requests that carry a credential.
+type Credentials uint8
+
+const (
+	// CredentialsBypass forwards them, never cached.
+	CredentialsBypass Credentials = iota
+	// CredentialsShared serves every verified credential one copy.
+	CredentialsShared
+	// CredentialsPerCredential keeps a copy per credential, served to
+	// that credential alone.
+	CredentialsPerCredential
+)
+
+var credentialsNames = [...]string{"bypass", "shared", "per-credential"}
+
+func (c Credentials) String() string {
+	if int(c) < len(credentialsNames) {
+		return credentialsNames[c]
+	}
+	return "bypass"
+}
+
+// ParseCredentials reads a rule's credentials setting: "bypass" (or ""),
+// "shared" or "per-credential".
+func ParseCredentials(s string) (Credentials, bool) {
+	if s == "" {
+		return CredentialsBypass, true
+	}
+	for i, n := range credentialsNames {
+		if s == n {
+			return Credentials(i), true
+		}
+	}
+	return CredentialsBypass, false
 }
 
 // DefaultMaxTTL is what a zero PolicyOptions.MaxTTL means.
@@ -305,7 +351,7 @@ func (p *Policy) decide(r *Rule, resp *Response, now time.Time, varyOK bool) Dec
 	var unstored []byte
 	if r.HonorCacheControl {
 		switch {
-		case cc.private:
+		case cc.private && !(r.StorePrivate && r.Credentials == CredentialsPerCredential):
 			return Decision{Reason: ReasonPrivate} // qualified too: see the README
 		case cc.noStore:
 			return Decision{Reason: ReasonNoStore}

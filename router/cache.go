@@ -235,7 +235,19 @@ func (q *request) anonymous() outcome {
 		return q.bypass(bypassQuery)
 	}
 	e := &w.entry
-	state, t := c.pages.Lookup(w.key, &w.pages, e, time.Now())
+	var state pagecache.State
+	var t pagecache.Ticket
+	if q.credPath == credentialPrivate {
+		if w.cpart, ok = r.creds.appendHash(w.cpart[:0], &q.cred); !ok {
+			return q.credentialDoubt(sessioncheck.ErrNoStore, false) // no hash key: refused by conf
+		}
+		state, t = c.pages.LookupPrivate(w.key, w.cpart, &w.pages, e, time.Now())
+	} else {
+		state, t = c.pages.Lookup(w.key, &w.pages, e, time.Now())
+	}
+	if state == pagecache.PageVariants && q.cred.Key != nil {
+		return q.notStored(pagecache.ReasonVary) // credential copies do not vary
+	}
 	if state == pagecache.PageVariants {
 		// The page varies: the request's values select the variant.
 		if state, t, ok = c.pages.LookupVariant(&t, &q.ctx.Request.Header, &w.pages, e, time.Now()); !ok {
@@ -308,6 +320,9 @@ func (q *request) miss(t pagecache.Ticket) outcome {
 	}
 	if !q.r.cache.pages.AdmitVariant(&t) {
 		return q.notStored(pagecache.ReasonVariants) // the URL has max_variants already
+	}
+	if q.credPath == credentialPrivate && q.cred.Key != nil && !q.r.creds.admit(q.w.cpart) {
+		return q.forwardAs(statusCredentialLimit, outcomeMiss)
 	}
 	if q.ctx.IsGet() && (!q.cookies || q.revalidate && validated(&q.w.entry)) {
 		// A visitor with cookies waits, like a hit, for a revalidation of

@@ -55,14 +55,17 @@ func (q *request) route() outcome {
 		return q.bypass(bypassQuery)
 	case slices.ContainsFunc(cookies, c.bypassCookie):
 		return q.bypass(bypassCookie)
-	case len(h.Peek(fasthttp.HeaderAuthorization)) > 0:
-		return q.bypass(bypassAuthorization)
 	case len(h.Peek(fasthttp.HeaderRange)) > 0:
 		return q.bypass(bypassRange)
 	}
 	q.rule = c.Policy.Rule(q.host, q.path, clean)
 	if !q.rule.Cache {
 		return q.bypass(bypassRule)
+	}
+	// A credential: forwarded, unless the rule serves credentials and it
+	// verifies (see credential).
+	if o, done := q.credential(); done {
+		return o
 	}
 	// Who is it? Asked before any cache decision; a doubt is forwarded.
 	key, found := r.keys.FindLines(cookies)

@@ -223,6 +223,9 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 		r.stats.NotStored[pagecache.ReasonVariants].Add(1) // the URL has max_variants already
 		return
 	}
+	if q.credPath == credentialPrivate && q.cred.Key != nil && !r.creds.admit(q.w.cpart) {
+		return // past the credential's private fills
+	}
 	select {
 	case c.bgSlots <- struct{}{}:
 	default:
@@ -297,6 +300,11 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 	now := time.Now()
 	info, tags, tagErr := c.describe(resp, start)
 	d := c.Policy.Decide(rule, &info, now)
+	if rule.Credentials != pagecache.CredentialsBypass && d.Reason == pagecache.Storable && d.Vary != "" {
+		// Made for one credential, by headers the key does not hold: a
+		// credential's copy never varies.
+		d.Reason = pagecache.ReasonVary
+	}
 	// st is the page the answer is, by the values its request carried: t's
 	// own, a variant (another than t's when the URL's marker was missing
 	// or lists other headers), or the URL's page when it stopped varying.
@@ -820,6 +828,9 @@ func (q *request) fillRequest(req *fasthttp.Request, gz bool, vary string) (ok b
 		req.Header.Set(fasthttp.HeaderAcceptEncoding, "gzip")
 	}
 	req.Header.SetUserAgent(fillUserAgent)
+	if q.cred.Key != nil {
+		q.setCredential(req)
+	}
 	return q.setVaryHeaders(req, vary)
 }
 

@@ -89,7 +89,7 @@ func (q *request) relayWith(resp *fasthttp.Response, read []byte, cacheStatus st
 	}
 	r.stats.BytesFromBackend.Add(uint64(max(0, ctx.Response.Header.ContentLength())))
 	if cacheStatus != "" {
-		ctx.Response.Header.Add(headerCacheStatus, cacheStatus)
+		q.addCacheStatus(&ctx.Response.Header, cacheStatus)
 	}
 	if closeConn {
 		q.closeAfter()

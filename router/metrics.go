@@ -21,16 +21,20 @@ import (
 type Metrics struct {
 	Router   Stats
 	Sessions sessioncheck.Stats
-	Memcache pagecache.MemcacheStats
-	Access   AccessStats
+	// Credentials are the credential checks' (CredentialOptions.Checker).
+	Credentials sessioncheck.Stats
+	Memcache    pagecache.MemcacheStats
+	Access      AccessStats
 	// Reloads counts SIGHUP reloads: [0] applied, [1] refused.
 	Reloads [2]atomic.Uint64
 
-	// Durations feed the router's histograms; SessionQuery and
-	// MemcacheOp the session store's and memcached's.
-	Durations    Durations
-	SessionQuery *metrics.PrometheusHistogram
-	MemcacheOp   *metrics.PrometheusHistogram
+	// Durations feed the router's histograms; SessionQuery,
+	// CredentialQuery and MemcacheOp the session store's, the credential
+	// store's and memcached's.
+	Durations       Durations
+	SessionQuery    *metrics.PrometheusHistogram
+	CredentialQuery *metrics.PrometheusHistogram
+	MemcacheOp      *metrics.PrometheusHistogram
 
 	version string
 	set     *metrics.Set
@@ -51,6 +55,7 @@ func NewMetrics(version string) *Metrics {
 	}
 	m.Durations.Backend = m.set.NewPrometheusHistogramExt("userrouter_backend_duration_seconds", latencyBuckets)
 	m.SessionQuery = m.set.NewPrometheusHistogramExt("userrouter_session_query_duration_seconds", latencyBuckets)
+	m.CredentialQuery = m.set.NewPrometheusHistogramExt("userrouter_credential_query_duration_seconds", latencyBuckets)
 	m.MemcacheOp = m.set.NewPrometheusHistogramExt("userrouter_memcached_operation_duration_seconds", latencyBuckets)
 	return m
 }
@@ -117,6 +122,25 @@ func (m *Metrics) WritePrometheus(out io.Writer, current *Router) {
 		}
 	}
 	w.gauge("userrouter_session_breaker_open", "1 while the session store is not asked after repeated failures.", sample{"", open})
+
+	cs := &m.Credentials
+	w.counter("userrouter_credential_requests_total", "Requests carrying a credential (or none) under a cache rule that serves credentials, by path.",
+		indexed(CredentialPaths(), "path", s.Credentials[:])...)
+	w.counter("userrouter_credential_lookups_total", "Credentials checked.", one(&cs.Lookups))
+	w.counter("userrouter_credential_cache_hits_total", "Credentials answered from the verdict cache.", one(&cs.CacheHits))
+	w.counter("userrouter_credential_queries_total", "Queries sent to the credential store.", one(&cs.Queries))
+	w.counter("userrouter_credential_verdicts_total", "Credential verdicts, by kind.",
+		sample{`verdict="valid"`, float64(cs.Identified.Load())}, sample{`verdict="invalid"`, float64(cs.NoRow.Load() + cs.Anonymous.Load())})
+	w.counter("userrouter_credential_doubts_total", "Requests forwarded because their credential could not be checked, by reason.",
+		indexed(sessioncheck.DoubtReasons[:], "reason", s.CredentialDoubts[:])...)
+	w.counter("userrouter_credential_breaker_opens_total", "Times the credential store's circuit breaker opened.", one(&cs.BreakerOpens))
+	credOpen := 0.0
+	if current != nil && current.creds != nil {
+		if b, ok := current.creds.checker.(interface{ BreakerState() string }); ok && b.BreakerState() != "closed" {
+			credOpen = 1
+		}
+	}
+	w.gauge("userrouter_credential_breaker_open", "1 while the credential store is not asked after repeated failures.", sample{"", credOpen})
 
 	ms := &m.Memcache
 	w.counter("userrouter_memcached_operations_total", "memcached operations sent.", one(&ms.Ops))

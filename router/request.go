@@ -7,6 +7,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/userrouter/userrouter/pagecache"
+	"github.com/userrouter/userrouter/sessioncheck"
 )
 
 // request is one request while the Router serves it: the fasthttp
@@ -44,6 +45,12 @@ type request struct {
 	// elsewhere).
 	reentered bool
 
+	// cred is the verified credential of a request served under a
+	// credentials rule (aliasing the request; Key nil otherwise), and
+	// credPath whether it shares the copy or has its own.
+	cred     sessioncheck.Credential
+	credPath credentialPath
+
 	w *work
 }
 
@@ -51,6 +58,7 @@ type request struct {
 type work struct {
 	host  [256]byte
 	key   []byte // the base key, from the template
+	cpart []byte // a per-credential copy's private key part
 	in    pagecache.KeyInput
 	pages pagecache.Scratch
 	entry pagecache.Entry

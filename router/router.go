@@ -22,6 +22,10 @@ type Options struct {
 	Sessions sessioncheck.Checker
 	// Cache, when set, serves anonymous visitors from a page store.
 	Cache *CacheOptions
+	// Credentials, when set, checks the credentials (API keys, tokens) of
+	// requests under cache rules that serve them; without it every
+	// request carrying Authorization is forwarded.
+	Credentials *CredentialOptions
 	// TrustedProxies are the peers whose X-Forwarded-* headers are kept.
 	TrustedProxies []netip.Prefix
 	// MaxRequestBodySize bounds request bodies (413 beyond); 0 means 64 MiB.
@@ -47,6 +51,7 @@ type Router struct {
 	keys      *sessioncheck.KeyFinder
 	sessions  sessioncheck.Checker
 	cache     *cache
+	creds     *credentials
 	trusted   []netip.Prefix
 	maxBody   int
 	log       *limitedLog
@@ -86,6 +91,13 @@ func New(o Options) (*Router, error) {
 	}
 	if o.Durations != nil {
 		r.durations = *o.Durations
+	}
+	if o.Credentials != nil {
+		cr, err := newCredentials(o.Credentials)
+		if err != nil {
+			return nil, err
+		}
+		r.creds = cr
 	}
 	if o.Cache != nil {
 		c, err := newCache(o.Cache, r)

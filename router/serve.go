@@ -92,9 +92,9 @@ func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string,
 		// RFC 9211's ttl: the freshness left, negative for a stale page.
 		var b [128]byte
 		s := strconv.AppendInt(append(append(b[:0], cacheStatus...), "; ttl="...), floorSeconds(e.FreshUntil-now), 10)
-		resp.Header.AddBytesV(headerCacheStatus, s)
+		q.addCacheStatusBytes(&resp.Header, s)
 	} else {
-		resp.Header.Add(headerCacheStatus, cacheStatus)
+		q.addCacheStatus(&resp.Header, cacheStatus)
 	}
 	if notModified {
 		resp.SkipBody = true

@@ -56,6 +56,8 @@ type Stats struct {
 	Identified        atomic.Uint64                                 // forwarded: identified visitors
 	Doubts            atomic.Uint64                                 // forwarded: session doubts
 	DoubtReasons      [len(sessioncheck.DoubtReasons)]atomic.Uint64 // forwarded doubts, by reason (see sessioncheck.DoubtReasons)
+	Credentials       [numCredentialPaths]atomic.Uint64             // requests with credentials under a credentials rule, by path (see CredentialPaths)
+	CredentialDoubts  [len(sessioncheck.DoubtReasons)]atomic.Uint64 // credentials that could not be checked, by reason
 	BackgroundFills   atomic.Uint64                                 // fills for visitors with cookies
 	Revalidated       atomic.Uint64                                 // fills the backend answered 304: the stored page refreshed
 	StaleIfError      atomic.Uint64                                 // served stale because the backend failed (stale-if-error)

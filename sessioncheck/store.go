@@ -26,7 +26,14 @@ var ErrNoRow = errors.New("sessioncheck: no such session")
 // ValidateQuery checks a session query's named parameters as the MySQL and
 // SQLite stores will compile it, without a database: for config checks.
 func ValidateQuery(q string) error {
-	_, _, err := compileQuery(q, QuestionMark, false)
+	_, _, err := compileQuery(q, QuestionMark, false, false)
+	return err
+}
+
+// ValidateCredentialQuery is ValidateQuery for a credential query, which
+// may use :user too (see CredentialKey).
+func ValidateCredentialQuery(q string) error {
+	_, _, err := compileQuery(q, QuestionMark, false, true)
 	return err
 }
 
@@ -37,9 +44,10 @@ const (
 	paramKey     param = iota // :key, the session key
 	paramNow                  // :now, the current time as "2006-01-02 15:04:05.000000" (with "-07:00" under SQLOptions.NowOffset)
 	paramNowUnix              // :now_unix, the current Unix time in seconds
+	paramUser                 // :user, a credential's user part (SQLOptions.User)
 )
 
-var paramNames = map[string]param{"key": paramKey, "now": paramNow, "now_unix": paramNowUnix}
+var paramNames = map[string]param{"key": paramKey, "now": paramNow, "now_unix": paramNowUnix, "user": paramUser}
 
 // A Placeholder writes the driver's placeholder for the i-th (from 1)
 // parameter: "?" for MySQL and SQLite, "$1" for PostgreSQL.
@@ -48,12 +56,16 @@ type Placeholder func(i int) string
 // QuestionMark is the MySQL and SQLite placeholder.
 func QuestionMark(int) string { return "?" }
 
-// compileQuery rewrites the named parameters of q (:key, :now, :now_unix)
-// to the driver's placeholders and returns the parameters in order. Names
-// inside string literals, quoted identifiers and comments are left alone,
-// as is "::" (a PostgreSQL cast). Any other :name is an error, and q must
-// use :key.
-func compileQuery(q string, ph Placeholder, hashComments bool) (string, []param, error) {
+// compileQuery rewrites the named parameters of q (:key, :now, :now_unix,
+// and :user when user) to the driver's placeholders and returns the
+// parameters in order. Names inside string literals, quoted identifiers
+// and comments are left alone, as is "::" (a PostgreSQL cast). Any other
+// :name is an error, and q must use :key.
+func compileQuery(q string, ph Placeholder, hashComments, user bool) (string, []param, error) {
+	names := ":key, :now or :now_unix"
+	if user {
+		names = ":key, :user, :now or :now_unix"
+	}
 	var out strings.Builder
 	var params []param
 	for i := 0; i < len(q); {
@@ -78,7 +90,7 @@ func compileQuery(q string, ph Placeholder, hashComments bool) (string, []param,
 			out.WriteString(q[i : i+2+end+2])
 			i += 2 + end + 2
 		case c == '?' && ph(1) == "?":
-			return "", nil, errors.New("write the parameters as :key, :now or :now_unix, not ?")
+			return "", nil, fmt.Errorf("write the parameters as %s, not ?", names)
 		case c == ':' && strings.HasPrefix(q[i:], "::"):
 			out.WriteString("::")
 			i += 2
@@ -89,8 +101,8 @@ func compileQuery(q string, ph Placeholder, hashComments bool) (string, []param,
 			}
 			name := q[i+1 : j]
 			p, ok := paramNames[name]
-			if !ok {
-				return "", nil, fmt.Errorf("unknown parameter :%s (use :key, :now or :now_unix)", name)
+			if !ok || p == paramUser && !user {
+				return "", nil, fmt.Errorf("unknown parameter :%s (use %s)", name, names)
 			}
 			params = append(params, p)
 			out.WriteString(ph(len(params)))
@@ -104,6 +116,9 @@ func compileQuery(q string, ph Placeholder, hashComments bool) (string, []param,
 		if p == paramKey {
 			return out.String(), params, nil
 		}
+	}
+	if user {
+		return "", nil, errors.New("the query must use :key, the credential's key")
 	}
 	return "", nil, errors.New("the query must use :key, the session key")
 }
@@ -193,12 +208,15 @@ type SQLOptions struct {
 	// DSNError reports whether an error is the server refusing the DSN
 	// (credentials, database); nil treats none so.
 	DSNError func(error) bool
+	// User lets the query use :user: the keys looked up are then
+	// credentials, CredentialKey's user and key, bound to :user and :key.
+	User bool
 }
 
 // NewSQLStore checks and compiles the query; it does not contact the
 // database. Call Validate for that.
 func NewSQLStore(db *sql.DB, o SQLOptions) (*SQLStore, error) {
-	q, params, err := compileQuery(o.Query, o.Placeholder, o.HashComments)
+	q, params, err := compileQuery(o.Query, o.Placeholder, o.HashComments, o.User)
 	if err != nil {
 		return nil, &QueryError{Query: o.Query, Err: err}
 	}
@@ -244,10 +262,13 @@ func (s *SQLStore) Validate(ctx context.Context) error {
 
 func (s *SQLStore) args(key string, now time.Time) []any {
 	args := make([]any, len(s.params))
+	user, key := SplitCredentialKey(key)
 	for i, p := range s.params {
 		switch p {
 		case paramKey:
 			args[i] = key
+		case paramUser:
+			args[i] = user
 		case paramNow:
 			if s.nowOffset {
 				args[i] = now.In(s.zone).Format("2006-01-02 15:04:05.000000-07:00")

@@ -47,7 +47,7 @@ func TestCompileQuery(t *testing.T) {
 		{name: "open comment", in: "SELECT a FROM t WHERE k = :key /* oops", err: "unterminated"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, params, err := compileQuery(tc.in, QuestionMark, true)
+			got, params, err := compileQuery(tc.in, QuestionMark, true, false)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("got %v; want an error containing %q", err, tc.err)
@@ -65,7 +65,7 @@ func TestCompileQuery(t *testing.T) {
 		})
 	}
 	dollar := func(i int) string { return "$" + string(rune('0'+i)) }
-	if got, _, _ := compileQuery("SELECT 1 FROM s WHERE k = :key AND e > :now", dollar, false); got != "SELECT 1 FROM s WHERE k = $1 AND e > $2" {
+	if got, _, _ := compileQuery("SELECT 1 FROM s WHERE k = :key AND e > :now", dollar, false, false); got != "SELECT 1 FROM s WHERE k = $1 AND e > $2" {
 		t.Errorf("PostgreSQL placeholders: got %q", got)
 	}
 }
