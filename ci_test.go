@@ -6,10 +6,12 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -286,6 +288,60 @@ func TestMakeInstall(t *testing.T) {
 	for _, p := range []string{"opt/ur/share/doc/userrouter/docs/bench.md", "opt/ur/share/doc/userrouter/userrouter.example.toml"} {
 		if _, err := os.Stat(filepath.Join(dest, p)); err != nil {
 			t.Errorf("not installed: %v", err)
+		}
+	}
+}
+
+// TestMakeRunPorts: `make run` listens where PORT and ADMIN_PORT say (it
+// used to be fixed on 8090 and 8091, awkward on a shared host).
+func TestMakeRunPorts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binaries")
+	}
+	makePath, err := exec.LookPath("make")
+	if err != nil {
+		t.Skip("no make")
+	}
+	main, admin := freeAddr(t), freeAddr(t)
+	_, port, _ := net.SplitHostPort(main)
+	_, adminPort, _ := net.SplitHostPort(admin)
+	cmd := exec.Command(makePath, "run")
+	cmd.Env = append(os.Environ(), "PORT="+port, "ADMIN_PORT="+adminPort)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		os.Remove(filepath.Join("bin", "run.toml"))
+	}()
+	deadline := time.Now().Add(5 * time.Minute) // make build first
+	for _, addr := range []string{admin, main} {
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("make run ended (%v) before listening on %s:\n%s", err, addr, out.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("make run PORT=%s ADMIN_PORT=%s: nothing listens on %s:\n%s", port, adminPort, addr, out.String())
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 }
