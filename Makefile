@@ -76,8 +76,8 @@ install: ## install into $DESTDIR$PREFIX (/usr/local): binary, /etc/userrouter e
 	sed -e 's|/usr/local/bin/userrouter|$(PREFIX)/bin/userrouter|g' \
 		-e 's|/usr/local/share/doc/userrouter|$(DOCDIR)|g' \
 		-e 's|/etc/userrouter/|$(SYSCONFDIR)/userrouter/|g' \
-		contrib/systemd/userrouter.service >bin/userrouter.service
-	install -m 0644 bin/userrouter.service $(DESTDIR)$(UNITDIR)/userrouter.service
+		contrib/systemd/userrouter.service >$(DESTDIR)$(UNITDIR)/userrouter.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/userrouter.service
 	install -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -m 0644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 	install -m 0644 contrib/nginx/userrouter.conf $(DESTDIR)$(DOCDIR)/contrib/nginx-userrouter.conf

@@ -6,10 +6,12 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,28 +193,49 @@ func TestWithServicesDedicatedUsers(t *testing.T) {
 // process whose TMPDIR is an empty directory, and checks that the
 // directory is empty again once the child is done: no built binary, no
 // build directory (each `make test` used to leave a 20 MB binary in /tmp).
+//
+// The second child panics once the binary is built, as a test that panics
+// or runs past -timeout does: TestMain's clean-up never runs, and the
+// binary must still not be left in TMPDIR (it is built in go test's own
+// work directory, which the go command removes).
 func TestNoFilesLeftBehind(t *testing.T) {
-	if os.Getenv("USERROUTER_TEST_CHILD") == "binary" {
+	switch os.Getenv("USERROUTER_TEST_CHILD") {
+	case "binary":
 		if _, err := os.Stat(binary(t)); err != nil {
 			t.Fatal(err)
 		}
 		return
+	case "binary-panic":
+		binary(t)
+		panic("child: a test panics after building the binary")
 	}
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	tmp := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestNoFilesLeftBehind$", "-test.count", "1")
-	cmd.Env = append(os.Environ(), "USERROUTER_TEST_CHILD=binary", "TMPDIR="+tmp)
-	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "PASS") {
-		t.Fatalf("child test: %v\n%s", err, out)
-	}
-	left, err := os.ReadDir(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range left {
-		t.Errorf("left behind in TMPDIR: %s", e.Name())
+	for _, child := range []string{"binary", "binary-panic"} {
+		tmp := t.TempDir()
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestNoFilesLeftBehind$", "-test.count", "1")
+		cmd.Env = append(os.Environ(), "USERROUTER_TEST_CHILD="+child, "TMPDIR="+tmp)
+		out, err := cmd.CombinedOutput()
+		if child == "binary" && (err != nil || !strings.Contains(string(out), "PASS")) {
+			t.Fatalf("child test: %v\n%s", err, out)
+		}
+		if child == "binary-panic" && !strings.Contains(string(out), "child: a test panics") {
+			t.Fatalf("child test did not panic as asked: %v\n%s", err, out)
+		}
+		left, err := os.ReadDir(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range left {
+			t.Errorf("%s: left behind in TMPDIR: %s", child, e.Name())
+		}
+		if cmd.Process != nil {
+			// The panicking child's binary, beside ours in go's work
+			// directory: the go command removes it too, but not before the
+			// package's tests end.
+			os.Remove(filepath.Join(filepath.Dir(os.Args[0]), fmt.Sprintf("userrouter-%d", cmd.Process.Pid)))
+		}
 	}
 }
 
@@ -286,6 +309,60 @@ func TestMakeInstall(t *testing.T) {
 	for _, p := range []string{"opt/ur/share/doc/userrouter/docs/bench.md", "opt/ur/share/doc/userrouter/userrouter.example.toml"} {
 		if _, err := os.Stat(filepath.Join(dest, p)); err != nil {
 			t.Errorf("not installed: %v", err)
+		}
+	}
+}
+
+// TestMakeRunPorts: `make run` listens where PORT and ADMIN_PORT say (it
+// used to be fixed on 8090 and 8091, awkward on a shared host).
+func TestMakeRunPorts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binaries")
+	}
+	makePath, err := exec.LookPath("make")
+	if err != nil {
+		t.Skip("no make")
+	}
+	main, admin := freeAddr(t), freeAddr(t)
+	_, port, _ := net.SplitHostPort(main)
+	_, adminPort, _ := net.SplitHostPort(admin)
+	cmd := exec.Command(makePath, "run")
+	cmd.Env = append(os.Environ(), "PORT="+port, "ADMIN_PORT="+adminPort)
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		os.Remove(filepath.Join("bin", "run.toml"))
+	}()
+	deadline := time.Now().Add(5 * time.Minute) // make build first
+	for _, addr := range []string{admin, main} {
+		for {
+			c, err := net.DialTimeout("tcp", addr, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			select {
+			case err := <-done:
+				t.Fatalf("make run ended (%v) before listening on %s:\n%s", err, addr, out.String())
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("make run PORT=%s ADMIN_PORT=%s: nothing listens on %s:\n%s", port, adminPort, addr, out.String())
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 	}
 }

@@ -105,6 +105,7 @@ func TestVersionFlag(t *testing.T) {
 var (
 	buildOnce sync.Once
 	binPath   string
+	binDir    string // the temporary directory binPath is in, when binary made one
 	buildErr  error
 )
 
@@ -115,12 +116,22 @@ func binary(t *testing.T) string {
 		t.Skip("builds the binary")
 	}
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "userrouter-bin")
-		if err != nil {
-			buildErr = err
-			return
+		// Under `go test` the test binary runs from go's work directory
+		// (go-build*), which the go command removes when the test ends,
+		// even after a panic or a -timeout: the binary goes beside it, so
+		// that no run leaves it behind. A test binary run directly gets a
+		// temporary directory, which TestMain removes.
+		if dir := filepath.Dir(os.Args[0]); strings.Contains(dir, string(filepath.Separator)+"go-build") {
+			binPath = filepath.Join(dir, fmt.Sprintf("userrouter-%d", os.Getpid()))
+		} else {
+			dir, err := os.MkdirTemp("", "userrouter-bin")
+			if err != nil {
+				buildErr = err
+				return
+			}
+			binDir = dir
+			binPath = filepath.Join(dir, "userrouter")
 		}
-		binPath = filepath.Join(dir, "userrouter")
 		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -137,7 +148,10 @@ func binary(t *testing.T) string {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
+		os.Remove(binPath)
+	}
+	if binDir != "" {
+		os.RemoveAll(binDir)
 	}
 	os.Exit(code)
 }

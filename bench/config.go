@@ -172,6 +172,9 @@ examples:
   bench -url http://127.0.0.1:8090/ -rate 2000 -duration 1m -html report.html
   bench -url http://127.0.0.1:8090/ -paths 10000 -zipf 1.1 -identified 0.1 \
         -mint 50 -login-url http://127.0.0.1:8000/login
+  bench -url http://127.0.0.1:8090/ -identified 0.1 -mint 20 \
+        -login-url http://127.0.0.1:8000/accounts/login/ \
+        -login-form 'username=bench&password=s3cret'
   bench -compare http://127.0.0.1:8000/,http://127.0.0.1:8090/ -rounds 5 \
         -names 'origin alone,behind userrouter' -json
 
