@@ -1107,11 +1107,12 @@ func faultMarkdown(phases []*faultPhase) string {
 	var b strings.Builder
 	base := phases[0]
 	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 1, 64) }
-	b.WriteString("| scenario | anon pages/s before / during / after | anon p99 ms before / during | login p99 ms during | backend renders during (for fills) | 5xx (userrouter / backend) | recovery |\n|---|---|---|---|---|---|---|\n")
+	b.WriteString("| scenario | anon pages/s before / during / after | anon p99 ms before / during | login p99 ms during | backend renders during (for fills) | background refreshes | 5xx (userrouter / backend) | recovery |\n|---|---|---|---|---|---|---|---|\n")
 	for _, ph := range phases {
-		fmt.Fprintf(&b, "| %s | %.0f / %.0f / %s | %s / %s | %s | %d (%d) | %d / %d | %s |\n",
+		fmt.Fprintf(&b, "| %s | %.0f / %.0f / %s | %s / %s | %s | %d (%d) | %.0f | %d / %d | %s |\n",
 			ph.name, base.anonRate(), ph.anonRate(), ph.afterText(), ms(base.p99Class[classAnon]), ms(ph.p99Class[classAnon]),
-			ms(ph.p99Class[classLogin]), ph.backendAfter-ph.backendBefore, ph.fillsAfter-ph.fillsBefore, ph.fiveUR, ph.fiveBE, ph.recoveryText())
+			ms(ph.p99Class[classLogin]), ph.backendAfter-ph.backendBefore, ph.fillsAfter-ph.fillsBefore,
+			ph.delta("userrouter_background_fills_total"), ph.fiveUR, ph.fiveBE, ph.recoveryText())
 	}
 	b.WriteString("\nLog lines written during each phase and its recovery:\n\n")
 	for _, ph := range phases[1:] {
