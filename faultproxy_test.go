@@ -27,10 +27,17 @@ const (
 	// of the next chunk the target sends: half of it reaches the client,
 	// then both sides are closed.
 	faultCut
+	// faultSlow forwards both ways but holds every chunk the target sends
+	// for faultSlowDelay first, as a saturated database does.
+	faultSlow
 )
 
+// faultSlowDelay is what faultSlow adds to each answer: the issue's
+// "+300 ms".
+const faultSlowDelay = 300 * time.Millisecond
+
 func (m faultMode) String() string {
-	return [...]string{"pass", "refuse", "blackhole", "cut"}[m]
+	return [...]string{"pass", "refuse", "blackhole", "cut", "slow"}[m]
 }
 
 // faultProxy is a TCP proxy on a fixed loopback address in front of one
@@ -223,6 +230,14 @@ func (p *faultProxy) pipe(pc *proxyConn, src, dst net.Conn, fromTarget bool) {
 				if fromTarget {
 					dst.Write(buf[:n/2])
 					return
+				}
+			case faultSlow:
+				if fromTarget {
+					select {
+					case <-time.After(faultSlowDelay):
+					case <-pc.dead:
+						return
+					}
 				}
 			case faultRefuse:
 				return

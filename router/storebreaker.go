@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"net"
 	"time"
 
 	"github.com/userrouter/userrouter/pagecache"
@@ -27,13 +28,24 @@ type breakerStore struct {
 	b *sessioncheck.Breaker
 }
 
-// guard runs op unless the breaker is open, and records how it went.
+// probeTries bounds the attempts of a probe that fails at once.
+const probeTries = 8
+
+// guard runs op unless the breaker is open, and records how it went. A
+// probe that fails at once, without a timeout, is tried again, probeTries
+// in all: after a hang, the client's pool still holds the connections the
+// outage left dead (each fails at once, and is dropped), and each would
+// otherwise cost a cooldown more. A timeout is never tried again: one per
+// request.
 func (s *breakerStore) guard(op func() error) error {
 	probe, ok := s.b.Allow(time.Now())
 	if !ok {
 		return errStoreOpen
 	}
 	err := op()
+	for try := 1; probe && try < probeTries && failure(err) && !timeout(err); try++ {
+		err = op()
+	}
 	s.record(err, probe)
 	return err
 }
@@ -41,13 +53,29 @@ func (s *breakerStore) guard(op func() error) error {
 // record tells the breaker how an operation went.
 func (s *breakerStore) record(err error, probe bool) {
 	switch {
-	case err == nil, errors.Is(err, pagecache.ErrMiss), errors.Is(err, pagecache.ErrNotStored), errors.Is(err, pagecache.ErrTooLarge):
-		s.b.Success() // the store answered
 	case errors.Is(err, pagecache.ErrBusy):
 		s.b.Release(probe) // our own bound, not the store's failure
-	default:
+	case failure(err):
 		s.b.Failure(time.Now())
+	default:
+		s.b.Success() // the store answered
 	}
+}
+
+// failure reports whether err is the store's failure: not an answer
+// (a miss, not stored, too large) nor our own bound (ErrBusy).
+func failure(err error) bool {
+	switch {
+	case err == nil, errors.Is(err, pagecache.ErrMiss), errors.Is(err, pagecache.ErrNotStored), errors.Is(err, pagecache.ErrTooLarge), errors.Is(err, pagecache.ErrBusy):
+		return false
+	}
+	return true
+}
+
+// timeout reports whether err is a timeout (connecting or waiting).
+func timeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (s *breakerStore) Get(key string) (it pagecache.Item, err error) {
