@@ -243,7 +243,7 @@ func (c *runCost) heavy() string {
 		return ""
 	case c.target != nil && c.target.cpu > 0:
 		if t := c.targetCores(); b > t/2 {
-			return fmt.Sprintf("bench used %.2f cores, more than half the %.2f the target (pid %d) used: on a shared machine bench may be what limits the figures; run it on another machine, or lower -procs", b, t, c.target.pid)
+			return fmt.Sprintf("bench used %.2f cores, more than half the %.2f the target (pid %d) used: on a shared machine bench may be what limits the figures; run it on another machine to measure the target alone", b, t, c.target.pid)
 		}
 	case c.loopback:
 		if left := float64(c.numCPU) - b; b > left/2 {
