@@ -306,6 +306,15 @@ func (c *runCost) describe() string {
 	return fmt.Sprintf("%.1fµs CPU per request; %.2f of %d cores (%.0f%%)", micros(c.perRequest()), c.cores(), c.numCPU, 100*share)
 }
 
+// fmtPerRequest formats bench's CPU time per request: "23.5µs", or
+// noFigure when no request finished.
+func (c *runCost) fmtPerRequest() string {
+	if c.requests == 0 {
+		return noFigure
+	}
+	return fmt.Sprintf("%.1fµs", micros(c.perRequest()))
+}
+
 // describeTarget says what -pid's process used, in one line, or "".
 func (c *runCost) describeTarget() string {
 	t := c.target
