@@ -191,11 +191,11 @@ func (c *comparison) writeText(w io.Writer) {
 	an, bn := c.a.label, c.b.label
 	fmt.Fprintf(w, "%s  %s\n%s  %s\nload  %s, %d rounds (%s, then %s)\n\n", an, describeTargets(c.a.urls), bn, describeTargets(c.b.urls), c.a.describeLoad(), len(c.rounds), an, bn)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "round\trun\treq/s\tp50\tp99\tmax\terrors\thit ratio\t\n")
+	fmt.Fprintf(tw, "round\trun\treq/s\tp50\tp99\tmax\terrors\thit ratio\tbench CPU/req\t\n")
 	for i, r := range c.rounds {
 		for _, x := range r {
 			l := latencyOf(x.hist)
-			fmt.Fprintf(tw, "%d\t%s\t%.1f\t%s\t%s\t%s\t%d\t%s\t\n", i+1, x.spec.label, x.rps(), fmtMs(l.P50), fmtMs(l.P99), fmtMs(l.Max), x.errors, x.hitRatioText())
+			fmt.Fprintf(tw, "%d\t%s\t%.1f\t%s\t%s\t%s\t%d\t%s\t%s\t\n", i+1, x.spec.label, x.rps(), fmtMs(l.P50), fmtMs(l.P99), fmtMs(l.Max), x.errors, x.hitRatioText(), x.cost.fmtPerRequest())
 		}
 	}
 	tw.Flush()

@@ -243,7 +243,7 @@ func (c *runCost) heavy() string {
 		return ""
 	case c.target != nil && c.target.cpu > 0:
 		if t := c.targetCores(); b > t/2 {
-			return fmt.Sprintf("bench used %.2f cores, more than half the %.2f the target (pid %d) used: on a shared machine bench may be what limits the figures; run it on another machine, or lower -procs", b, t, c.target.pid)
+			return fmt.Sprintf("bench used %.2f cores, more than half the %.2f the target (pid %d) used: on a shared machine bench may be what limits the figures; run it on another machine to measure the target alone", b, t, c.target.pid)
 		}
 	case c.loopback:
 		if left := float64(c.numCPU) - b; b > left/2 {
@@ -304,6 +304,15 @@ func (c *runCost) describe() string {
 		share = c.cores() / float64(c.numCPU)
 	}
 	return fmt.Sprintf("%.1fµs CPU per request; %.2f of %d cores (%.0f%%)", micros(c.perRequest()), c.cores(), c.numCPU, 100*share)
+}
+
+// fmtPerRequest formats bench's CPU time per request: "23.5µs", or
+// noFigure when no request finished.
+func (c *runCost) fmtPerRequest() string {
+	if c.requests == 0 {
+		return noFigure
+	}
+	return fmt.Sprintf("%.1fµs", micros(c.perRequest()))
 }
 
 // describeTarget says what -pid's process used, in one line, or "".

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -93,10 +94,15 @@ func TestPidReportsTargetProcess(t *testing.T) {
 	if c := r.BenchCost; c.CPUPerRequestUs <= 0 || c.Cores <= 0 || c.NumCPU < 1 || c.ShareOfCores <= 0 {
 		t.Errorf("bench_cost %+v; want positive figures", c)
 	}
-	code, out, _ := runBench(t, "-url", s.URL, "-c", "2", "-duration", "300ms", "-warmup", "0", "-pid", pid)
+	file := filepath.Join(t.TempDir(), "r.html")
+	code, out, _ := runBench(t, "-url", s.URL, "-c", "2", "-duration", "300ms", "-warmup", "0", "-pid", pid, "-html", file)
 	if code != 0 || !strings.Contains(out, "bench cost ") || !strings.Contains(out, "µs CPU per request") ||
 		!strings.Contains(out, "target process  pid "+pid+": RSS peak ") {
 		t.Errorf("exit %d, table:\n%s", code, out)
+	}
+	page, err := os.ReadFile(file)
+	if err != nil || !strings.Contains(string(page), "<td class=\"k\">bench cost</td>") || !strings.Contains(string(page), "pid "+pid+": RSS peak ") {
+		t.Errorf("the HTML report lacks bench's cost or the target process (%v)", err)
 	}
 	if code, _, errOut := runBench(t, "-url", s.URL, "-pid", "999999999"); code != exitUsage || !strings.Contains(errOut, "-pid 999999999: cannot read /proc/999999999/status") {
 		t.Errorf("exit %d, stderr %q; want a usage error naming -pid", code, errOut)

@@ -362,12 +362,13 @@ func htmlCompare(c *comparison) *htmlPage {
 		{"Latency by percentile", latencyChart(runs, names, colors, dashes)},
 		{"Throughput per second", compareThroughputChart(c)},
 	}
-	rt := htmlTable{Title: "Rounds", Head: []string{"round", "run", "req/s", "p50", "p90", "p99", "max", "errors", "hit ratio"},
-		Numeric: []bool{true, false, true, true, true, true, true, true, true}}
+	rt := htmlTable{Title: "Rounds", Head: []string{"round", "run", "req/s", "p50", "p90", "p99", "max", "errors", "hit ratio", "bench CPU/req"},
+		Numeric: []bool{true, false, true, true, true, true, true, true, true, true},
+		Note:    "bench CPU/req: bench's own CPU time per request (warm-up included); see What bench costs in docs/bench.md."}
 	for i, pair := range c.rounds {
 		for _, r := range pair {
 			l := latencyOf(r.hist)
-			rt.Rows = append(rt.Rows, []string{fmt.Sprint(i + 1), r.spec.label, fmt.Sprintf("%.1f", r.rps()), fmtMs(l.P50), fmtMs(l.P90), fmtMs(l.P99), fmtMs(l.Max), fmt.Sprint(r.errors), r.hitRatioText()})
+			rt.Rows = append(rt.Rows, []string{fmt.Sprint(i + 1), r.spec.label, fmt.Sprintf("%.1f", r.rps()), fmtMs(l.P50), fmtMs(l.P90), fmtMs(l.P99), fmtMs(l.Max), fmt.Sprint(r.errors), r.hitRatioText(), r.cost.fmtPerRequest()})
 		}
 	}
 	ra := htmlTable{Title: fmt.Sprintf("%s against %s", bn, an), Half: true, Head: []string{"round", "throughput", "p50", "p99"}, Numeric: []bool{false, true, true, true},

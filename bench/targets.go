@@ -93,8 +93,9 @@ func joinPath(base, ref *url.URL) string {
 	return s
 }
 
-// clientPool hands out one HostClient per scheme and host, shared by all
-// the workers of a run.
+// clientPool hands out one fasthttp HostClient per scheme and host, for
+// minting sessions (-mint), which needs Set-Cookie parsing and runs
+// before the load; the load itself goes through conn.
 type clientPool struct {
 	conns   int
 	timeout time.Duration
@@ -155,7 +156,7 @@ func (p *clientPool) client(rawURL string) *fasthttp.HostClient {
 // timeout, discarding the body as it arrives (the pool's clients stream
 // bodies), so that no answer, whatever its size, is held in memory. The
 // error is the request's or, when the body broke off or came too slowly,
-// the body's. Every request bench sends goes through here.
+// the body's. Minting goes through here; the load goes through conn.
 func exchange(client *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, timeout time.Duration) error {
 	err := client.DoTimeout(req, resp, timeout)
 	if body := resp.BodyStream(); err == nil && body != nil {

@@ -350,7 +350,7 @@ func (d *demo) table(origin, router runJSON) {
 	row := func(name, a, b, ratio string) { fmt.Fprintf(w, "%s\t%s\t%s\t%s\t\n", name, a, b, ratio) }
 	row("", "origin alone", "behind userrouter", "")
 	row("requests/s", fmt.Sprintf("%.0f", origin.RequestsPerSecond), fmt.Sprintf("%.0f", router.RequestsPerSecond),
-		times(router.RequestsPerSecond, origin.RequestsPerSecond, "× the throughput"))
+		times(router.RequestsPerSecond, origin.RequestsPerSecond, " the throughput"))
 	for _, l := range []struct {
 		name string
 		a, b float64
