@@ -41,7 +41,7 @@ type Sizer interface {
 // list links, weight), its hash table's share and the sketch's, measured
 // on Go 1.26 and otter 2.4 by TestMemoryEntryCost, which fails when it no
 // longer covers them.
-const entryOverhead = 256
+const entryOverhead = 224
 
 // entryCost is what an entry costs in the heap: the key's bytes and the
 // value's capacity, each rounded up as the allocator rounds (its size
