@@ -181,6 +181,10 @@ func (m *Memory) Delete(key string) error {
 	return nil
 }
 
+// InProcess reports that m keeps its values in this process: Get returns
+// the very bytes Set was given (see CacheOptions.InProcess).
+func (m *Memory) InProcess() bool { return true }
+
 // Close does nothing.
 func (m *Memory) Close() error { return nil }
 
