@@ -18,7 +18,7 @@
 #
 # Everything runs on free ports of 127.0.0.1 and is stopped at the end;
 # nginx and memcached are its own instances. Needs nginx, memcached, wrk
-# and curl (Debian packages).
+# and curl, installed from Debian when missing (apt-get, as root).
 #
 # Settings (environment): SIZES_OUT (./bench-sizes-out), ROUNDS (3),
 # DURATION (5s), RSS_ROUNDS (3), RSS_DURATION (15s), SIZES ("1024 16384
@@ -34,13 +34,27 @@ RSS_ROUNDS=${RSS_ROUNDS:-3}
 RSS_DURATION=${RSS_DURATION:-15s}
 read -r -a PAGE_SIZES <<<"${SIZES:-1024 16384 131072 524288}"
 read -r -a TABLES <<<"${TABLES:-rss hits}"
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-MEMCACHED=$(command -v memcached)
 
 log() { printf 'bench-sizes: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 for b in userrouter origin; do [ -x "$BIN/$b" ] || die "$BIN/$b not found: run make build first"; done
-command -v wrk >/dev/null || die "wrk not found (apt-get install wrk)"
+missing=()
+for c in nginx memcached wrk curl; do command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || missing+=("$c"); done
+if [ ${#missing[@]} -gt 0 ]; then
+	[ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "missing ${missing[*]}: apt-get install ${missing[*]}"
+	log "installing ${missing[*]} (apt-get)"
+	created_policy=0
+	# Debian would start the packaged nginx and memcached: forbid that.
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && created_policy=1
+	fi
+	apt-get update -q >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null || true
+	[ "$created_policy" = 0 ] || rm -f /usr/sbin/policy-rc.d
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+MEMCACHED=$(command -v memcached) || die "memcached not found"
+command -v wrk >/dev/null || die "wrk not found"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/userrouter-sizes.XXXXXX")
 chmod 755 "$tmp"
@@ -146,6 +160,7 @@ memcached_up() {
 
 nginx_up() {
 	P[nginx]=$(free_port)
+	rm -rf "$tmp/nginx" # the cache of another page size: same keys
 	mkdir -p "$tmp/nginx"
 	cat >"$tmp/nginx.conf" <<EOF
 worker_processes $(nproc);
