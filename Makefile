@@ -31,8 +31,9 @@ build: ## build bin/userrouter, bin/bench, and the demo's bin/origin and bin/dem
 demo: build ## show what userrouter does on this machine: origin alone vs behind userrouter, ~30 s once built (the first build takes longer), free ports, nothing to install but Go
 	./bin/demo
 
-bench-peers: build ## userrouter vs nginx memcached module, proxy_cache, origin alone, ~5 min (docs/benchmarks.md); installs nginx, memcached when missing; free ports
+bench-peers: build ## userrouter vs nginx memcached module, proxy_cache, origin alone, then RSS against the configured sizes and hits against page size (bench/sizes.sh), ~12 min (docs/benchmarks.md); installs nginx, memcached when missing; free ports
 	bash bench/peers.sh
+	bash bench/sizes.sh
 
 # One package at a time (-p 1): the fault, load and nginx tests measure
 # latency and want both cores to themselves.

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -77,6 +78,13 @@ func TestCheckFlag(t *testing.T) {
 		t.Errorf("the effective config shows the purge token")
 	}
 
+	// The memory limit in force, derived from the sizes.
+	mem := writeConfig(t, "[backend]\naddrs = [\"127.0.0.1:8000\"]\n[cache]\nstore = \"memory\"\nmemory_size = \"64MiB\"\n")
+	stdout.Reset()
+	if code := run([]string{"-check", "-config", mem}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "memory_limit = '104MiB'") {
+		t.Errorf("memory store of 64MiB: got exit %d and\n%s\nwant memory_limit = '104MiB'", code, stdout.String())
+	}
+
 	bad := writeConfig(t, "[backend]\naddrs = [\"127.0.0.1:8000\"]\nread_timout = \"1s\"\nmax_conns = -1\n")
 	stdout.Reset()
 	stderr.Reset()
@@ -92,6 +100,20 @@ func TestCheckFlag(t *testing.T) {
 	stderr.Reset()
 	if code := run([]string{"-check"}, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), "-config FILE is required") {
 		t.Errorf("without -config: got exit %d and %q; want 2 and a usage message", code, stderr.String())
+	}
+}
+
+// TestSetMemoryLimit: listen.memory_limit becomes the runtime's soft
+// memory limit; 0 gives back GOMEMLIMIT's.
+func TestSetMemoryLimit(t *testing.T) {
+	defer setMemoryLimit(0)
+	setMemoryLimit(100 << 20)
+	if got := debug.SetMemoryLimit(-1); got != 100<<20 {
+		t.Errorf("got %d; want %d", got, 100<<20)
+	}
+	setMemoryLimit(0)
+	if got := debug.SetMemoryLimit(-1); got != envMemoryLimit {
+		t.Errorf("got %d; want GOMEMLIMIT's %d", got, envMemoryLimit)
 	}
 }
 

@@ -81,6 +81,7 @@ type Cache struct {
 	// AdmitVariant); maxVariants bounds them.
 	variants    *otter.Cache[string, *variantSet]
 	maxVariants int
+	inProcess   bool // CacheOptions.InProcess
 }
 
 // DefaultPrefix starts the generation counters' keys when
@@ -90,6 +91,11 @@ const DefaultPrefix = "ur:"
 // CacheOptions configures a Cache. Store and Keys are required.
 type CacheOptions struct {
 	Store Store
+	// InProcess says that Store keeps its values in this process (the
+	// Memory store: what Get returns is what Set was given, never through
+	// a network or another program): a page found there is not checksummed
+	// again on each hit, whose cost then does not grow with the page.
+	InProcess bool
 	// Keys is the template base keys are built with: Cache fits page keys
 	// to it and builds the keys of URLs to purge.
 	Keys *KeyTemplate
@@ -275,7 +281,7 @@ func NewCache(o CacheOptions) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{store: o.Store, keys: o.Keys, gens: gens, tagTTL: o.TagCacheTTL,
+	c := &Cache{store: o.Store, inProcess: o.InProcess, keys: o.Keys, gens: gens, tagTTL: o.TagCacheTTL,
 		onStoreError: o.OnStoreError, onDamaged: o.OnDamaged}
 	if c.onStoreError == nil {
 		c.onStoreError = func(error) {}

@@ -205,7 +205,12 @@ func Encode(dst []byte, p *Page) ([]byte, error) {
 
 // Decode reads an envelope into e. It returns ErrVersion for an envelope
 // of another version and ErrDamaged for anything inconsistent.
-func Decode(b []byte, e *Entry) error {
+func Decode(b []byte, e *Entry) error { return decode(b, e, true) }
+
+// decode is Decode; without checksum it skips the CRC-32C over the whole
+// value (every other check stays), for values this process encoded and
+// kept in its own memory (CacheOptions.InProcess).
+func decode(b []byte, e *Entry, checksum bool) error {
 	if len(b) < envelopeFixedV1+2+4+4 || b[0] != 'U' || b[1] != 'R' {
 		return ErrDamaged
 	}
@@ -221,7 +226,7 @@ func Decode(b []byte, e *Entry) error {
 		return ErrDamaged
 	}
 	n := len(b) - 4
-	if crc32.Checksum(b[:n], crcTable) != binary.BigEndian.Uint32(b[n:]) {
+	if checksum && crc32.Checksum(b[:n], crcTable) != binary.BigEndian.Uint32(b[n:]) {
 		return ErrDamaged
 	}
 	e.value = b

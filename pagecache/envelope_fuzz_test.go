@@ -183,6 +183,9 @@ func FuzzEnvelopeRoundTrip(f *testing.F) {
 			}
 		} else {
 			enc = enc[len(prefix):]
+			if n := EncodedLen(p); n != len(enc) {
+				t.Fatalf("EncodedLen %d; Encode wrote %d bytes", n, len(enc))
+			}
 			var fresh, reused Entry
 			if err := Decode(sample, &reused); err != nil {
 				t.Fatal(err)

@@ -148,7 +148,7 @@ func (c *Cache) judge(t Ticket, it Item, found bool, base []byte, hint tagHint, 
 	if !found || !t.urlKnown {
 		return PageMissing, t // a missing URL counter counts as purged
 	}
-	if err := Decode(it.Value, e); err != nil {
+	if err := decode(it.Value, e, !c.inProcess); err != nil {
 		c.onDamaged()
 		return PageMissing, t
 	}

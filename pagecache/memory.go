@@ -41,7 +41,7 @@ type Sizer interface {
 // list links, weight), its hash table's share and the sketch's, measured
 // on Go 1.26 and otter 2.4 by TestMemoryEntryCost, which fails when it no
 // longer covers them.
-const entryOverhead = 256
+const entryOverhead = 224
 
 // entryCost is what an entry costs in the heap: the key's bytes and the
 // value's capacity, each rounded up as the allocator rounds (its size
@@ -180,6 +180,10 @@ func (m *Memory) Delete(key string) error {
 	m.cache.Invalidate(key)
 	return nil
 }
+
+// InProcess reports that m keeps its values in this process: Get returns
+// the very bytes Set was given (see CacheOptions.InProcess).
+func (m *Memory) InProcess() bool { return true }
 
 // Close does nothing.
 func (m *Memory) Close() error { return nil }

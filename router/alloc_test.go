@@ -2,7 +2,11 @@
 
 package router
 
-import "testing"
+import (
+	"bufio"
+	"io"
+	"testing"
+)
 
 // TestHitAllocs guards the hit path: with the memory store, serving a
 // cached page allocates nothing in userrouter.
@@ -11,6 +15,22 @@ func TestHitAllocs(t *testing.T) {
 		r, ctx := hitRouter(t, cookie)
 		if n := testing.AllocsPerRun(500, func() { serveHit(t, r, ctx) }); n != 0 {
 			t.Errorf("cookie %q: %v allocations per hit; want 0", cookie, n)
+		}
+	}
+}
+
+// TestHitSizeAllocs: a hit allocates nothing at any page size, its
+// response written as the server writes it.
+func TestHitSizeAllocs(t *testing.T) {
+	for _, s := range hitSizes {
+		r, ctx, _ := hitRouterSize(t, "", s.size)
+		w := bufio.NewWriterSize(io.Discard, 4096)
+		if n := testing.AllocsPerRun(200, func() {
+			serveHit(t, r, ctx)
+			ctx.Response.Write(w)
+			w.Flush()
+		}); n != 0 {
+			t.Errorf("%s: %v allocations per hit; want 0", s.name, n)
 		}
 	}
 }
