@@ -479,3 +479,57 @@ func TestMemcachedOutageAndRecovery(t *testing.T) {
 	proxy.stop()
 	checkOutageRecovery(t, s, proxy, "k")
 }
+
+// BenchmarkColdLookupRedis is BenchmarkColdLookupMySQL for Redis: 20,000
+// sessions pickled as Django's cache engine stores them (logged in and
+// not, alternately), 64 concurrent lookups of distinct keys through a
+// pool of 64 connections, verdicts cached for a nanosecond.
+func BenchmarkColdLookupRedis(b *testing.B) {
+	addr := redisAddr(b)
+	prefix := testPrefix()
+	rc := redisClient(b, prefix)
+	const rows = 20000
+	vals := [2][]byte{}
+	vals[0], _ = hex.DecodeString(pickleCases[3].hex) // logged in, protocol 5
+	vals[1], _ = hex.DecodeString(pickleCases[7].hex) // anonymous, protocol 5
+	ctx := context.Background()
+	pipe := rc.Pipeline()
+	for i := range rows {
+		pipe.Set(ctx, fmt.Sprintf("%s:1:django.contrib.sessions.cachek%031d", prefix, i), vals[i%2], time.Hour)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.Fatal(err)
+	}
+	store, err := OpenRedis(RedisOptions{URL: "redis://" + addr + "/0", KeyTemplate: prefix + ":1:django.contrib.sessions.cache{key}", MaxConns: 64, Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newCacheSessions(b, store, "django", "", Options{
+		MaxQueries: 64, Timeout: time.Second, TTLIdentified: time.Nanosecond, TTLAnonymous: time.Nanosecond, TTLNoRow: time.Nanosecond,
+	})
+	benchColdLookups(b, s, rows)
+}
+
+// BenchmarkColdLookupMemcached is the same against the test memcached.
+func BenchmarkColdLookupMemcached(b *testing.B) {
+	addr := memcachedAddr(b)
+	prefix := testPrefix()
+	const rows = 20000
+	vals := [2][]byte{}
+	vals[0], _ = hex.DecodeString(pickleCases[3].hex)
+	vals[1], _ = hex.DecodeString(pickleCases[7].hex)
+	mc := memcache.New(addr)
+	for i := range rows {
+		if err := mc.Set(&memcache.Item{Key: fmt.Sprintf("%s:1:django.contrib.sessions.cachek%031d", prefix, i), Value: vals[i%2], Flags: 1, Expiration: 3600}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	store, err := OpenMemcache(MemcacheOptions{Server: addr, KeyTemplate: prefix + ":1:django.contrib.sessions.cache{key}", MaxConns: 64, Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newCacheSessions(b, store, "django", "", Options{
+		MaxQueries: 64, Timeout: time.Second, TTLIdentified: time.Nanosecond, TTLAnonymous: time.Nanosecond, TTLNoRow: time.Nanosecond,
+	})
+	benchColdLookups(b, s, rows)
+}
