@@ -39,6 +39,13 @@ func checkCacheSessions(d *decoder, s *Session) {
 	if _, err := sessioncheck.ParseKeyTemplate(s.KeyTemplate); err != nil {
 		d.errf("session.key_template", "%v", strings.TrimPrefix(err.Error(), "sessioncheck: "))
 	}
+	if s.Rule == "rails_json" || s.Rule == "laravel_php" {
+		// The default pattern is Django's: with another framework's ids
+		// every visitor would pass for anonymous.
+		if _, set := d.lines["session.key_pattern"]; !set {
+			d.errf("session.rule", "%q needs key_pattern set to the framework's session ids (Rails: \"^[0-9a-f]{32}$\", Laravel: \"^[A-Za-z0-9]{40}$\"); the default is Django's", s.Rule)
+		}
+	}
 	if s.IdentifiedKey != "" && s.Rule != "rails_json" && s.Rule != "laravel_php" {
 		d.errf("session.identified_key", "is only used by rule \"rails_json\" or \"laravel_php\", not %q; remove it", s.Rule)
 	}

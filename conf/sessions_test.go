@@ -171,6 +171,12 @@ fallback_driver = "mongodb"
 		`t.toml:6: session.fallback_driver: "mongodb" is not one of`,
 	})
 
+	_, err = Parse("t.toml", []byte(backendDoc+"[session]\ndriver = \"redis\"\ndsn = \"redis://r\"\nrule = \"laravel_php\"\n"))
+	ps, _ = err.(Problems)
+	checkProblems(t, ps, []string{
+		`t.toml:6: session.rule: "laravel_php" needs key_pattern set`,
+	})
+
 	_, err = Parse("t.toml", []byte(backendDoc+`[session]
 driver = "mysql"
 dsn = "u@tcp(db)/app"

@@ -245,8 +245,12 @@ func TestRedisMaxValueSize(t *testing.T) {
 	if got := check(s, "big"); got != "doubt:undecodable" {
 		t.Errorf("got %s; want doubt:undecodable", got)
 	}
+	rc.HSet(context.Background(), prefix+"hash", "a", "b")
+	if got := check(s, "hash"); got != "doubt:undecodable" {
+		t.Errorf("a hash: got %s; want doubt:undecodable", got)
+	}
 	if s.BreakerState() != "closed" {
-		t.Errorf("an oversized value opened the breaker: Redis answered")
+		t.Errorf("an oversized value or a hash opened the breaker: Redis answered")
 	}
 }
 
@@ -407,6 +411,7 @@ print(json.dumps({"anonymous": anonymous, "identified": identified, "compressed"
 		{"logged in", keys.Identified, "identified"},
 		{"logged in, compressed", keys.Compressed, "identified"},
 		{"unknown", strings.Repeat("z", 32), "anonymous"},
+		{"a key too long for memcached", strings.Repeat("z", 240), "doubt:undecodable"},
 	} {
 		if got := check(s, tc.key); got != tc.want {
 			t.Errorf("%s: got %s; want %s", tc.name, got, tc.want)
