@@ -377,6 +377,29 @@ func newMemcacheStore(t testing.TB, addr, tmpl string, timeout time.Duration) *M
 	return s
 }
 
+// TestMemcachedDjangoPymemcache: sessions Django's cache engine wrote to
+// the test memcached through pymemcache (PyMemcacheCache, Debian's
+// python3-pymemcache 3.5: its pickle_serde, flags 1).
+func TestMemcachedDjangoPymemcache(t *testing.T) {
+	addr := memcachedAddr(t)
+	prefix := testPrefix()
+	var keys struct{ Anonymous, Identified, Django string }
+	runDjango(t, `
+print(json.dumps({"anonymous": session_after(cart), "identified": session_after(log_in), "django": django.get_version()}))
+`, map[string]any{"engine": "django.contrib.sessions.backends.cache",
+		"cache": map[string]any{"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache", "LOCATION": addr, "KEY_PREFIX": prefix}}, &keys)
+	t.Logf("sessions written by Django %s through pymemcache", keys.Django)
+	s := newCacheSessions(t, newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cache{key}", time.Second), "django", "", Options{})
+	for _, tc := range []struct{ name, key, want string }{
+		{"anonymous with a cart", keys.Anonymous, "anonymous"},
+		{"logged in", keys.Identified, "identified"},
+	} {
+		if got := check(s, tc.key); got != tc.want {
+			t.Errorf("%s: got %s; want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestMemcachedDjango: sessions Django's cache and cached_db engines
 // wrote to the test memcached through pylibmc (PyLibMCCache), one stored
 // zlib-compressed by pylibmc (flags 9); and cached_db's fallback to the
