@@ -18,9 +18,19 @@ const maxValueSizeLimit = 4 << 20
 // and refuses them with any other driver.
 func checkCacheSessions(d *decoder, s *Session) {
 	if !cacheDriver(s.Driver) {
-		for _, k := range []string{"key_template", "identified_key", "max_value_size", "fallback_driver", "fallback_dsn"} {
-			if _, set := d.lines["session."+k]; set {
-				d.errf("session."+k, "is only used by session.driver \"redis\" or \"memcached\", not %q; remove it", s.Driver)
+		// Set to other than the default (the example file sets them all).
+		for _, kv := range []struct {
+			key   string
+			unset bool
+		}{
+			{"key_template", s.KeyTemplate == sessioncheck.DefaultKeyTemplate},
+			{"identified_key", s.IdentifiedKey == ""},
+			{"max_value_size", s.MaxValueSize == sessioncheck.DefaultMaxValueSize},
+			{"fallback_driver", s.FallbackDriver == ""},
+			{"fallback_dsn", s.FallbackDSN == ""},
+		} {
+			if !kv.unset {
+				d.errf("session."+kv.key, "is only used by session.driver \"redis\" or \"memcached\", not %q; remove it", s.Driver)
 			}
 		}
 		return
@@ -28,6 +38,13 @@ func checkCacheSessions(d *decoder, s *Session) {
 	oneOf(d, "session.rule", s.Rule, "django", "rails_json", "laravel_php", "exists")
 	if _, err := sessioncheck.ParseKeyTemplate(s.KeyTemplate); err != nil {
 		d.errf("session.key_template", "%v", strings.TrimPrefix(err.Error(), "sessioncheck: "))
+	}
+	if s.Rule == "rails_json" || s.Rule == "laravel_php" {
+		// The default pattern is Django's: with another framework's ids
+		// every visitor would pass for anonymous.
+		if _, set := d.lines["session.key_pattern"]; !set {
+			d.errf("session.rule", "%q needs key_pattern set to the framework's session ids (Rails: \"^[0-9a-f]{32}$\", Laravel: \"^[A-Za-z0-9]{40}$\"); the default is Django's", s.Rule)
+		}
 	}
 	if s.IdentifiedKey != "" && s.Rule != "rails_json" && s.Rule != "laravel_php" {
 		d.errf("session.identified_key", "is only used by rule \"rails_json\" or \"laravel_php\", not %q; remove it", s.Rule)
@@ -50,12 +67,17 @@ func checkCacheSessions(d *decoder, s *Session) {
 			}
 		}
 	}
-	oneOf(d, "session.fallback_driver", s.FallbackDriver, "", "mysql", "postgres", "sqlite")
+	switch s.FallbackDriver {
+	case "", "mysql", "postgres", "sqlite":
+	default:
+		oneOf(d, "session.fallback_driver", s.FallbackDriver, "", "mysql", "postgres", "sqlite")
+		return
+	}
 	if s.FallbackDriver == "" {
 		if s.FallbackDSN != "" {
 			d.errf("session.fallback_dsn", "is set but session.fallback_driver is not")
 		}
-		if _, set := d.lines["session.query"]; set {
+		if s.Query != Default().Session.Query {
 			d.errf("session.query", "is only used with a session.fallback_driver (Django's cached_db) when session.driver is %q; remove it", s.Driver)
 		}
 		return

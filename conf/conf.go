@@ -188,8 +188,8 @@ type Session struct {
 	// "rails_json" (redis-session-store with serializer: :json; identified
 	// when the object has identified_key), "laravel_php" (Laravel's
 	// serialized session; identified when a key starts with
-	// identified_key), or "exists" (a value means identified).
-	// Default "django".
+	// identified_key), or "exists" (a value means identified);
+	// "rails_json" and "laravel_php" need key_pattern set. Default "django".
 	Rule string `toml:"rule"`
 	// KeyTemplate makes the Redis or memcached key from the session key:
 	// {key} is the key, {key_sha256} its hex SHA-256 (Rack's private ids).

@@ -28,7 +28,7 @@ func TestPostgresConfig(t *testing.T) {
 		t.Errorf("postgres without dsn: %v", err)
 	}
 	_, err = Parse("t.toml", []byte(backendDoc+"[session]\ndriver = \"postgresql\"\ndsn = \"x\"\n"))
-	if err == nil || !strings.Contains(err.Error(), `t.toml:4: session.driver: "postgresql" is not one of "", "mysql", "postgres", "sqlite", "signed_cookies"`) {
+	if err == nil || !strings.Contains(err.Error(), `t.toml:4: session.driver: "postgresql" is not one of "", "mysql", "postgres", "sqlite", "redis", "memcached", "signed_cookies"`) {
 		t.Errorf("a misspelt driver: %v", err)
 	}
 }
@@ -101,6 +101,99 @@ max_age = "0s"
 	}
 	if len(ps) != len(want) {
 		t.Errorf("got %d problems; want %d:\n%v", len(ps), len(want), err)
+	}
+	for i, w := range want {
+		if i < len(ps) && !strings.Contains(ps[i].String(), w) {
+			t.Errorf("problem %d: got %q; want it to contain %q", i, ps[i].String(), w)
+		}
+	}
+}
+
+func TestCacheSessionDrivers(t *testing.T) {
+	cfg, err := Parse("t.toml", []byte(backendDoc+"[session]\ndriver = \"redis\"\ndsn = \"redis://:secret@127.0.0.1:6379/1\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Session
+	if s.KeyTemplate != ":1:django.contrib.sessions.cache{key}" || s.Rule != "django" || s.MaxValueSize != 256<<10 || s.FallbackDriver != "" {
+		t.Errorf("redis defaults: %+v", s)
+	}
+	cfg, err = Parse("t.toml", []byte(backendDoc+`[session]
+driver = "memcached"
+dsn = "127.0.0.1:11211"
+key_template = "www:1:django.contrib.sessions.cached_db{key}"
+fallback_driver = "postgres"
+fallback_dsn = "postgres://django:pw@db:5432/app"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := cfg.Redacted(); strings.Contains(r.Session.FallbackDSN, "pw@") {
+		t.Errorf("fallback_dsn not redacted: %q", r.Session.FallbackDSN)
+	}
+	if _, err := Parse("t.toml", []byte(backendDoc+"[session]\ndriver = \"redis\"\ndsn = \"redis://r:6379\"\nrule = \"rails_json\"\nidentified_key = \"warden.user.admin.key\"\nkey_pattern = \"^[0-9a-f]{32}$\"\nkey_template = \"s:2::{key_sha256}\"\n")); err != nil {
+		t.Errorf("rails: %v", err)
+	}
+
+	_, err = Parse("t.toml", []byte(backendDoc+`[session]
+driver = "redis"
+dsn = "127.0.0.1:6379"
+rule = "nonempty"
+key_template = "session:{id}"
+identified_key = "x"
+max_value_size = "8MiB"
+fallback_dsn = "x"
+query = "SELECT 1 FROM t WHERE k = :key"
+`))
+	ps, ok := err.(Problems)
+	if !ok {
+		t.Fatalf("got %v; want Problems", err)
+	}
+	want := []string{
+		`t.toml:5: session.dsn: must be a URL`,
+		`t.toml:6: session.rule: "nonempty" is not one of "django", "rails_json", "laravel_php", "exists"`,
+		`t.toml:7: session.key_template: key template "session:{id}": unknown {id}`,
+		`t.toml:8: session.identified_key: is only used by rule "rails_json" or "laravel_php"`,
+		`t.toml:9: session.max_value_size: must be at most 4MiB`,
+		`t.toml:10: session.fallback_dsn: is set but session.fallback_driver is not`,
+		`t.toml:11: session.query: is only used with a session.fallback_driver`,
+	}
+	checkProblems(t, ps, want)
+
+	_, err = Parse("t.toml", []byte(backendDoc+`[session]
+driver = "memcached"
+dsn = "a:11211,b:11211"
+fallback_driver = "mongodb"
+`))
+	ps, _ = err.(Problems)
+	checkProblems(t, ps, []string{
+		`t.toml:5: session.dsn: names one memcached server`,
+		`t.toml:6: session.fallback_driver: "mongodb" is not one of`,
+	})
+
+	_, err = Parse("t.toml", []byte(backendDoc+"[session]\ndriver = \"redis\"\ndsn = \"redis://r\"\nrule = \"laravel_php\"\n"))
+	ps, _ = err.(Problems)
+	checkProblems(t, ps, []string{
+		`t.toml:6: session.rule: "laravel_php" needs key_pattern set`,
+	})
+
+	_, err = Parse("t.toml", []byte(backendDoc+`[session]
+driver = "mysql"
+dsn = "u@tcp(db)/app"
+key_template = "x{key}"
+fallback_driver = "mysql"
+`))
+	ps, _ = err.(Problems)
+	checkProblems(t, ps, []string{
+		`t.toml:6: session.key_template: is only used by session.driver "redis" or "memcached", not "mysql"`,
+		`t.toml:7: session.fallback_driver: is only used by session.driver "redis" or "memcached"`,
+	})
+}
+
+func checkProblems(t *testing.T, ps Problems, want []string) {
+	t.Helper()
+	if len(ps) != len(want) {
+		t.Errorf("got %d problems; want %d:\n%v", len(ps), len(want), ps)
 	}
 	for i, w := range want {
 		if i < len(ps) && !strings.Contains(ps[i].String(), w) {

@@ -161,6 +161,11 @@ func OpenRedis(o RedisOptions) (*RedisStore, error) {
 func (s *RedisStore) Lookup(ctx context.Context, key string, _ time.Time) (Row, error) {
 	v, err := s.client.GetRange(ctx, s.tmpl.Key(key), 0, int64(s.maxValue)).Bytes()
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "WRONGTYPE") {
+			// Redis answered: the key holds a hash, a list… not a
+			// session string (key_template names the wrong keys).
+			return Row{}, fmt.Errorf("%w: redis: %v", ErrUndecodable, err)
+		}
 		return Row{}, fmt.Errorf("sessioncheck: redis: %w", err)
 	}
 	if len(v) == 0 {
@@ -252,6 +257,10 @@ func (s *MemcacheStore) Lookup(ctx context.Context, key string, _ time.Time) (Ro
 	switch {
 	case errors.Is(err, memcache.ErrCacheMiss):
 		return Row{}, ErrNoRow
+	case errors.Is(err, memcache.ErrMalformedKey):
+		// Over 250 bytes with its template: no client could have
+		// stored it; memcached was not asked.
+		return Row{}, fmt.Errorf("%w: memcached: %v", ErrUndecodable, err)
 	case err != nil:
 		return Row{}, fmt.Errorf("sessioncheck: memcached: %w", err)
 	}

@@ -245,8 +245,12 @@ func TestRedisMaxValueSize(t *testing.T) {
 	if got := check(s, "big"); got != "doubt:undecodable" {
 		t.Errorf("got %s; want doubt:undecodable", got)
 	}
+	rc.HSet(context.Background(), prefix+"hash", "a", "b")
+	if got := check(s, "hash"); got != "doubt:undecodable" {
+		t.Errorf("a hash: got %s; want doubt:undecodable", got)
+	}
 	if s.BreakerState() != "closed" {
-		t.Errorf("an oversized value opened the breaker: Redis answered")
+		t.Errorf("an oversized value or a hash opened the breaker: Redis answered")
 	}
 }
 
@@ -373,6 +377,29 @@ func newMemcacheStore(t testing.TB, addr, tmpl string, timeout time.Duration) *M
 	return s
 }
 
+// TestMemcachedDjangoPymemcache: sessions Django's cache engine wrote to
+// the test memcached through pymemcache (PyMemcacheCache, Debian's
+// python3-pymemcache 3.5: its pickle_serde, flags 1).
+func TestMemcachedDjangoPymemcache(t *testing.T) {
+	addr := memcachedAddr(t)
+	prefix := testPrefix()
+	var keys struct{ Anonymous, Identified, Django string }
+	runDjango(t, `
+print(json.dumps({"anonymous": session_after(cart), "identified": session_after(log_in), "django": django.get_version()}))
+`, map[string]any{"engine": "django.contrib.sessions.backends.cache",
+		"cache": map[string]any{"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache", "LOCATION": addr, "KEY_PREFIX": prefix}}, &keys)
+	t.Logf("sessions written by Django %s through pymemcache", keys.Django)
+	s := newCacheSessions(t, newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cache{key}", time.Second), "django", "", Options{})
+	for _, tc := range []struct{ name, key, want string }{
+		{"anonymous with a cart", keys.Anonymous, "anonymous"},
+		{"logged in", keys.Identified, "identified"},
+	} {
+		if got := check(s, tc.key); got != tc.want {
+			t.Errorf("%s: got %s; want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestMemcachedDjango: sessions Django's cache and cached_db engines
 // wrote to the test memcached through pylibmc (PyLibMCCache), one stored
 // zlib-compressed by pylibmc (flags 9); and cached_db's fallback to the
@@ -407,6 +434,7 @@ print(json.dumps({"anonymous": anonymous, "identified": identified, "compressed"
 		{"logged in", keys.Identified, "identified"},
 		{"logged in, compressed", keys.Compressed, "identified"},
 		{"unknown", strings.Repeat("z", 32), "anonymous"},
+		{"a key too long for memcached", strings.Repeat("z", 240), "doubt:undecodable"},
 	} {
 		if got := check(s, tc.key); got != tc.want {
 			t.Errorf("%s: got %s; want %s", tc.name, got, tc.want)
@@ -478,4 +506,58 @@ func TestMemcachedOutageAndRecovery(t *testing.T) {
 	}
 	proxy.stop()
 	checkOutageRecovery(t, s, proxy, "k")
+}
+
+// BenchmarkColdLookupRedis is BenchmarkColdLookupMySQL for Redis: 20,000
+// sessions pickled as Django's cache engine stores them (logged in and
+// not, alternately), 64 concurrent lookups of distinct keys through a
+// pool of 64 connections, verdicts cached for a nanosecond.
+func BenchmarkColdLookupRedis(b *testing.B) {
+	addr := redisAddr(b)
+	prefix := testPrefix()
+	rc := redisClient(b, prefix)
+	const rows = 20000
+	vals := [2][]byte{}
+	vals[0], _ = hex.DecodeString(pickleCases[3].hex) // logged in, protocol 5
+	vals[1], _ = hex.DecodeString(pickleCases[7].hex) // anonymous, protocol 5
+	ctx := context.Background()
+	pipe := rc.Pipeline()
+	for i := range rows {
+		pipe.Set(ctx, fmt.Sprintf("%s:1:django.contrib.sessions.cachek%031d", prefix, i), vals[i%2], time.Hour)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		b.Fatal(err)
+	}
+	store, err := OpenRedis(RedisOptions{URL: "redis://" + addr + "/0", KeyTemplate: prefix + ":1:django.contrib.sessions.cache{key}", MaxConns: 64, Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newCacheSessions(b, store, "django", "", Options{
+		MaxQueries: 64, Timeout: time.Second, TTLIdentified: time.Nanosecond, TTLAnonymous: time.Nanosecond, TTLNoRow: time.Nanosecond,
+	})
+	benchColdLookups(b, s, rows)
+}
+
+// BenchmarkColdLookupMemcached is the same against the test memcached.
+func BenchmarkColdLookupMemcached(b *testing.B) {
+	addr := memcachedAddr(b)
+	prefix := testPrefix()
+	const rows = 20000
+	vals := [2][]byte{}
+	vals[0], _ = hex.DecodeString(pickleCases[3].hex)
+	vals[1], _ = hex.DecodeString(pickleCases[7].hex)
+	mc := memcache.New(addr)
+	for i := range rows {
+		if err := mc.Set(&memcache.Item{Key: fmt.Sprintf("%s:1:django.contrib.sessions.cachek%031d", prefix, i), Value: vals[i%2], Flags: 1, Expiration: 3600}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	store, err := OpenMemcache(MemcacheOptions{Server: addr, KeyTemplate: prefix + ":1:django.contrib.sessions.cache{key}", MaxConns: 64, Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newCacheSessions(b, store, "django", "", Options{
+		MaxQueries: 64, Timeout: time.Second, TTLIdentified: time.Nanosecond, TTLAnonymous: time.Nanosecond, TTLNoRow: time.Nanosecond,
+	})
+	benchColdLookups(b, s, rows)
 }

@@ -5,7 +5,11 @@
 // turns a key into a Verdict: Sessions asks the application's session store
 // (a parameterized query the operator writes, with :key and :now bound, never
 // spliced) and applies a Rule to the row: Django's (decode session_data, look
-// for _auth_user_id), "exists" or "nonempty". Verdicts are cached per key;
+// for _auth_user_id), "exists" or "nonempty". The store may also be a
+// cache the application keeps sessions in: RedisStore and MemcacheStore
+// read one key made from a KeyTemplate, and NewCacheRule's rules read
+// the value (a pickled Django session through a restricted pickle reader,
+// Rails' JSON, Laravel's PHP serialize). Verdicts are cached per key;
 // concurrent lookups of one key share one query; a cap on concurrent queries
 // and a circuit breaker protect the database. SignedCookies is the Checker
 // for Django's signed_cookies engine, whose session is the cookie itself:
