@@ -237,7 +237,7 @@ func TestCredentialsBypassRule(t *testing.T) {
 			t.Errorf("%q: got %q; want bypass", h, got.cacheStatus)
 		}
 	}
-	if got := p.api(t, "/api/bypass/?api_key=" + tokenA); got.cacheStatus != "userrouter; fwd=bypass; detail=authorization" {
+	if got := p.api(t, "/api/bypass/?api_key="+tokenA); got.cacheStatus != "userrouter; fwd=bypass; detail=authorization" {
 		t.Errorf("query parameter: got %q; want bypass", got.cacheStatus)
 	}
 	if checker.asked.Load() != 0 {
