@@ -39,6 +39,11 @@ type runSpec struct {
 	headers  []header
 	zipf     float64
 
+	// tokens are API tokens, connection i sending the i-th (round robin)
+	// in tokenHeader, whose value has "{token}" for it.
+	tokens      []string
+	tokenHeader header
+
 	cookieName   string
 	identified   []string // identified cookie values
 	anon         []string // anonymous-session cookie values
@@ -246,6 +251,10 @@ func newWorker(id int, spec *runSpec, s *schedule) *worker {
 		w.zipf = rand.NewZipf(w.rng, spec.zipf, 1, uint64(len(spec.targets)-1))
 	}
 	prepareRequest(&w.req, spec)
+	if len(spec.tokens) > 0 {
+		h := spec.tokenHeader
+		w.req.Header.Set(h.name, strings.Replace(h.value, "{token}", spec.tokens[id%len(spec.tokens)], 1))
+	}
 	return w
 }
 
