@@ -44,6 +44,9 @@ type config struct {
 	anonURL        string
 	loginForm      url.Values // -login-form: credentials; nil: -login-url mints by a bare POST
 
+	tokens      string // -tokens FILE: API tokens, one per connection in turn
+	tokenHeader string // -token-header: the header carrying a token, "{token}" for it
+
 	procs int // -procs: GOMAXPROCS for the run; 0: the command's default
 	pid   int // -pid: the target's process id, for its RSS and CPU time; 0: none
 
@@ -131,6 +134,16 @@ load
   -pid PID               the target's process on this machine: report its
                          resident memory (VmRSS, peak and at the end,
                          sampled every 100ms) and CPU time per request
+
+API credentials
+  -tokens FILE           tokens, one per line ('#' comments): connection i
+                         sends the i-th (round robin) in -token-header, as
+                         one API client would
+  -token-header 'Name: value'
+                         the header carrying a token, {token} standing for
+                         it (default 'Authorization: Token {token}'; for
+                         Tastypie, 'Authorization: ApiKey {token}' with
+                         user:key tokens)
 
 traffic mix
   -urls FILE             paths or URLs, one per line ('#' comments); paths
@@ -233,6 +246,8 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 		cfg.loginForm = v
 		return nil
 	})
+	fs.StringVar(&cfg.tokens, "tokens", "", "file of API tokens, one per connection in turn")
+	fs.StringVar(&cfg.tokenHeader, "token-header", "Authorization: Token {token}", "the header carrying a token ({token})")
 	fs.IntVar(&cfg.procs, "procs", 0, "CPUs bench runs on (GOMAXPROCS)")
 	fs.IntVar(&cfg.pid, "pid", 0, "the target's process id")
 	fs.BoolVar(&cfg.json, "json", false, "print JSON")
@@ -450,4 +465,26 @@ func readCookieValues(flag, name string) ([]string, error) {
 		}
 	}
 	return lines, nil
+}
+
+// readTokens reads the -tokens file and checks -token-header: each token
+// must fit in a header value as it is.
+func readTokens(cfg *config) (header, []string, error) {
+	name, value, ok := strings.Cut(cfg.tokenHeader, ":")
+	value = strings.TrimSpace(value)
+	if !ok || strings.TrimSpace(name) == "" || strings.Count(value, "{token}") != 1 {
+		return header{}, nil, usagef("-token-header %q: want 'Name: value' with one {token}, like 'Authorization: Token {token}'", cfg.tokenHeader)
+	}
+	lines, err := readLines("-tokens", cfg.tokens)
+	if err != nil {
+		return header{}, nil, err
+	}
+	for i, v := range lines {
+		for _, c := range []byte(v) {
+			if c < 0x21 || c > 0x7e {
+				return header{}, nil, usagef("-tokens %s: token %d %q holds a space or a byte a header value cannot carry", cfg.tokens, i+1, v)
+			}
+		}
+	}
+	return header{name: strings.TrimSpace(name), value: value}, lines, nil
 }

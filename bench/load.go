@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"math/rand"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +33,11 @@ type runSpec struct {
 	headers   []header
 	zipf      float64
 	pid       int // -pid: the target process, whose RSS and CPU time are read; 0: none
+
+	// tokens are API tokens, connection i sending the i-th (round robin)
+	// in tokenHeader, whose value has "{token}" for it.
+	tokens      []string
+	tokenHeader header
 
 	cookieName   string
 	identified   []string // identified cookie values
@@ -240,9 +246,12 @@ type worker struct {
 	rec   *recorder
 	conns []*conn // by endpoint
 	req   []byte  // the request being sent, when it carries a cookie
-	rng   *rand.Rand
-	zipf  *rand.Zipf
-	timer *time.Timer
+	// tokenLine, when set, is the -tokens header line this worker's
+	// requests carry (its connection's token), added into tok.
+	tokenLine, tok []byte
+	rng            *rand.Rand
+	zipf           *rand.Zipf
+	timer          *time.Timer
 }
 
 func newWorker(id int, spec *runSpec, s *schedule) *worker {
@@ -258,6 +267,10 @@ func newWorker(id int, spec *runSpec, s *schedule) *worker {
 	head := spec.method == "HEAD"
 	for _, ep := range spec.endpoints {
 		w.conns = append(w.conns, newConn(ep, spec.timeout, head))
+	}
+	if len(spec.tokens) > 0 {
+		h := spec.tokenHeader
+		w.tokenLine = []byte(h.name + ": " + strings.Replace(h.value, "{token}", spec.tokens[id%len(spec.tokens)], 1) + "\r\n")
 	}
 	return w
 }
@@ -346,6 +359,12 @@ func (w *worker) sleep(d time.Duration) bool {
 // when the answer (or error) came.
 func (w *worker) do(intended, now time.Time, measured bool) (done time.Time) {
 	t, req, visitor, key := w.pick()
+	if w.tokenLine != nil {
+		// Before the blank line that ends the head: copied, never
+		// allocated once tok has grown to the longest request.
+		w.tok = append(append(append(w.tok[:0], req[:len(req)-2]...), w.tokenLine...), "\r\n"...)
+		req = w.tok
+	}
 	a, err := w.conns[t.ep].exchange(req, now)
 	done = time.Now()
 	w.rec.live.done.Add(1)

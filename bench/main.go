@@ -157,6 +157,13 @@ func buildSpecs(cfg *config) ([]*runSpec, error) {
 			return nil, err
 		}
 	}
+	var tokens []string
+	var tokenHeader header
+	if cfg.tokens != "" {
+		if tokenHeader, tokens, err = readTokens(cfg); err != nil {
+			return nil, err
+		}
+	}
 	bases := []string{cfg.url}
 	labels := []string{""}
 	if cfg.compare[0] != "" {
@@ -189,6 +196,8 @@ func buildSpecs(cfg *config) ([]*runSpec, error) {
 			anon:         anon,
 			pIdentified:  cfg.identified,
 			pAnonSession: cfg.anonSessions,
+			tokens:       tokens,
+			tokenHeader:  tokenHeader,
 		})
 	}
 	return specs, nil

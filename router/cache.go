@@ -239,7 +239,7 @@ func (q *request) anonymous() outcome {
 	var state pagecache.State
 	var t pagecache.Ticket
 	if q.credPath == credentialPrivate {
-		if w.cpart, ok = r.creds.appendHash(w.cpart[:0], &q.cred); !ok {
+		if w.cpart, ok = r.creds.appendHash(w.cpart[:0], &q.cred, &w.mac); !ok {
 			return q.credentialDoubt(sessioncheck.ErrNoStore, false) // no hash key: refused by conf
 		}
 		state, t = c.pages.LookupPrivate(w.key, w.cpart, &w.pages, e, time.Now())

@@ -134,8 +134,8 @@ func (q *request) credential() (o outcome, done bool) {
 	case found != sessioncheck.CredentialFound:
 		return q.credentialInvalid(), true
 	}
-	var buf [sessioncheck.MaxKeyLength]byte
-	v, err := r.creds.checker.Check(q.ctx, sessioncheck.CredentialKey(buf[:0], cred.User, cred.Key))
+	q.w.ckey = sessioncheck.CredentialKey(q.w.ckey[:0], cred.User, cred.Key)
+	v, err := r.creds.checker.Check(q.ctx, q.w.ckey)
 	if err != nil {
 		return q.credentialDoubt(err, true), true
 	}
@@ -175,23 +175,25 @@ func (q *request) credentialDoubt(err error, checked bool) outcome {
 }
 
 // appendHash appends the private part of a per-credential copy's key: a
-// separator and the keyed hash of the credential, base64url. ok is false
+// separator and the keyed hash of the credential, base64url. sum is
+// scratch space (the request's, so that nothing is allocated). ok is false
 // without a hash key.
-func (cr *credentials) appendHash(dst []byte, c *sessioncheck.Credential) ([]byte, bool) {
+func (cr *credentials) appendHash(dst []byte, c *sessioncheck.Credential, sum *[sha256.Size]byte) ([]byte, bool) {
 	if cr.macs.New == nil {
 		return dst, false
 	}
 	m := cr.macs.Get().(hash.Hash)
 	m.Reset()
 	m.Write(c.User)
-	m.Write([]byte{0})
+	m.Write(nul)
 	m.Write(c.Key)
-	var sum [sha256.Size]byte
 	dst = append(dst, "|c:"...)
 	dst = base64.RawURLEncoding.AppendEncode(dst, m.Sum(sum[:0]))
 	cr.macs.Put(m)
 	return dst, true
 }
+
+var nul = []byte{0}
 
 // admit reports whether the credential whose hash part is private may
 // fill one more private copy this minute.

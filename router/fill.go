@@ -303,7 +303,7 @@ func (r *Router) fill(req *fasthttp.Request, resp *fasthttp.Response, t pagecach
 	if rule.Credentials != pagecache.CredentialsBypass && d.Reason == pagecache.Storable && d.Vary != "" {
 		// Made for one credential, by headers the key does not hold: a
 		// credential's copy never varies.
-		d.Reason = pagecache.ReasonVary
+		d.Reason, d.Vary = pagecache.ReasonVary, ""
 	}
 	// st is the page the answer is, by the values its request carried: t's
 	// own, a variant (another than t's when the URL's marker was missing

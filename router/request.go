@@ -1,6 +1,7 @@
 package router
 
 import (
+	"crypto/sha256"
 	"sync"
 	"time"
 
@@ -59,6 +60,8 @@ type work struct {
 	host  [256]byte
 	key   []byte // the base key, from the template
 	cpart []byte // a per-credential copy's private key part
+	ckey  []byte // a credential's lookup key (sessioncheck.CredentialKey)
+	mac   [sha256.Size]byte
 	in    pagecache.KeyInput
 	pages pagecache.Scratch
 	entry pagecache.Entry
