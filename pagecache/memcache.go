@@ -158,6 +158,7 @@ func NewMemcache(o MemcacheOptions) (*Memcache, error) {
 	m.client = memcache.NewFromSelector(m.servers)
 	m.client.Timeout = m.timeout
 	m.client.MaxIdleConns = inFlight // its default of 2 churns connections under load
+	m.client.DialContext = dialCoalesced
 	return m, nil
 }
 
