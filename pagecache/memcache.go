@@ -53,8 +53,9 @@ type MemcacheOptions struct {
 	// Default DefaultMemcacheTimeout.
 	Timeout time.Duration
 	// MaxInFlight bounds the operations in flight to each server; an
-	// operation that gets no slot within Timeout fails with ErrBusy. Idle
-	// connections are kept for as many. Default DefaultMaxInFlight.
+	// operation that gets no slot within Timeout fails with ErrBusy. As
+	// many idle connections are kept for reads, and as many for writes
+	// (gomemcache's). Default DefaultMaxInFlight.
 	MaxInFlight int
 	// MaxItemSize is memcached's item size limit (its -I): larger items
 	// are refused before being sent. Default DefaultMaxItemSize.
