@@ -38,7 +38,9 @@ func (f *envelopeFormat) lookup(base, url []byte, sc *Scratch, e *Entry, now int
 	}
 	urlCur, urlLocal := g.cached(urlKey)
 	urlKnown := urlLocal
+	urlAt := -1
 	if !urlKnown {
+		urlAt = len(sc.keys)
 		sc.keys = append(sc.keys, urlKey)
 	}
 	// The purge sequence is only needed on a miss, as the fill's fence;
@@ -55,6 +57,17 @@ func (f *envelopeFormat) lookup(base, url []byte, sc *Scratch, e *Entry, now int
 	if hinted {
 		sc.keys = append(sc.keys, hint.keys...)
 	}
+	// A URL this process has not seen (no hint) is likely new: when the
+	// store can, its counter is created in the same round trip, as the
+	// fence would create it in one more after the miss.
+	var adds []Item
+	if _, ok := c.store.(AddGetter); ok && urlAt >= 0 && !hinted {
+		sc.adds = slices.Grow(sc.adds[:0], len(sc.keys))[:len(sc.keys)]
+		clear(sc.adds)
+		// Its own memory: a store may keep the value it adds.
+		sc.adds[urlAt].Value = strconv.AppendUint(nil, newCounter(), 10)
+		adds = sc.adds
+	}
 	down := Ticket{page: pageKey, url: urlKey, down: true}
 	var it Item
 	var found bool
@@ -68,7 +81,14 @@ func (f *envelopeFormat) lookup(base, url []byte, sc *Scratch, e *Entry, now int
 	} else {
 		sc.items = slices.Grow(sc.items[:0], len(sc.keys))[:len(sc.keys)]
 		items := sc.items
-		if err := c.store.GetMulti(sc.keys, items); err != nil {
+		var err error
+		if adds != nil {
+			err = AddGetMulti(c.store, sc.keys, adds, items)
+			clear(adds)
+		} else {
+			err = c.store.GetMulti(sc.keys, items)
+		}
+		if err != nil {
 			// The store failed (down, or slower than its timeout): this
 			// request asks it nothing more, so it costs one timeout at
 			// most, and no counter is created or trusted.
@@ -153,6 +173,10 @@ func (c *Cache) judge(t Ticket, it Item, found bool, base []byte, hint tagHint, 
 		return PageMissing, t
 	}
 	verdict := compareGen(e.URLGen, t.urlGen)
+	if verdict != invalid && e.NumTags() == 0 && !hinted {
+		// An empty hint: the URL is known, its lookups create nothing.
+		c.rememberTags(base, e)
+	}
 	if verdict != invalid && e.NumTags() > 0 {
 		v, ok := invalid, false
 		if hinted {

@@ -53,8 +53,9 @@ type MemcacheOptions struct {
 	// Default DefaultMemcacheTimeout.
 	Timeout time.Duration
 	// MaxInFlight bounds the operations in flight to each server; an
-	// operation that gets no slot within Timeout fails with ErrBusy. Idle
-	// connections are kept for as many. Default DefaultMaxInFlight.
+	// operation that gets no slot within Timeout fails with ErrBusy. As
+	// many idle connections are kept for reads, and as many for writes
+	// (gomemcache's). Default DefaultMaxInFlight.
 	MaxInFlight int
 	// MaxItemSize is memcached's item size limit (its -I): larger items
 	// are refused before being sent. Default DefaultMaxItemSize.
@@ -158,6 +159,7 @@ func NewMemcache(o MemcacheOptions) (*Memcache, error) {
 	m.client = memcache.NewFromSelector(m.servers)
 	m.client.Timeout = m.timeout
 	m.client.MaxIdleConns = inFlight // its default of 2 churns connections under load
+	m.client.DialContext = dialCoalesced
 	return m, nil
 }
 

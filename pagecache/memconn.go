@@ -2,6 +2,7 @@ package pagecache
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"time"
 )
@@ -68,4 +69,51 @@ func (s *mcServer) closeIdle() {
 			return
 		}
 	}
+}
+
+// writeBufferKeep is the largest write buffer a gomemcache connection
+// keeps between commands; a larger one (a large item was set) is dropped.
+const writeBufferKeep = 64 << 10
+
+// coalescedConn is a gomemcache connection whose writes are held until
+// the reply is read, then sent in one call. gomemcache writes a command
+// through a 4 KiB bufio.Writer of its own: a set of a 13 KB page took
+// three write calls (the full buffer, the rest of the value, then the
+// final CRLF), each a syscall and a segment. Every gomemcache command is
+// followed by the read of its reply, so nothing written is left unsent;
+// a failed write shows as the read's error, after which gomemcache closes
+// the connection. Deadlines are gomemcache's own, set before it writes.
+type coalescedConn struct {
+	net.Conn
+	w []byte
+}
+
+func (c *coalescedConn) Write(p []byte) (int, error) {
+	c.w = append(c.w, p...)
+	return len(p), nil
+}
+
+func (c *coalescedConn) Read(p []byte) (int, error) {
+	if len(c.w) > 0 {
+		_, err := c.Conn.Write(c.w)
+		if cap(c.w) > writeBufferKeep {
+			c.w = nil
+		} else {
+			c.w = c.w[:0]
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Read(p)
+}
+
+// dialCoalesced dials like gomemcache does and wraps the connection.
+func dialCoalesced(ctx context.Context, network, address string) (net.Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	return &coalescedConn{Conn: nc}, nil
 }
