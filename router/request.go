@@ -61,6 +61,9 @@ type accessRecord struct {
 	start    time.Time
 	upstream time.Duration // waiting for backends
 	verdict  string        // who the visitor is: "anonymous", "doubt-timeout"...
+	// cache, when set, is the line's cache field for an answer without
+	// Cache-Status: a PURGE's outcome ("purge; urls=1").
+	cache string
 }
 
 var requests = sync.Pool{New: func() any { return &request{w: &work{key: make([]byte, 0, 512)}} }}
