@@ -234,7 +234,7 @@ var ErrURLOnly = errors.New("pagecache: format raw keeps no tags or namespace: o
 
 // A format is how pages are kept: envelopes, or raw bodies.
 type format interface {
-	lookup(base []byte, sc *Scratch, e *Entry, now int64) (State, Ticket)
+	lookup(base, urlBase []byte, sc *Scratch, e *Entry, now int64) (State, Ticket)
 	put(t *Ticket, f *Fill) (Reason, []byte)
 	markUncacheable(t *Ticket, now time.Time, ttl time.Duration)
 	purgeURL(base []byte, urlKey string, soft bool) error
@@ -284,6 +284,15 @@ func NewCache(o CacheOptions) (*Cache, error) {
 // value). sc is the request's working memory: the Ticket aliases it until
 // cloned. It does not allocate for an ordinary hit.
 func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State, Ticket) {
+	return c.LookupURL(base, base, sc, e, now)
+}
+
+// LookupURL is Lookup for a key whose URL counter, the one a purge by URL
+// changes, is that of urlBase, the key of the page's URL without the
+// parts a purge cannot know: KeyTemplate.AppendURLBase, when the template
+// has {cookie:Name} parts, so that purging the URL reaches the page of
+// every cookie value.
+func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.Time) (State, Ticket) {
 	ms := now.UnixMilli()
 	if c.l1 != nil {
 		if ns := c.ns.Load(); ns != 0 {
@@ -293,7 +302,7 @@ func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State
 		}
 	}
 	epoch := c.purges.Load()
-	state, t := c.format.lookup(base, sc, e, ms)
+	state, t := c.format.lookup(base, urlBase, sc, e, ms)
 	t.epoch = epoch
 	if state == PageFresh && c.l1 != nil && c.purges.Load() == epoch {
 		page := strings.Clone(t.page)
@@ -378,8 +387,12 @@ func (c *Cache) PurgeURL(in *KeyInput, soft bool) error {
 		}
 		if c.l1 != nil {
 			c.purges.Add(1)
-			var sc Scratch
-			c.l1.forget(c.pageKey(&sc, base, c.ns.Load()))
+			if len(c.keys.Cookies()) > 0 {
+				c.l1.clear() // the URL's page for each cookie value
+			} else {
+				var sc Scratch
+				c.l1.forget(c.pageKey(&sc, base, c.ns.Load()))
+			}
 		}
 		if !c.keys.HasScheme() {
 			return nil

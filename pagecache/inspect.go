@@ -55,7 +55,13 @@ func (c *Cache) Inspect(in *KeyInput, now time.Time) (Inspection, error) {
 	}
 	var sc Scratch
 	var e Entry
-	state, t := c.format.lookup(base, &sc, &e, now.UnixMilli())
+	urlBase := base
+	if len(c.keys.Cookies()) > 0 {
+		if urlBase, ok = c.keys.AppendURLBase(nil, in); !ok {
+			return ins, ErrUnkeyable
+		}
+	}
+	state, t := c.format.lookup(base, urlBase, &sc, &e, now.UnixMilli())
 	if t.down {
 		return ins, ErrStoreFailed
 	}
@@ -67,7 +73,7 @@ func (c *Cache) Inspect(in *KeyInput, now time.Time) (Inspection, error) {
 		return ins, nil
 	}
 	ins.Namespace = c.ns.Load()
-	ins.URLCounter = string(c.gens.AppendURLKey(nil, base))
+	ins.URLCounter = string(c.gens.AppendURLKey(nil, urlBase))
 	keys := []string{ins.URLCounter}
 	if state != PageMissing {
 		ins.Entry, ins.Size = e.Clone(), len(e.value)

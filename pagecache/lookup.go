@@ -13,14 +13,14 @@ type envelopeFormat struct{ c *Cache }
 
 func (f *envelopeFormat) keepsTags() bool { return true }
 
-// lookup reads the page at base with the namespace, URL and sequence
-// counters (one round trip), then its tags' counters if the hint did not
-// bring them (one more), and decodes it into e. now is in Unix
+// lookup reads the page at base with the namespace, URL (urlBase's) and
+// sequence counters (one round trip), then its tags' counters if the hint
+// did not bring them (one more), and decodes it into e. now is in Unix
 // milliseconds.
-func (f *envelopeFormat) lookup(base []byte, sc *Scratch, e *Entry, now int64) (State, Ticket) {
+func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now int64) (State, Ticket) {
 	c := f.c
 	g := c.gens
-	sc.url = g.AppendURLKey(sc.url[:0], base)
+	sc.url = g.AppendURLKey(sc.url[:0], urlBase)
 	urlKey := view(sc.url)
 	ns := c.ns.Load()
 	pageKey := c.pageKey(sc, base, ns)

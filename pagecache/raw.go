@@ -21,7 +21,7 @@ func (f *rawFormat) keepsTags() bool { return false }
 
 // lookup reads the body at base into e: a 200 with no headers, its store
 // flags in e.Flags. A pickle is damaged, never a page.
-func (f *rawFormat) lookup(base []byte, sc *Scratch, e *Entry, _ int64) (State, Ticket) {
+func (f *rawFormat) lookup(base, _ []byte, sc *Scratch, e *Entry, _ int64) (State, Ticket) {
 	c := f.c
 	key := view(base)
 	it, err := c.store.Get(key)

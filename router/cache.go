@@ -220,6 +220,13 @@ func (q *request) anonymous() outcome {
 	var ok bool
 	w.key, ok = c.Keys.Append(w.key[:0], &w.in, nil)
 	cookiesOK := ok || c.Keys.CookiesValid(&w.in)
+	urlBase := w.key
+	if ok && w.in.Cookies != nil {
+		// The pages of every cookie value share their URL's counter, so
+		// that a purge by URL reaches them all.
+		w.url, _ = c.Keys.AppendURLBase(w.url[:0], &w.in)
+		urlBase = w.url
+	}
 	w.in = pagecache.KeyInput{}
 	switch {
 	case !cookiesOK:
@@ -228,7 +235,7 @@ func (q *request) anonymous() outcome {
 		return q.bypass(bypassQuery)
 	}
 	e := &w.entry
-	state, t := c.pages.Lookup(w.key, &w.pages, e, time.Now())
+	state, t := c.pages.LookupURL(w.key, urlBase, &w.pages, e, time.Now())
 	if state == pagecache.PageVariants {
 		// The page varies: the request's values select the variant.
 		if state, t, ok = c.pages.LookupVariant(&t, &q.ctx.Request.Header, &w.pages, e, time.Now()); !ok {

@@ -51,6 +51,7 @@ type request struct {
 type work struct {
 	host  [256]byte
 	key   []byte // the base key, from the template
+	url   []byte // the URL's base key, when the template has {cookie:Name}
 	in    pagecache.KeyInput
 	pages pagecache.Scratch
 	entry pagecache.Entry
