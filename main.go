@@ -50,12 +50,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check", false, "validate the configuration, print it with every default filled in, and exit")
 	connect := fs.Bool("connect", false, "with -check: also connect to every dependency (memcached servers, the session store with one lookup, each backend or its probe), one line each on stderr; exit 1 if any fails")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: userrouter -config FILE [-check [-connect]]
+       userrouter [-config FILE] inspect [-json] URL
+       userrouter [-config FILE] purge [-soft] URL... | -key [-soft] TAG... | -all
+inspect and purge ask the running userrouter's admin API (listen.admin_addr,
+with purge.token); without -config they read `+defaultConfig+`.
+`)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "userrouter", version)
 		return 0
+	}
+	if isSubcommand(fs.Args()) && !*check && !*connect {
+		return subcommand(*configPath, fs.Args(), stdout, stderr)
 	}
 	if *configPath == "" || fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "userrouter: -config FILE is required (see conf/userrouter.example.toml)")

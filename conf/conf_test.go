@@ -237,6 +237,11 @@ key = "page:{host}{uri}|{cookie:lang}|{cookie:sid}"
 			want: []string{`t.toml:6: cache.key: {cookie:sid} names the session cookie (session.cookie)`},
 		},
 		{
+			name: "a host written as a URL",
+			doc:  "[backend]\naddrs = [\"127.0.0.1:8000\"]\n[cache]\nhosts = [\"http://example.com\"]\n",
+			want: []string{`t.toml:4: cache.hosts[0]: "http://example.com" is not a host name (write it as userrouter receives the Host header: "example.com" behind the shipped nginx snippet, whose $host never has a port`},
+		},
+		{
 			name: "a key on an empty cookie name",
 			doc:  "[backend]\naddrs = [\"127.0.0.1:8000\"]\n[cache]\nkey = \"page:{uri}{cookie:}\"\nhosts = [\"example.com\"]\n",
 			want: []string{`t.toml:4: cache.key: key template "page:{uri}{cookie:}": {cookie:}: "" is not a cookie name`},

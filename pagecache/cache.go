@@ -266,7 +266,7 @@ var ErrURLOnly = errors.New("pagecache: format raw keeps no tags or namespace: o
 
 // A format is how pages are kept: envelopes, or raw bodies.
 type format interface {
-	lookup(base, url []byte, sc *Scratch, e *Entry, now int64) (State, Ticket)
+	lookup(base, urlBase []byte, sc *Scratch, e *Entry, now int64) (State, Ticket)
 	put(t *Ticket, f *Fill) (Reason, []byte)
 	markUncacheable(t *Ticket, now time.Time, ttl time.Duration)
 	purgeURL(base []byte, urlKey string, soft bool) error
@@ -323,6 +323,15 @@ func NewCache(o CacheOptions) (*Cache, error) {
 // value). sc is the request's working memory: the Ticket aliases it until
 // cloned. It does not allocate for an ordinary hit.
 func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State, Ticket) {
+	return c.LookupURL(base, base, sc, e, now)
+}
+
+// LookupURL is Lookup for a key whose URL counter, the one a purge by URL
+// changes, is that of urlBase, the key of the page's URL without the
+// parts a purge cannot know: KeyTemplate.AppendURLBase, when the template
+// has {cookie:Name} parts, so that purging the URL reaches the page of
+// every cookie value.
+func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.Time) (State, Ticket) {
 	ms := now.UnixMilli()
 	if c.l1 != nil {
 		if ns := c.ns.Load(); ns != 0 {
@@ -332,7 +341,7 @@ func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State
 		}
 	}
 	epoch := c.purges.Load()
-	state, t := c.format.lookup(base, base, sc, e, ms)
+	state, t := c.format.lookup(base, urlBase, sc, e, ms)
 	t.epoch = epoch
 	if t.down && c.outage != nil && c.outage.lookup(t.page, e, ms) {
 		// The store failed: a page a fill made during the outage.
@@ -351,17 +360,18 @@ func (c *Cache) Lookup(base []byte, sc *Scratch, e *Entry, now time.Time) (State
 // LookupPrivate is Lookup for a private copy of the page under base: the
 // one kept for a single holder of a credential, under base followed by
 // private (a keyed hash of the credential, never the credential itself).
-// The copy records the generation of base's URL, so a purge of the URL
-// removes every private copy of it, and its own surrogate keys, so a purge
+// The copy records the generation of the URL counter of urlBase (base
+// itself, or what LookupURL takes for it), so a purge of the URL removes
+// every private copy of it, and its own surrogate keys, so a purge
 // by key removes those tagged. Private copies are never kept in the L1
 // tier (a purge of the URL could not find them there), and do not vary:
 // the caller stores no answer that does. Format raw has no generations to
 // record: the caller keeps no private copies there. It does not allocate
 // for an ordinary hit.
-func (c *Cache) LookupPrivate(base, private []byte, sc *Scratch, e *Entry, now time.Time) (State, Ticket) {
+func (c *Cache) LookupPrivate(base, urlBase, private []byte, sc *Scratch, e *Entry, now time.Time) (State, Ticket) {
 	sc.private = append(append(sc.private[:0], base...), private...)
 	epoch := c.purges.Load()
-	state, t := c.format.lookup(sc.private, base, sc, e, now.UnixMilli())
+	state, t := c.format.lookup(sc.private, urlBase, sc, e, now.UnixMilli())
 	t.epoch, t.private = epoch, true
 	return state, t
 }
@@ -503,8 +513,12 @@ func (c *Cache) PurgeURL(in *KeyInput, soft bool) error {
 		}
 		err := c.format.purgeURL(base, string(c.gens.AppendURLKey(nil, base)), soft)
 		if c.l1 != nil || c.outage != nil {
-			var sc Scratch
-			c.forgetLocal(c.pageKey(&sc, base, c.ns.Load()))
+			if len(c.keys.Cookies()) > 0 {
+				c.forgetLocal("") // the URL's page for each cookie value
+			} else {
+				var sc Scratch
+				c.forgetLocal(c.pageKey(&sc, base, c.ns.Load()))
+			}
 		}
 		if err != nil {
 			return err

@@ -20,4 +20,11 @@ func TestCookieKeyAllocs(t *testing.T) {
 	}); n != 0 {
 		t.Errorf("%v allocations; want 0", n)
 	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, ok := k.AppendURLBase(buf[:0], in); !ok {
+			t.Fatal("refused")
+		}
+	}); n != 0 {
+		t.Errorf("AppendURLBase: %v allocations; want 0", n)
+	}
 }

@@ -187,6 +187,16 @@ func (k *KeyTemplate) Headers() []string { return k.headers }
 // sends these, with the values the key holds, and no other cookie.
 func (k *KeyTemplate) Cookies() []string { return k.cookies }
 
+// AppendURLBase appends the key of in's URL: Append's, with every
+// {cookie:Name} part empty, as a purge by URL (which knows no cookies)
+// builds it. Its URL counter is the one the pages of every cookie value
+// of the URL record (Cache.LookupURL), so a purge by URL reaches them all.
+func (k *KeyTemplate) AppendURLBase(dst []byte, in *KeyInput) (key []byte, ok bool) {
+	u := *in
+	u.Cookies = nil
+	return k.Append(dst, &u, nil)
+}
+
 // CookiesValid reports whether every cookie the key includes has a value
 // CookieValue accepts in in: when it is false, Append refuses in too.
 func (k *KeyTemplate) CookiesValid(in *KeyInput) bool {

@@ -13,15 +13,16 @@ type envelopeFormat struct{ c *Cache }
 
 func (f *envelopeFormat) keepsTags() bool { return true }
 
-// lookup reads the page at base with the namespace, URL and sequence
-// counters (one round trip), then its tags' counters if the hint did not
-// bring them (one more), and decodes it into e. url is the base key of the
-// page's URL, for its counter: base itself, or what base extends (a
-// private copy, see LookupPrivate). now is in Unix milliseconds.
-func (f *envelopeFormat) lookup(base, url []byte, sc *Scratch, e *Entry, now int64) (State, Ticket) {
+// lookup reads the page at base with the namespace, URL (urlBase's) and
+// sequence counters (one round trip), then its tags' counters if the hint
+// did not bring them (one more), and decodes it into e. urlBase is the
+// base key of the page's URL, for its counter: base itself, or what a
+// purge by URL can know of it (see LookupURL and LookupPrivate). now is in
+// Unix milliseconds.
+func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now int64) (State, Ticket) {
 	c := f.c
 	g := c.gens
-	sc.url = g.AppendURLKey(sc.url[:0], url)
+	sc.url = g.AppendURLKey(sc.url[:0], urlBase)
 	urlKey := view(sc.url)
 	ns := c.ns.Load()
 	pageKey := c.pageKey(sc, base, ns)

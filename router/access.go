@@ -85,6 +85,9 @@ func (a *AccessLog) write(ctx *fasthttp.RequestCtx, rec *accessRecord, client []
 	}
 	rt := time.Since(rec.start)
 	cache := ctx.Response.Header.Peek(headerCacheStatus)
+	if rec.cache != "" {
+		cache = []byte(rec.cache)
+	}
 	if a.json {
 		b = append(b, `{"time":"`...)
 		b = rec.start.UTC().AppendFormat(b, time.RFC3339Nano)

@@ -228,6 +228,13 @@ func (q *request) anonymous() outcome {
 	var ok bool
 	w.key, ok = c.Keys.Append(w.key[:0], &w.in, nil)
 	cookiesOK := ok || c.Keys.CookiesValid(&w.in)
+	urlBase := w.key
+	if ok && w.in.Cookies != nil {
+		// The pages of every cookie value share their URL's counter, so
+		// that a purge by URL reaches them all.
+		w.url, _ = c.Keys.AppendURLBase(w.url[:0], &w.in)
+		urlBase = w.url
+	}
 	w.in = pagecache.KeyInput{}
 	switch {
 	case !cookiesOK:
@@ -242,9 +249,9 @@ func (q *request) anonymous() outcome {
 		if w.cpart, ok = r.creds.appendHash(w.cpart[:0], &q.cred, &w.mac); !ok {
 			return q.credentialDoubt(sessioncheck.ErrNoStore, false) // no hash key: refused by conf
 		}
-		state, t = c.pages.LookupPrivate(w.key, w.cpart, &w.pages, e, time.Now())
+		state, t = c.pages.LookupPrivate(w.key, urlBase, w.cpart, &w.pages, e, time.Now())
 	} else {
-		state, t = c.pages.Lookup(w.key, &w.pages, e, time.Now())
+		state, t = c.pages.LookupURL(w.key, urlBase, &w.pages, e, time.Now())
 	}
 	if state == pagecache.PageVariants && q.cred.Key != nil {
 		return q.notStored(pagecache.ReasonVary) // credential copies do not vary

@@ -21,7 +21,7 @@ func (q *request) route() outcome {
 	}
 	h := &q.ctx.Request.Header
 	if bytes.Equal(h.Method(), methodPurge) {
-		r.purgeMethod(q.ctx)
+		r.purgeMethod(q.ctx, &q.log)
 		return outcomePurge
 	}
 	if !q.ctx.IsGet() && !q.ctx.IsHead() {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -46,7 +47,7 @@ func TestCacheKeyCookie(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			base := startRouter(t, Options{Cache: &CacheOptions{
+			base := startRouter(t, Options{PurgeAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Cache: &CacheOptions{
 				Store:       store(t),
 				Keys:        keys,
 				Policy:      pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Minute, HonorCacheControl: true}}),
@@ -92,6 +93,19 @@ func TestCacheKeyCookie(t *testing.T) {
 			for _, cookie := range []string{"lang=fr<script>", "lang=fr; lang=en", "lang=" + strings.Repeat("x", 65)} {
 				if a := fetch(t, "GET", base+"/a", "Cookie", cookie); a.cacheStatus != "userrouter; fwd=bypass; detail=key-cookie" {
 					t.Errorf("%q: %q; want detail=key-cookie", cookie, a.cacheStatus)
+				}
+			}
+			// A purge by URL reaches the page of every cookie value.
+			if a := fetch(t, "PURGE", base+"/a"); a.status != 200 {
+				t.Fatalf("PURGE: %d %q", a.status, a.body)
+			}
+			for _, cookie := range []string{"lang=fr", "lang=en-GB", ""} {
+				var h []string
+				if cookie != "" {
+					h = []string{"Cookie", cookie}
+				}
+				if a := fetch(t, "GET", base+"/a", h...); a.cacheStatus == "userrouter; hit" {
+					t.Errorf("%q after a purge of the URL: %q; want a miss", cookie, a.cacheStatus)
 				}
 			}
 			mu.Lock()

@@ -2,13 +2,17 @@ package router
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/valyala/fasthttp"
@@ -160,21 +164,25 @@ func splitHost(s string) (host, uri string) {
 
 // purgeMethod answers PURGE /path on the main listener, the nginx
 // cache_purge convention: the Host header names the site, "Soft-Purge: 1"
-// makes it soft.
-func (r *Router) purgeMethod(ctx *fasthttp.RequestCtx) {
-	if !r.purgeAllowed(ctx, r.clientIP(ctx)) {
+// makes it soft. Its outcome goes in the access log line (rec).
+func (r *Router) purgeMethod(ctx *fasthttp.RequestCtx, rec *accessRecord) {
+	who, ok := r.purgeAllowed(ctx, r.clientIP(ctx))
+	if !ok {
+		rec.cache = "purge; refused"
 		return
 	}
 	soft := bytes.Equal(ctx.Request.Header.Peek("Soft-Purge"), []byte("1"))
 	u := "http://" + string(ctx.Request.Header.Host()) + string(ctx.Request.Header.RequestURI())
-	res, err := r.Purge(&PurgeRequest{URLs: []string{u}, Soft: soft})
-	r.purgeAnswer(ctx, res, err)
+	req := PurgeRequest{URLs: []string{u}, Soft: soft}
+	res, err := r.Purge(&req)
+	rec.cache = r.purgeAnswer(ctx, "PURGE", who, &req, res, err)
 }
 
 // ServePurgeAPI answers POST /purge on the admin listener.
 func (r *Router) ServePurgeAPI(ctx *fasthttp.RequestCtx) {
 	peer, _ := peerAddr(ctx.RemoteAddr())
-	if !r.purgeAllowed(ctx, peer) {
+	who, ok := r.purgeAllowed(ctx, peer)
+	if !ok {
 		return
 	}
 	if !ctx.IsPost() {
@@ -194,55 +202,118 @@ func (r *Router) ServePurgeAPI(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	res, err := r.Purge(&req)
-	r.purgeAnswer(ctx, res, err)
+	r.purgeAnswer(ctx, "admin", who, &req, res, err)
 }
 
-func (r *Router) purgeAnswer(ctx *fasthttp.RequestCtx, res PurgeResult, err error) {
+// purgeAnswer answers a purge and logs it: through what (via: "PURGE" on
+// the main listener, "admin" for the API), from whom, what was asked and
+// how many were purged. It returns the outcome for the access log.
+func (r *Router) purgeAnswer(ctx *fasthttp.RequestCtx, via string, who purgeClient, req *PurgeRequest, res PurgeResult, err error) string {
+	attrs := []slog.Attr{slog.String("via", via), slog.String("client", who.ip.String()), slog.String("allow", who.allow.String()),
+		slog.String("token", who.token), slog.Int("urls", res.URLs), slog.Int("keys", res.Keys), slog.Bool("all", res.All),
+		slog.Bool("soft", req.Soft), slog.String("what", purgeWhat(req))}
 	var pe *purgeError
 	switch {
 	case errors.As(err, &pe):
 		res.Error = pe.msg
+		r.log.Log(slog.LevelWarn, "purge-bad", "purge refused: bad request", append(attrs, slog.String("error", pe.msg))...)
 		jsonAnswer(ctx, fasthttp.StatusBadRequest, res)
+		return "purge; bad-request"
 	case err != nil:
 		res.Error = "the store failed; what is counted was purged: " + err.Error()
-		r.log.Log(slog.LevelError, "purge", "purge failed", slog.String("error", err.Error()))
+		r.log.Log(slog.LevelError, "purge", "purge failed", append(attrs, slog.String("error", err.Error()))...)
 		jsonAnswer(ctx, fasthttp.StatusServiceUnavailable, res)
-	default:
-		r.log.log.Info("purged", "urls", res.URLs, "keys", res.Keys, "all", res.All, "soft", res.Soft)
-		jsonAnswer(ctx, fasthttp.StatusOK, res)
+		return "purge; store-error"
 	}
+	r.log.log.LogAttrs(context.Background(), slog.LevelInfo, "purged", attrs...)
+	jsonAnswer(ctx, fasthttp.StatusOK, res)
+	out := "purge; urls=" + strconv.Itoa(res.URLs) + "; keys=" + strconv.Itoa(res.Keys)
+	if res.All {
+		out += "; all"
+	}
+	if res.Soft {
+		out += "; soft"
+	}
+	return out
+}
+
+// purgeWhat lists what a purge asked for, bounded for a log line: the
+// first URLs and keys, each at most 200 bytes, and how many more.
+func purgeWhat(req *PurgeRequest) string {
+	var b strings.Builder
+	n := 0
+	add := func(kind, s string) {
+		if n < 10 {
+			if n > 0 {
+				b.WriteString(" ")
+			}
+			b.WriteString(kind)
+			b.WriteString(truncate([]byte(s), 200))
+		}
+		n++
+	}
+	if req.All {
+		add("all", "")
+	}
+	for _, u := range req.URLs {
+		add("url:", u)
+	}
+	for _, k := range req.Keys {
+		add("key:", k)
+	}
+	if n > 10 {
+		fmt.Fprintf(&b, " (%d more)", n-10)
+	}
+	return b.String()
+}
+
+// A purgeClient is who a purge came from, for its log line: the address,
+// the purge.allow entry that admitted it, and the token's id ("none"
+// without purge.token; otherwise "sha256:" and the first 8 hex digits of
+// the configured token's SHA-256, which tells tokens apart across a
+// rotation without writing them in the log).
+type purgeClient struct {
+	ip    netip.Addr
+	allow netip.Prefix
+	token string
 }
 
 // purgeAllowed checks the client address against purge.allow and the
 // bearer token, answering 403 (and logging) when they fail.
-func (r *Router) purgeAllowed(ctx *fasthttp.RequestCtx, client netip.Addr) bool {
+func (r *Router) purgeAllowed(ctx *fasthttp.RequestCtx, client netip.Addr) (purgeClient, bool) {
+	who := purgeClient{ip: client, token: "none"}
 	why := ""
+	var allowed bool
+	who.allow, allowed = r.purgeFromAllowed(client)
 	switch {
-	case !client.IsValid() || !r.purgeFromAllowed(client):
+	case !client.IsValid() || !allowed:
 		why = "address not in purge.allow"
 	case r.purgeToken != "":
 		got, ok := bytes.CutPrefix(ctx.Request.Header.Peek(fasthttp.HeaderAuthorization), []byte("Bearer "))
 		if !ok || subtle.ConstantTimeCompare(bytes.TrimSpace(got), []byte(r.purgeToken)) != 1 {
 			why = "missing or wrong bearer token"
 		}
+		sum := sha256.Sum256([]byte(r.purgeToken))
+		who.token = "sha256:" + hex.EncodeToString(sum[:4])
 	}
 	if why == "" {
-		return true
+		return who, true
 	}
 	r.stats.PurgesRefused.Add(1)
 	r.log.Log(slog.LevelWarn, "purge-refused", "purge refused", slog.String("client", client.String()), slog.String("why", why),
 		slog.String("uri", truncate(ctx.Request.Header.RequestURI(), 200)))
 	jsonAnswer(ctx, fasthttp.StatusForbidden, PurgeResult{Error: "purge refused: " + why})
-	return false
+	return who, false
 }
 
-func (r *Router) purgeFromAllowed(a netip.Addr) bool {
+// purgeFromAllowed returns the purge.allow entry holding a.
+func (r *Router) purgeFromAllowed(a netip.Addr) (netip.Prefix, bool) {
 	for _, p := range r.purgeAllow {
 		if p.Contains(a) {
-			return true
+			return p, true
 		}
 	}
-	return false
+	return netip.Prefix{}, false
 }
 
 // clientIP is the address a purge on the main listener came from: the

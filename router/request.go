@@ -62,6 +62,7 @@ type work struct {
 	cpart []byte // a per-credential copy's private key part
 	ckey  []byte // a credential's lookup key (sessioncheck.CredentialKey)
 	mac   [sha256.Size]byte
+	url   []byte // the URL's base key, when the template has {cookie:Name}
 	in    pagecache.KeyInput
 	pages pagecache.Scratch
 	entry pagecache.Entry
@@ -72,6 +73,9 @@ type accessRecord struct {
 	start    time.Time
 	upstream time.Duration // waiting for backends
 	verdict  string        // who the visitor is: "anonymous", "doubt-timeout"...
+	// cache, when set, is the line's cache field for an answer without
+	// Cache-Status: a PURGE's outcome ("purge; urls=1").
+	cache string
 }
 
 var requests = sync.Pool{New: func() any { return &request{w: &work{key: make([]byte, 0, 512)}} }}
