@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -560,4 +562,28 @@ func BenchmarkColdLookupMemcached(b *testing.B) {
 		MaxQueries: 64, Timeout: time.Second, TTLIdentified: time.Nanosecond, TTLAnonymous: time.Nanosecond, TTLNoRow: time.Nanosecond,
 	})
 	benchColdLookups(b, s, rows)
+}
+
+// TestRedisCoalescesConcurrentLookups: 50 concurrent lookups of one key
+// send one GETRANGE; the others share it or find its verdict cached.
+func TestRedisCoalescesConcurrentLookups(t *testing.T) {
+	addr := redisAddr(t)
+	prefix := testPrefix()
+	rc := redisClient(t, prefix)
+	d, _ := hexPickle(pickleCases[3].hex)
+	rc.Set(context.Background(), prefix+"k", d, time.Hour)
+	s := newCacheSessions(t, newRedisStore(t, "redis://"+addr+"/0", prefix+"{key}", time.Second), "django", "", Options{Timeout: 2 * time.Second})
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	for range 50 {
+		wg.Go(func() {
+			if check(s, "k") != "identified" {
+				wrong.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if q := s.Stats.Queries.Load(); q != 1 || wrong.Load() != 0 {
+		t.Errorf("50 concurrent lookups of one key sent %d queries (%d wrong verdicts); want 1 and 0", q, wrong.Load())
+	}
 }
