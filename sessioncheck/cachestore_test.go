@@ -28,7 +28,9 @@ func testPrefix() string { return fmt.Sprintf("urtest%d%06d", time.Now().UnixNan
 // redisAddr is the test Redis (USERROUTER_TEST_REDIS, host:port).
 func redisAddr(t testing.TB) string { return sessiontest.Env(t, "USERROUTER_TEST_REDIS") }
 
-// newCacheSessions builds Sessions over a cache-backed store.
+// newCacheSessions builds Sessions over a cache-backed store. Tests of
+// what a lookup finds give it 2 s, not the default 100 ms: the machine
+// may be loaded; the outage tests set the timeout they measure.
 func newCacheSessions(t testing.TB, store Store, rule, key string, o Options) *Sessions {
 	t.Helper()
 	r, err := NewCacheRule(rule, key, nil)
@@ -167,7 +169,7 @@ print(json.dumps({"anonymous": anonymous, "identified": identified, "logout": se
 	t.Logf("pickle protocol %d", raw[1])
 
 	store := newRedisStore(t, "redis://"+addr+"/0", prefix+":1:django.contrib.sessions.cache{key}", time.Second)
-	s := newCacheSessions(t, store, "django", "", Options{})
+	s := newCacheSessions(t, store, "django", "", Options{Timeout: 2 * time.Second})
 	for _, tc := range []struct{ name, key, want string }{
 		{"anonymous with a cart", keys.Anonymous, "anonymous"},
 		{"logged in", keys.Identified, "identified"},
@@ -211,7 +213,7 @@ func TestRedisOtherFrameworks(t *testing.T) {
 	kt, _ := ParseKeyTemplate(railsTmpl)
 	rc.Set(ctx, kt.Key(sid), railsCases[0].value, time.Hour)
 	rc.Set(ctx, kt.Key(anon), railsCases[1].value, time.Hour)
-	rails := newCacheSessions(t, newRedisStore(t, "redis://"+addr+"/0", railsTmpl, time.Second), "rails_json", "", Options{})
+	rails := newCacheSessions(t, newRedisStore(t, "redis://"+addr+"/0", railsTmpl, time.Second), "rails_json", "", Options{Timeout: 2 * time.Second})
 	for key, want := range map[string]string{sid: "identified", anon: "anonymous", strings.Repeat("9", 32): "anonymous"} {
 		if got := check(rails, key); got != want {
 			t.Errorf("rails %s: got %s; want %s", key[:4], got, want)
@@ -224,7 +226,7 @@ func TestRedisOtherFrameworks(t *testing.T) {
 	kt, _ = ParseKeyTemplate(laravelTmpl)
 	rc.Set(ctx, kt.Key(lsid), phpString(laravelLogin), time.Hour)
 	rc.Set(ctx, kt.Key(lanon), phpString(laravelError), time.Hour)
-	laravel := newCacheSessions(t, newRedisStore(t, "redis://"+addr+"/0", laravelTmpl, time.Second), "laravel_php", "", Options{})
+	laravel := newCacheSessions(t, newRedisStore(t, "redis://"+addr+"/0", laravelTmpl, time.Second), "laravel_php", "", Options{Timeout: 2 * time.Second})
 	for key, want := range map[string]string{lsid: "identified", lanon: "anonymous"} {
 		if got := check(laravel, key); got != want {
 			t.Errorf("laravel %s: got %s; want %s", key[:4], got, want)
@@ -391,7 +393,7 @@ print(json.dumps({"anonymous": session_after(cart), "identified": session_after(
 `, map[string]any{"engine": "django.contrib.sessions.backends.cache",
 		"cache": map[string]any{"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache", "LOCATION": addr, "KEY_PREFIX": prefix}}, &keys)
 	t.Logf("sessions written by Django %s through pymemcache", keys.Django)
-	s := newCacheSessions(t, newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cache{key}", time.Second), "django", "", Options{})
+	s := newCacheSessions(t, newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cache{key}", time.Second), "django", "", Options{Timeout: 2 * time.Second})
 	for _, tc := range []struct{ name, key, want string }{
 		{"anonymous with a cart", keys.Anonymous, "anonymous"},
 		{"logged in", keys.Identified, "identified"},
@@ -430,7 +432,7 @@ print(json.dumps({"anonymous": anonymous, "identified": identified, "compressed"
 	if err != nil || it.Flags != 9 {
 		t.Fatalf("pylibmc's compressed value: flags %v, %v; want 9 (pickle | zlib)", it, err)
 	}
-	s := newCacheSessions(t, newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cache{key}", time.Second), "django", "", Options{})
+	s := newCacheSessions(t, newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cache{key}", time.Second), "django", "", Options{Timeout: 2 * time.Second})
 	for _, tc := range []struct{ name, key, want string }{
 		{"anonymous with a cart", keys.Anonymous, "anonymous"},
 		{"logged in", keys.Identified, "identified"},
@@ -460,7 +462,7 @@ print(json.dumps({"anonymous": anonymous, "identified": identified, "evicted": e
 		t.Fatal(err)
 	}
 	fb := &Fallback{Cache: newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cached_db{key}", time.Second), DB: sqlStore}
-	cs := newCacheSessions(t, fb, "django", "", Options{})
+	cs := newCacheSessions(t, fb, "django", "", Options{Timeout: 2 * time.Second})
 	for _, tc := range []struct{ name, key, want string }{
 		{"anonymous with a cart", cdb.Anonymous, "anonymous"},
 		{"logged in", cdb.Identified, "identified"},
