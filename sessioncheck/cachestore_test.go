@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,7 +28,9 @@ func testPrefix() string { return fmt.Sprintf("urtest%d%06d", time.Now().UnixNan
 // redisAddr is the test Redis (USERROUTER_TEST_REDIS, host:port).
 func redisAddr(t testing.TB) string { return sessiontest.Env(t, "USERROUTER_TEST_REDIS") }
 
-// newCacheSessions builds Sessions over a cache-backed store.
+// newCacheSessions builds Sessions over a cache-backed store. Tests of
+// what a lookup finds give it 2 s, not the default 100 ms: the machine
+// may be loaded; the outage tests set the timeout they measure.
 func newCacheSessions(t testing.TB, store Store, rule, key string, o Options) *Sessions {
 	t.Helper()
 	r, err := NewCacheRule(rule, key, nil)
@@ -165,7 +169,7 @@ print(json.dumps({"anonymous": anonymous, "identified": identified, "logout": se
 	t.Logf("pickle protocol %d", raw[1])
 
 	store := newRedisStore(t, "redis://"+addr+"/0", prefix+":1:django.contrib.sessions.cache{key}", time.Second)
-	s := newCacheSessions(t, store, "django", "", Options{})
+	s := newCacheSessions(t, store, "django", "", Options{Timeout: 2 * time.Second})
 	for _, tc := range []struct{ name, key, want string }{
 		{"anonymous with a cart", keys.Anonymous, "anonymous"},
 		{"logged in", keys.Identified, "identified"},
@@ -209,7 +213,7 @@ func TestRedisOtherFrameworks(t *testing.T) {
 	kt, _ := ParseKeyTemplate(railsTmpl)
 	rc.Set(ctx, kt.Key(sid), railsCases[0].value, time.Hour)
 	rc.Set(ctx, kt.Key(anon), railsCases[1].value, time.Hour)
-	rails := newCacheSessions(t, newRedisStore(t, "redis://"+addr+"/0", railsTmpl, time.Second), "rails_json", "", Options{})
+	rails := newCacheSessions(t, newRedisStore(t, "redis://"+addr+"/0", railsTmpl, time.Second), "rails_json", "", Options{Timeout: 2 * time.Second})
 	for key, want := range map[string]string{sid: "identified", anon: "anonymous", strings.Repeat("9", 32): "anonymous"} {
 		if got := check(rails, key); got != want {
 			t.Errorf("rails %s: got %s; want %s", key[:4], got, want)
@@ -222,7 +226,7 @@ func TestRedisOtherFrameworks(t *testing.T) {
 	kt, _ = ParseKeyTemplate(laravelTmpl)
 	rc.Set(ctx, kt.Key(lsid), phpString(laravelLogin), time.Hour)
 	rc.Set(ctx, kt.Key(lanon), phpString(laravelError), time.Hour)
-	laravel := newCacheSessions(t, newRedisStore(t, "redis://"+addr+"/0", laravelTmpl, time.Second), "laravel_php", "", Options{})
+	laravel := newCacheSessions(t, newRedisStore(t, "redis://"+addr+"/0", laravelTmpl, time.Second), "laravel_php", "", Options{Timeout: 2 * time.Second})
 	for key, want := range map[string]string{lsid: "identified", lanon: "anonymous"} {
 		if got := check(laravel, key); got != want {
 			t.Errorf("laravel %s: got %s; want %s", key[:4], got, want)
@@ -389,7 +393,7 @@ print(json.dumps({"anonymous": session_after(cart), "identified": session_after(
 `, map[string]any{"engine": "django.contrib.sessions.backends.cache",
 		"cache": map[string]any{"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache", "LOCATION": addr, "KEY_PREFIX": prefix}}, &keys)
 	t.Logf("sessions written by Django %s through pymemcache", keys.Django)
-	s := newCacheSessions(t, newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cache{key}", time.Second), "django", "", Options{})
+	s := newCacheSessions(t, newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cache{key}", time.Second), "django", "", Options{Timeout: 2 * time.Second})
 	for _, tc := range []struct{ name, key, want string }{
 		{"anonymous with a cart", keys.Anonymous, "anonymous"},
 		{"logged in", keys.Identified, "identified"},
@@ -428,7 +432,7 @@ print(json.dumps({"anonymous": anonymous, "identified": identified, "compressed"
 	if err != nil || it.Flags != 9 {
 		t.Fatalf("pylibmc's compressed value: flags %v, %v; want 9 (pickle | zlib)", it, err)
 	}
-	s := newCacheSessions(t, newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cache{key}", time.Second), "django", "", Options{})
+	s := newCacheSessions(t, newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cache{key}", time.Second), "django", "", Options{Timeout: 2 * time.Second})
 	for _, tc := range []struct{ name, key, want string }{
 		{"anonymous with a cart", keys.Anonymous, "anonymous"},
 		{"logged in", keys.Identified, "identified"},
@@ -458,7 +462,7 @@ print(json.dumps({"anonymous": anonymous, "identified": identified, "evicted": e
 		t.Fatal(err)
 	}
 	fb := &Fallback{Cache: newMemcacheStore(t, addr, prefix+":1:django.contrib.sessions.cached_db{key}", time.Second), DB: sqlStore}
-	cs := newCacheSessions(t, fb, "django", "", Options{})
+	cs := newCacheSessions(t, fb, "django", "", Options{Timeout: 2 * time.Second})
 	for _, tc := range []struct{ name, key, want string }{
 		{"anonymous with a cart", cdb.Anonymous, "anonymous"},
 		{"logged in", cdb.Identified, "identified"},
@@ -560,4 +564,28 @@ func BenchmarkColdLookupMemcached(b *testing.B) {
 		MaxQueries: 64, Timeout: time.Second, TTLIdentified: time.Nanosecond, TTLAnonymous: time.Nanosecond, TTLNoRow: time.Nanosecond,
 	})
 	benchColdLookups(b, s, rows)
+}
+
+// TestRedisCoalescesConcurrentLookups: 50 concurrent lookups of one key
+// send one GETRANGE; the others share it or find its verdict cached.
+func TestRedisCoalescesConcurrentLookups(t *testing.T) {
+	addr := redisAddr(t)
+	prefix := testPrefix()
+	rc := redisClient(t, prefix)
+	d, _ := hexPickle(pickleCases[3].hex)
+	rc.Set(context.Background(), prefix+"k", d, time.Hour)
+	s := newCacheSessions(t, newRedisStore(t, "redis://"+addr+"/0", prefix+"{key}", time.Second), "django", "", Options{Timeout: 2 * time.Second})
+	var wg sync.WaitGroup
+	var wrong atomic.Int64
+	for range 50 {
+		wg.Go(func() {
+			if check(s, "k") != "identified" {
+				wrong.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if q := s.Stats.Queries.Load(); q != 1 || wrong.Load() != 0 {
+		t.Errorf("50 concurrent lookups of one key sent %d queries (%d wrong verdicts); want 1 and 0", q, wrong.Load())
+	}
 }

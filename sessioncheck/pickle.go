@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"math"
 )
 
 // Limits on one pickle: a session that needs more is in doubt.
@@ -37,7 +36,7 @@ type pyValue struct {
 	// holding one).
 	hashable bool
 	str      []byte // pyStr: UTF-8, aliasing the input
-	num      int64  // pyBool, pyInt (LONG1 up to 8 bytes)
+	num      int64  // pyBool, pyInt (LONG1 up to 8 bytes), pyFloat's bits
 	c        *pyContainer
 }
 
@@ -79,37 +78,37 @@ var pyKindNames = [...]string{"None", "bool", "int", "float", "str", "list", "tu
 
 // Pickle opcodes (Python's Lib/pickle.py names).
 const (
-	opMark           = '('
-	opStop           = '.'
-	opNone           = 'N'
-	opBinInt         = 'J'
-	opBinInt1        = 'K'
-	opBinInt2        = 'M'
-	opBinFloat       = 'G'
-	opBinUnicode     = 'X'
-	opAppend         = 'a'
-	opAppends        = 'e'
-	opEmptyDict      = '}'
-	opEmptyList      = ']'
-	opEmptyTuple     = ')'
-	opSetItem        = 's'
-	opSetItems       = 'u'
-	opTuple          = 't'
-	opBinGet         = 'h'
-	opLongBinGet     = 'j'
-	opBinPut         = 'q'
-	opLongBinPut     = 'r'
-	opProto          = 0x80
-	opTuple1         = 0x85
-	opTuple2         = 0x86
-	opTuple3         = 0x87
-	opNewTrue        = 0x88
-	opNewFalse       = 0x89
-	opLong1          = 0x8a
-	opShortBinUnicde = 0x8c
-	opBinUnicode8    = 0x8d
-	opMemoize        = 0x94
-	opFrame          = 0x95
+	opMark            = '('
+	opStop            = '.'
+	opNone            = 'N'
+	opBinInt          = 'J'
+	opBinInt1         = 'K'
+	opBinInt2         = 'M'
+	opBinFloat        = 'G'
+	opBinUnicode      = 'X'
+	opAppend          = 'a'
+	opAppends         = 'e'
+	opEmptyDict       = '}'
+	opEmptyList       = ']'
+	opEmptyTuple      = ')'
+	opSetItem         = 's'
+	opSetItems        = 'u'
+	opTuple           = 't'
+	opBinGet          = 'h'
+	opLongBinGet      = 'j'
+	opBinPut          = 'q'
+	opLongBinPut      = 'r'
+	opProto           = 0x80
+	opTuple1          = 0x85
+	opTuple2          = 0x86
+	opTuple3          = 0x87
+	opNewTrue         = 0x88
+	opNewFalse        = 0x89
+	opLong1           = 0x8a
+	opShortBinUnicode = 0x8c
+	opBinUnicode8     = 0x8d
+	opMemoize         = 0x94
+	opFrame           = 0x95
 )
 
 type unpickler struct {
@@ -315,9 +314,10 @@ func unpickle(data []byte) (pyValue, error) {
 			if !ok {
 				return pyValue{}, u.errf("short BINFLOAT")
 			}
-			f := math.Float64frombits(binary.BigEndian.Uint64(b))
-			err = u.push(pyValue{kind: pyFloat, hashable: true, num: int64(math.Float64bits(f))})
-		case opShortBinUnicde:
+			// The value is not needed, only that it is a float: its
+			// IEEE 754 bits are kept as they are.
+			err = u.push(pyValue{kind: pyFloat, hashable: true, num: int64(binary.BigEndian.Uint64(b))})
+		case opShortBinUnicode:
 			n, ok := u.take(1)
 			if !ok {
 				return pyValue{}, u.errf("short SHORT_BINUNICODE")
