@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -15,14 +16,15 @@ import (
 	"github.com/userrouter/userrouter/conf"
 	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/router"
+	"github.com/userrouter/userrouter/sessioncheck"
 )
 
 // connectTimeout bounds each dependency check of -check -connect.
 const connectTimeout = 3 * time.Second
 
 // connectAll is -check -connect: it reaches every dependency the config
-// names (each memcached server, the session store with one lookup of a
-// random key, each backend through its probe or a connection) and writes
+// names (each memcached server, the session store and the credential store
+// with one lookup of a random key each, each backend through its probe or a connection) and writes
 // one line per dependency to w. It reports whether all answered.
 func connectAll(cfg *conf.Config, w io.Writer) bool {
 	ok := true
@@ -63,6 +65,20 @@ func connectAll(cfg *conf.Config, w io.Writer) bool {
 			}
 		}
 		line("session store ("+cfg.Session.Driver+"), one lookup of a random key", start, err)
+	}
+	if cfg.Credentials.Enabled() {
+		start := time.Now()
+		quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+		creds, closer, err := buildCredentials(cfg, quiet, router.NewMetrics(version), false, atReloadVerify)
+		if err == nil {
+			var b [20]byte
+			rand.Read(b[:])
+			ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+			_, err = creds.Checker.Check(ctx, sessioncheck.CredentialKey(nil, nil, []byte(hex.EncodeToString(b[:]))))
+			cancel()
+			closer.Close()
+		}
+		line("credential store ("+cmp.Or(cfg.Credentials.Driver, cfg.Session.Driver)+"), one lookup of a random key", start, err)
 	}
 	for _, a := range cfg.Backend.Addrs {
 		start := time.Now()

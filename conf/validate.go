@@ -333,7 +333,7 @@ func checkCredentials(d *decoder, c *Config) {
 	positive(d, "credentials.cache_ttl_valid", cr.CacheTTLValid)
 	positive(d, "credentials.cache_ttl_invalid", cr.CacheTTLInvalid)
 	positive(d, "credentials.breaker_cooldown", cr.BreakerCooldown)
-	if private && len(cr.HashKey) < 16 {
+	if (private || cr.HashKey != "") && len(cr.HashKey) < 16 {
 		d.errf("credentials.hash_key", "must be at least 16 bytes when a cache rule is \"per-credential\": a secret, the same on every instance, like \"${USERROUTER_CREDENTIAL_HASH_KEY}\"")
 	}
 	if (shared || private) && c.Cache.Format == "raw" {

@@ -11,8 +11,16 @@
 //     originForm turns an absolute-form target into origin form.
 //  2. route classifies: PURGE goes to Router.purgeMethod; not GET or HEAD,
 //     a body, an Upgrade, a host not cached, a bypass path, query
-//     parameter or cookie, Authorization, Range, or a rule with
-//     cache = false is forwarded by bypass (fwd=bypass; detail=<reason>).
+//     parameter or cookie, Range, or a rule with cache = false is
+//     forwarded by bypass (fwd=bypass; detail=<reason>). A credential
+//     (credential: Authorization, or the credentials query parameter) is
+//     forwarded too (detail=authorization), unless the rule serves
+//     credentials: then it is checked (CredentialOptions.Checker) and a
+//     valid one goes on to step 4, keyed by the shared page or, for
+//     per-credential rules, by its own copy (pagecache.Cache.LookupPrivate),
+//     its fills carrying it (setCredential); no credential, an invalid or
+//     a doubtful one is forwarded (detail=credential-invalid,
+//     credential-doubt).
 //  3. route reads the session key (sessioncheck.KeyFinder.FindLines) and
 //     asks the Checker; identified visitors are forwarded, and so is any
 //     doubt (doubt, detail=doubt-<reason>), never guessed anonymous.
@@ -23,7 +31,8 @@
 //  5. miss: a visitor without cookies is the fill (fillFromVisitor, whose
 //     concurrent misses wait in flights); one with cookies is forwarded
 //     and backgroundFill fills the cache. A fill (Router.fill) sends
-//     fillRequest's credential-free request, fenced by
+//     fillRequest's credential-free request (or carrying the one verified
+//     credential under a credentials rule), fenced by
 //     pagecache.Cache.Fence, decides with pagecache.Policy.Decide, and
 //     stores with pagecache.Cache.Put or marks the URL uncacheable.
 //  6. forward relays anything else to a backend as the client sent it and
