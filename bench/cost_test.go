@@ -150,29 +150,45 @@ func TestOpenLoopHonestAt80Percent(t *testing.T) {
 		}
 		w.Write([]byte("ok"))
 	})
-	closed := measure(t, "-url", s.URL, "-c", fmt.Sprint(conns), "-duration", "2s", "-warmup", "500ms")
-	rate := math.Round(0.8 * closed.rps())
-	cl := latencyOf(closed.hist)
-	args := []string{"-url", s.URL, "-c", fmt.Sprint(conns), "-rate", fmt.Sprint(rate), "-duration", "3s", "-warmup", "500ms"}
+	// A machine shared with other work (go test ./... runs packages in
+	// parallel) can stall every process for longer than the late-ticket
+	// grace; such a stall shows as a p99 many times the server's delay.
+	// Up to 3 attempts, then the last one's figures decide.
+	var args []string
+	var rate float64
+	for attempt := 1; ; attempt++ {
+		closed := measure(t, "-url", s.URL, "-c", fmt.Sprint(conns), "-duration", "2s", "-warmup", "500ms")
+		rate = math.Round(0.8 * closed.rps())
+		cl := latencyOf(closed.hist)
+		args = []string{"-url", s.URL, "-c", fmt.Sprint(conns), "-rate", fmt.Sprint(rate), "-duration", "3s", "-warmup", "500ms"}
 
-	r := measure(t, args...)
-	achieved := float64(r.requests) / r.spec.duration.Seconds()
-	l := latencyOf(r.hist)
-	t.Logf("closed loop: %.1f/s, p50 %.2fms; open loop: asked %g/s, sent %.1f/s, answered %.1f/s; p50 %.2fms p99 %.2fms",
-		closed.rps(), cl.P50, rate, achieved, r.rps(), l.P50, l.P99)
-	if achieved < 0.99*rate || achieved > 1.01*rate || r.responses != r.requests {
-		t.Errorf("sent %.1f requests/s (%d answered of %d); want %g within 1%%, all answered", achieved, r.responses, r.requests, rate)
-	}
-	if l.P50 < 10 || l.P50 > 3*cl.P50 {
-		t.Errorf("p50 %.2fms; want at least the server's 10ms and at most 3 × the closed loop's %.2fms", l.P50, cl.P50)
+		r := measure(t, args...)
+		achieved := float64(r.requests) / r.spec.duration.Seconds()
+		l := latencyOf(r.hist)
+		t.Logf("attempt %d: closed loop: %.1f/s, p50 %.2fms; open loop: asked %g/s, sent %.1f/s, answered %.1f/s; p50 %.2fms p99 %.2fms",
+			attempt, closed.rps(), cl.P50, rate, achieved, r.rps(), l.P50, l.P99)
+		good := achieved >= 0.99*rate && achieved <= 1.01*rate && r.responses == r.requests && l.P50 >= 10 && l.P50 <= 3*cl.P50
+		if good {
+			break
+		}
+		if attempt < 3 && l.P99 > 10*float64(delay.Milliseconds()) {
+			continue // the machine stalled
+		}
+		if achieved < 0.99*rate || achieved > 1.01*rate || r.responses != r.requests {
+			t.Errorf("sent %.1f requests/s (%d answered of %d); want %g within 1%%, all answered", achieved, r.responses, r.requests, rate)
+		}
+		if l.P50 < 10 || l.P50 > 3*cl.P50 {
+			t.Errorf("p50 %.2fms; want at least the server's 10ms and at most 3 × the closed loop's %.2fms", l.P50, cl.P50)
+		}
+		break
 	}
 
 	go func() {
 		time.Sleep(1500 * time.Millisecond) // warm-up and 1s into the window
 		stallUntil.Store(time.Now().Add(300 * time.Millisecond).UnixNano())
 	}()
-	r = measure(t, args...)
-	l = latencyOf(r.hist)
+	r := measure(t, args...)
+	l := latencyOf(r.hist)
 	slow := slowerThan(r, 150*time.Millisecond)
 	t.Logf("with a 300ms stall: %d requests, %d ≥ 150ms; p99 %.1fms max %.1fms", r.requests, slow, l.P99, l.Max)
 	// The stall holds the 8 connections; the requests due during it

@@ -42,7 +42,7 @@ func TestAgreesWithWrk(t *testing.T) {
 	t.Cleanup(func() { srv.Shutdown() })
 	url := "http://" + l.Addr().String() + "/"
 
-	const conns, seconds, rounds = 16, 2, 2
+	const conns, seconds, rounds = 16, 2, 3 // the median of 3 drops one round a busy machine disturbed
 	var wrkRPS, wrkP50, benchRPS, benchP50 []float64
 	for range rounds {
 		rps, p50 := runWrk(t, wrk, url, conns, seconds)
