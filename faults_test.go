@@ -1025,7 +1025,7 @@ func (ph *faultPhase) anonRate() float64 { return float64(ph.counts[classAnon]) 
 // is too short to say (the baseline has none; the load stops after the
 // last phase).
 func (ph *faultPhase) afterText() string {
-	if secs := (ph.end - ph.restore).Seconds(); secs >= 0.5 {
+	if secs := (ph.end - ph.restore).Seconds(); secs >= 0.5 && ph.end < 1<<62 { // the last phase's end is open
 		return strconv.FormatFloat(float64(ph.afterAnon)/secs, 'f', 0, 64)
 	}
 	return "-"
