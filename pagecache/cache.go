@@ -94,7 +94,9 @@ type CacheOptions struct {
 	// InProcess says that Store keeps its values in this process (the
 	// Memory store: what Get returns is what Set was given, never through
 	// a network or another program): a page found there is not checksummed
-	// again on each hit, whose cost then does not grow with the page.
+	// again on each hit, whose cost then does not grow with the page, and
+	// what Put stores is a copy of Fill.Body (format raw). A Store with
+	// an InProcess method that reports true is taken as one.
 	InProcess bool
 	// Keys is the template base keys are built with: Cache fits page keys
 	// to it and builds the keys of URLs to purge.
@@ -241,7 +243,9 @@ type Fill struct {
 	// Headers are the response headers to keep; more than 64 is
 	// ReasonHeaders.
 	Headers []Header
-	Body    []byte
+	// Body is not kept once Put returns (the caller may reuse it): what
+	// the store keeps is a copy.
+	Body []byte
 	// ContentEncoding is the answer's; format raw stores gzip (with
 	// RawGzipFlag) and unencoded bodies only.
 	ContentEncoding []byte
@@ -283,7 +287,8 @@ func NewCache(o CacheOptions) (*Cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache{store: o.Store, inProcess: o.InProcess, keys: o.Keys, gens: gens, tagTTL: o.TagCacheTTL,
+	ip, _ := o.Store.(interface{ InProcess() bool })
+	c := &Cache{store: o.Store, inProcess: o.InProcess || ip != nil && ip.InProcess(), keys: o.Keys, gens: gens, tagTTL: o.TagCacheTTL,
 		onStoreError: o.OnStoreError, onDamaged: o.OnDamaged}
 	if c.onStoreError == nil {
 		c.onStoreError = func(error) {}

@@ -3,6 +3,7 @@ package pagecache
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -59,7 +60,12 @@ func (f *rawFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	} else if len(fl.ContentEncoding) > 0 {
 		return ReasonEncoding, nil
 	}
-	if err := c.store.Set(t.page, Item{Value: fl.Body, Flags: flags}, fl.TTL-fl.Age); err != nil {
+	body := fl.Body
+	if c.inProcess {
+		// The store keeps what it is given; Fill.Body is the caller's.
+		body = append(slices.Grow([]byte(nil), len(body)), body...)
+	}
+	if err := c.store.Set(t.page, Item{Value: body, Flags: flags}, fl.TTL-fl.Age); err != nil {
 		return storeReason(err), nil
 	}
 	it, err := c.store.Get(t.url)

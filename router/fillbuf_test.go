@@ -21,6 +21,12 @@ import (
 // leader's answer is relayed: every visitor still gets its own page, whole,
 // and so does the next one, served from the store.
 func TestFillBuffersReused(t *testing.T) {
+	for _, format := range []string{"envelope", "raw"} {
+		t.Run(format, func(t *testing.T) { testFillBuffersReused(t, format == "raw") })
+	}
+}
+
+func testFillBuffersReused(t *testing.T, raw bool) {
 	body := func(path string) string { return strings.Repeat(path+";", 20<<10/(len(path)+1)) }
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html")
@@ -30,8 +36,12 @@ func TestFillBuffersReused(t *testing.T) {
 	b, _ := NewBackends(testBackendOptions(backendAddr(backend)))
 	store, _ := pagecache.NewMemory(pagecache.MemoryOptions{})
 	keys, _ := pagecache.NewKeyTemplate(pagecache.KeyOptions{})
-	r, err := New(Options{Backends: b, Keys: testKeys, Cache: &CacheOptions{Store: store, Keys: keys,
-		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Hour}})}})
+	co := &CacheOptions{Store: store, Keys: keys,
+		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Hour}})}
+	if raw {
+		co.Raw = &RawOptions{Fill: true}
+	}
+	r, err := New(Options{Backends: b, Keys: testKeys, Cache: co})
 	if err != nil {
 		t.Fatal(err)
 	}
