@@ -16,7 +16,8 @@ func testPrivate(t *testing.T, newStore storeMaker) {
 	const url = "http://example.com/api/mine/"
 	private := func(part string, now time.Time) (State, Ticket) {
 		t.Helper()
-		s, tk := v.c.LookupPrivate(v.base(url), []byte(part), &v.sc, &v.e, now)
+		base := v.base(url)
+		s, tk := v.c.LookupPrivate(base, base, []byte(part), &v.sc, &v.e, now)
 		return s, tk.Clone()
 	}
 	fill := func(part string, f Fill) {
