@@ -230,8 +230,6 @@ type Scratch struct {
 	url     []byte // the URL counter's key
 	keys    []string
 	items   []Item
-	// A new URL's counter, created in the lookup's round trip.
-	adds []Item
 	// A variant's base and page keys (LookupVariant), the primary's
 	// staying, and the header names of the marker Lookup found.
 	vbase, vpage, vary []byte

@@ -39,9 +39,7 @@ func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now
 	}
 	urlCur, urlLocal := g.cached(urlKey)
 	urlKnown := urlLocal
-	urlAt := -1
 	if !urlKnown {
-		urlAt = len(sc.keys)
 		sc.keys = append(sc.keys, urlKey)
 	}
 	// The purge sequence is only needed on a miss, as the fill's fence;
@@ -58,17 +56,6 @@ func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now
 	if hinted {
 		sc.keys = append(sc.keys, hint.keys...)
 	}
-	// A URL this process has not seen (no hint) is likely new: when the
-	// store can, its counter is created in the same round trip, as the
-	// fence would create it in one more after the miss.
-	var adds []Item
-	if _, ok := c.store.(AddGetter); ok && urlAt >= 0 && !hinted {
-		sc.adds = slices.Grow(sc.adds[:0], len(sc.keys))[:len(sc.keys)]
-		clear(sc.adds)
-		// Its own memory: a store may keep the value it adds.
-		sc.adds[urlAt].Value = strconv.AppendUint(nil, newCounter(), 10)
-		adds = sc.adds
-	}
 	down := Ticket{page: pageKey, url: urlKey, down: true}
 	var it Item
 	var found bool
@@ -82,14 +69,7 @@ func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now
 	} else {
 		sc.items = slices.Grow(sc.items[:0], len(sc.keys))[:len(sc.keys)]
 		items := sc.items
-		var err error
-		if adds != nil {
-			err = AddGetMulti(c.store, sc.keys, adds, items)
-			clear(adds)
-		} else {
-			err = c.store.GetMulti(sc.keys, items)
-		}
-		if err != nil {
+		if err := c.store.GetMulti(sc.keys, items); err != nil {
 			// The store failed (down, or slower than its timeout): this
 			// request asks it nothing more, so it costs one timeout at
 			// most, and no counter is created or trusted.
@@ -174,10 +154,6 @@ func (c *Cache) judge(t Ticket, it Item, found bool, base []byte, hint tagHint, 
 		return PageMissing, t
 	}
 	verdict := compareGen(e.URLGen, t.urlGen)
-	if verdict != invalid && e.NumTags() == 0 && !hinted {
-		// An empty hint: the URL is known, its lookups create nothing.
-		c.rememberTags(base, e)
-	}
 	if verdict != invalid && e.NumTags() > 0 {
 		v, ok := invalid, false
 		if hinted {
