@@ -3,6 +3,7 @@ package pagecache
 import (
 	"cmp"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -438,11 +439,14 @@ func (c *Cache) Remember(t *Ticket, f *Fill) []byte {
 		return nil
 	}
 	page := fillPage(f, 0)
-	env, err := Encode(make([]byte, 0, len(f.Body)+512), &page)
+	env, err := Encode(slices.Grow([]byte(nil), EncodedLen(&page)), &page)
 	if err != nil {
 		return nil
 	}
-	if c.outage != nil && t.primary == "" {
+	// A private copy (LookupPrivate) is never kept in process: a purge by
+	// URL could not find it there, and its credential's bound would not
+	// count it. Its waiters, who share its credential, still get env.
+	if c.outage != nil && t.primary == "" && !t.private {
 		c.outage.remember(strings.Clone(t.page), env, f.StoredAt.UnixMilli())
 		if c.purges.Load() != t.epoch {
 			c.outage.forget(t.page) // a purge came between the check and the copy

@@ -49,6 +49,28 @@ func TestOutageTier(t *testing.T) {
 			t.Errorf("the store back: %v from the outage tier %v; want the store's verdict (missing)", st, tk.FromOutage())
 		}
 	})
+	t.Run("a private copy is encoded for its waiters, never kept", func(t *testing.T) {
+		v := newEnv(t, memoryStore, o, "")
+		down(v)
+		base := v.base(url1)
+		_, tk := v.c.LookupPrivate(base, base, []byte("|c:alice"), &v.sc, &v.e, t0)
+		if !tk.StoreDown() {
+			t.Fatal("LookupPrivate with the store down: want the store down")
+		}
+		tk = tk.Clone()
+		f := page("alice's")
+		f.StoredAt = t0
+		if env := v.c.Remember(&tk, &f); env == nil {
+			t.Fatal("Remember of a private copy: nil; want it encoded for the waiters")
+		}
+		var e Entry
+		if v.c.outage.lookup(tk.Key(), &e, at(100*time.Millisecond).UnixMilli()) {
+			t.Error("a private copy is in the outage tier; want it never kept in process")
+		}
+		if st, tk := v.lookup(url1, at(100*time.Millisecond)); st == PageFresh || tk.FromOutage() {
+			t.Errorf("the shared page: %v from the outage tier %v; want no copy", st, tk.FromOutage())
+		}
+	})
 	for _, tc := range []struct {
 		name  string
 		purge func(c *Cache) error
