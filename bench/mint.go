@@ -30,70 +30,30 @@ func mintCookies(ctx context.Context, flag, rawURL string, n int, cookieName str
 	client := pool.client(rawURL)
 	defer pool.closeIdle()
 
-	var (
-		mu     sync.Mutex
-		values []string
-		seen   = map[string]bool{}
-		first  error
-		next   int
-		wg     sync.WaitGroup
-	)
-	take := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if first != nil || next >= n || ctx.Err() != nil {
-			return false
-		}
-		next++
-		return true
-	}
-	fail := func(err error) {
-		mu.Lock()
-		if first == nil {
-			first = err
-		}
-		mu.Unlock()
-	}
-	for range min(n, mintConcurrency) {
-		wg.Go(func() {
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			prepareRequest(req, &runSpec{method: fasthttp.MethodPost, headers: headers})
-			req.Header.SetContentType("application/x-www-form-urlencoded")
-			req.SetRequestURI(rawURL)
-			c := fasthttp.AcquireCookie()
-			defer fasthttp.ReleaseCookie(c)
-			for take() {
-				if err := exchange(client, req, resp, timeout); err != nil {
-					fail(fmt.Errorf("%s %s: %s", flag, rawURL, explainError(err, timeout)))
-					return
-				}
-				c.Reset()
-				c.SetKey(cookieName)
-				if !resp.Header.Cookie(c) || len(c.Value()) == 0 {
-					fail(fmt.Errorf("%s %s: the answer (status %d) set no %q cookie; check the URL, and -cookie-name if the application names its session cookie differently",
-						flag, rawURL, resp.StatusCode(), cookieName))
-					return
-				}
-				v := string(c.Value())
-				mu.Lock()
-				if !seen[v] {
-					seen[v] = true
-					values = append(values, v)
-				}
-				mu.Unlock()
+	return mintDistinct(ctx, flag, n, "cookies", func() (func() (string, error), func()) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		prepareRequest(req, &runSpec{method: fasthttp.MethodPost, headers: headers})
+		req.Header.SetContentType("application/x-www-form-urlencoded")
+		req.SetRequestURI(rawURL)
+		c := fasthttp.AcquireCookie()
+		mint := func() (string, error) {
+			if err := exchange(client, req, resp, timeout); err != nil {
+				return "", fmt.Errorf("%s %s: %s", flag, rawURL, explainError(err, timeout))
 			}
-		})
-	}
-	wg.Wait()
-	if first != nil {
-		return nil, first
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%s: minting interrupted after %d cookies", flag, len(values))
-	}
-	return values, nil
+			c.Reset()
+			c.SetKey(cookieName)
+			if !resp.Header.Cookie(c) || len(c.Value()) == 0 {
+				return "", fmt.Errorf("%s %s: the answer (status %d) set no %q cookie; check the URL, and -cookie-name if the application names its session cookie differently",
+					flag, rawURL, resp.StatusCode(), cookieName)
+			}
+			return string(c.Value()), nil
+		}
+		return mint, func() {
+			fasthttp.ReleaseCookie(c)
+			fasthttp.ReleaseRequest(req)
+			fasthttp.ReleaseResponse(resp)
+		}
+	})
 }
 
 // maxLoginPage bounds the login form page mintLogins reads.
@@ -133,50 +93,15 @@ func mintLogins(ctx context.Context, flag, rawURL string, n int, cookieName stri
 	}
 	defer client.CloseIdleConnections()
 
-	var (
-		mu     sync.Mutex
-		values []string
-		seen   = map[string]bool{}
-		first  error
-		next   int
-		wg     sync.WaitGroup
-	)
-	take := func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if first != nil || next >= n || ctx.Err() != nil {
-			return false
-		}
-		next++
-		return true
-	}
-	for range min(n, mintConcurrency) {
-		wg.Go(func() {
-			for take() {
-				v, err := login(client, base, cookieName, fields, headers, timeout)
-				mu.Lock()
-				switch {
-				case err != nil && first == nil:
-					first = fmt.Errorf("%s %s: %w", flag, rawURL, err)
-				case err == nil && !seen[v]:
-					seen[v] = true
-					values = append(values, v)
-				}
-				mu.Unlock()
-				if err != nil {
-					return
-				}
+	return mintDistinct(ctx, flag, n, "logins", func() (func() (string, error), func()) {
+		return func() (string, error) {
+			v, err := login(client, base, cookieName, fields, headers, timeout)
+			if err != nil {
+				return "", fmt.Errorf("%s %s: %w", flag, rawURL, err)
 			}
-		})
-	}
-	wg.Wait()
-	if first != nil {
-		return nil, first
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%s: minting interrupted after %d logins", flag, len(values))
-	}
-	return values, nil
+			return v, nil
+		}, func() {}
+	})
 }
 
 // login is one browser-like login through the form at page; it returns
@@ -304,4 +229,58 @@ func mintSessions(ctx context.Context, cfg *config, flag, rawURL string) ([]stri
 		return mintLogins(ctx, flag, rawURL, cfg.mint, cfg.cookieName, cfg.loginForm, cfg.headers, cfg.timeout)
 	}
 	return mintCookies(ctx, flag, rawURL, cfg.mint, cfg.cookieName, cfg.headers, cfg.timeout)
+}
+
+// mintDistinct mints n values on at most mintConcurrency goroutines and
+// returns the distinct ones in the order they came. setup runs once a
+// goroutine and returns its mint and what to release when it is done. The
+// first error stops the minting and is returned; ctx stops it early, what
+// ("cookies", "logins") naming the minted things in the message.
+func mintDistinct(ctx context.Context, flag string, n int, what string, setup func() (mint func() (string, error), release func())) ([]string, error) {
+	var (
+		mu     sync.Mutex
+		values []string
+		seen   = map[string]bool{}
+		first  error
+		next   int
+		wg     sync.WaitGroup
+	)
+	take := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if first != nil || next >= n || ctx.Err() != nil {
+			return false
+		}
+		next++
+		return true
+	}
+	for range min(n, mintConcurrency) {
+		wg.Go(func() {
+			mint, release := setup()
+			defer release()
+			for take() {
+				v, err := mint()
+				mu.Lock()
+				switch {
+				case err != nil && first == nil:
+					first = err
+				case err == nil && !seen[v]:
+					seen[v] = true
+					values = append(values, v)
+				}
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: minting interrupted after %d %s", flag, len(values), what)
+	}
+	return values, nil
 }
