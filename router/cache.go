@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/maypok86/otter/v2"
@@ -143,15 +144,20 @@ type cache struct {
 	// breaker guards the page store (see breakerStore).
 	breaker *sessioncheck.Breaker
 	// backoff holds, by page key, when the next background refresh of a
-	// page whose last one failed may start (see backgroundFill).
+	// page whose last one failed may start, or which refresh last
+	// succeeded (see backgroundFill).
 	backoff *otter.Cache[string, refreshBackoff]
+	// refreshes counts the background refreshes that succeeded.
+	refreshes atomic.Uint64
 }
 
 // refreshBackoff is how long a page's refreshes wait after failures: one
-// second after the first, doubling to 30 s.
+// second after the first, doubling to 30 s; or, after a success, its
+// number in cache.refreshes.
 type refreshBackoff struct {
 	until    int64 // Unix milliseconds
 	failures uint8
+	done     uint64
 }
 
 const maxRefreshBackoff = 30 * time.Second
@@ -246,6 +252,7 @@ func (q *request) anonymous() outcome {
 	e := &w.entry
 	var state pagecache.State
 	var t pagecache.Ticket
+	q.refreshes = c.refreshes.Load()
 	if q.credPath == credentialPrivate {
 		if w.cpart, ok = r.creds.appendHash(w.cpart[:0], &q.cred, &w.mac); !ok {
 			return q.credentialDoubt(sessioncheck.ErrNoStore, false) // no hash key: refused by conf

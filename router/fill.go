@@ -215,7 +215,18 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 	}
 	// A refresh that failed backs off, and none starts while every
 	// backend is down: stale hits must not hammer a backend that fails.
-	if b, ok := c.backoff.GetIfPresent(t.Key()); ok && time.Now().UnixMilli() < b.until || r.backends.allDown() {
+	// Nor does one start when a refresh of the page ended after this
+	// request's lookup: the stale page it found is already replaced.
+	if b, ok := c.backoff.GetIfPresent(t.Key()); ok {
+		if b.done > q.refreshes {
+			return
+		}
+		if time.Now().UnixMilli() < b.until {
+			r.stats.FillsBackedOff.Add(1)
+			return
+		}
+	}
+	if r.backends.allDown() {
 		r.stats.FillsBackedOff.Add(1)
 		return
 	}
@@ -266,10 +277,12 @@ func (q *request) backgroundFill(t pagecache.Ticket) {
 
 // backedOff records how a page's background refresh went: a failure
 // (the backend failed or answered 5xx) doubles the wait before the next
-// one, from 1 s to maxRefreshBackoff; a success clears it.
+// one, from 1 s to maxRefreshBackoff; a success clears it, and is
+// numbered, so that a request whose lookup read the page before it ended
+// starts no second one.
 func (c *cache) backedOff(key string, failed bool) {
 	if !failed {
-		c.backoff.Invalidate(key)
+		c.backoff.Set(key, refreshBackoff{done: c.refreshes.Add(1)})
 		return
 	}
 	b, _ := c.backoff.GetIfPresent(key)

@@ -41,6 +41,10 @@ type request struct {
 	revalidate bool
 	staleKey   string
 
+	// refreshes is the cache's count of background refreshes done when
+	// the lookup began (see backgroundFill).
+	refreshes uint64
+
 	// reentered: a fill's answer was made for another variant than the
 	// visitor's, whose own was then looked up (once at most: see
 	// elsewhere).
