@@ -36,13 +36,14 @@ var errTimedOut = os.ErrDeadlineExceeded
 // An evloop is one event loop and the workers it runs. It is used by one
 // goroutine, locked to its thread.
 type evloop struct {
-	spec   *runSpec
-	s      *schedule
-	epfd   int
-	addrs  []syscall.Sockaddr // by endpoint
-	conns  []evconn           // by the index epoll reports
-	active int                // workers not done
-	events []syscall.EpollEvent
+	spec    *runSpec
+	s       *schedule
+	epfd    int
+	addrs   []syscall.Sockaddr // by endpoint
+	conns   []evconn           // by the index epoll reports
+	workers []*worker
+	active  int // workers not done
+	events  []syscall.EpollEvent
 }
 
 // An evconn is one of a loop's connections and the worker it belongs to.
@@ -124,10 +125,14 @@ func newEventLoops(spec *runSpec, s *schedule, workers []*worker) []*evloop {
 			c.evid = int32(len(l.conns))
 			l.conns = append(l.conns, evconn{w: w, c: c, ep: ep})
 		}
+		l.workers = append(l.workers, w)
 		l.active++
 	}
 	return loops
 }
+
+// closeEpoll closes the loop's epoll descriptor.
+func (l *evloop) closeEpoll() { syscall.Close(l.epfd) }
 
 // sockaddrs returns the addresses of spec's endpoints, or false when the
 // event loop cannot dial one: HTTPS, a name that does not resolve, an
@@ -159,15 +164,14 @@ func sockaddrs(spec *runSpec) ([]syscall.Sockaddr, bool) {
 // had its answer (or error), then closes the epoll descriptor; the
 // connections stay open for the caller to close.
 func (l *evloop) run() {
-	defer syscall.Close(l.epfd)
+	defer l.closeEpoll()
 
 	now := time.Now()
-	for i := range l.conns {
-		ec := &l.conns[i]
-		if ec.w.fl == nil { // a worker's first connection starts it
-			ec.w.fl = &flight{}
-			l.start(ec.w, now)
+	for _, w := range l.workers {
+		if w.fl == nil {
+			w.fl = &flight{}
 		}
+		l.start(w, now)
 	}
 	// Deadlines are checked every scanEvery, which bounds how late a
 	// timed-out request is noticed.
