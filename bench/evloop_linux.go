@@ -15,8 +15,8 @@ import (
 )
 
 // The event loop runs the closed loop the way wrk does: one loop per
-// -procs, each on its own OS thread, owning non-blocking sockets and
-// waiting on them with epoll_wait. A connection's next request is written
+// -procs, each a goroutine that keeps its thread busy, owning
+// non-blocking sockets and waiting on them with epoll_wait. A connection's next request is written
 // as soon as its answer is complete, in the same pass, so a request costs
 // one write and (for an answer that fits the buffer) one read, without a
 // goroutine parked and woken for it, and without Go's netpoller's read that
@@ -34,7 +34,9 @@ const epollBatch = 256
 var errTimedOut = os.ErrDeadlineExceeded
 
 // An evloop is one event loop and the workers it runs. It is used by one
-// goroutine, locked to its thread.
+// goroutine, not locked to its thread: a yield (runtime.Gosched) of a
+// locked goroutine would hand its thread over to another, with futex
+// wake-ups.
 type evloop struct {
 	spec    *runSpec
 	s       *schedule
@@ -161,8 +163,8 @@ func sockaddrs(spec *runSpec) ([]syscall.Sockaddr, bool) {
 }
 
 // run runs the loop's workers until each has sent its last request and
-// had its answer (or error), then closes the epoll descriptor; the
-// connections stay open for the caller to close.
+// had its answer (or error), then closes the epoll descriptor. Each
+// worker's connections are closed when it retires.
 func (l *evloop) run() {
 	defer l.closeEpoll()
 
