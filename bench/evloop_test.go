@@ -5,6 +5,8 @@ package main
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -155,5 +157,23 @@ func BenchmarkRequestLoopEventLoop(b *testing.B) {
 	b.StopTimer()
 	if w.rec.errs != [numErrKinds]uint64{} {
 		b.Fatalf("errors: %v (%v)", w.rec.errs, w.rec.errSample)
+	}
+}
+
+// TestEventLoopTwoHosts loads two servers from one run: each worker of
+// the event loop holds a connection to each, idle while it sends to the
+// other.
+func TestEventLoopTwoHosts(t *testing.T) {
+	t.Parallel()
+	a, na := countingServer(t)
+	b, nb := countingServer(t)
+	urls := filepath.Join(t.TempDir(), "urls.txt")
+	os.WriteFile(urls, []byte(a.URL+"/x\n"+b.URL+"/y\n"), 0o644)
+	r := benchJSON(t, "-urls", urls, "-requests", "400", "-c", "4", "-warmup", "0")
+	if r.Requests != 400 || r.Errors != 0 || r.StatusCodes["200"] != 400 {
+		t.Errorf("requests %d, errors %d %v, status %v; want 400 answered 200", r.Requests, r.Errors, r.ErrorsByKind, r.StatusCodes)
+	}
+	if na.Load() < 100 || nb.Load() < 100 {
+		t.Errorf("the servers got %d and %d requests; want both about 200", na.Load(), nb.Load())
 	}
 }
