@@ -70,25 +70,51 @@ type answer struct {
 	cacheStatus []byte // the Cache-Status value, valid until the next exchange; empty when absent
 }
 
-// A conn is one keep-alive connection to an endpoint and its read buffer.
-// It is not safe for concurrent use: each worker owns its own.
+// A conn is one keep-alive connection to an endpoint, its read buffer and
+// the state of the answer being parsed. It is not safe for concurrent use:
+// each worker owns its own. The parser is fed, not pulling: advance parses
+// what the buffer holds and says whether the answer is complete, so the
+// blocking path (roundTrip, through Go's netpoller) and the event loop
+// (evloop_linux.go, non-blocking sockets under epoll) share it.
 type conn struct {
 	ep       endpoint
 	timeout  time.Duration
-	nc       net.Conn
-	deadline time.Time // the deadline set on nc
-	reused   bool      // nc has carried a response already
+	nc       net.Conn  // the blocking path's connection; nil when closed or under the event loop
+	fd       int       // the event loop's socket; -1 when none
+	evid     int32     // the event loop's index of the conn
+	deadline time.Time // the deadline set on nc; under the event loop, this exchange's
+	reused   bool      // the connection has carried a response already
 
 	buf    []byte // readBufSize
 	r, w   int    // unread data is buf[r:w]
 	cs     []byte // Cache-Status, copied out of buf
 	noBody bool   // the request is HEAD: answers have no body
+
+	// The answer being parsed.
+	st   parseState
+	got  bool  // a byte of this exchange's answer came
+	left int64 // stBody, stChunkData: bytes still to skip
+	ans  answer
+	hd   head
 }
+
+// parseState is where the parser is in an answer.
+type parseState uint8
+
+const (
+	stHeader     parseState = iota // status line and header, up to the blank line
+	stBody                         // c.left bytes of a Content-Length body
+	stChunkSize                    // a chunk-size line
+	stChunkData                    // c.left bytes of chunk data
+	stChunkEnd                     // the CRLF after chunk data
+	stTrailer                      // trailer lines, up to the blank line
+	stUntilClose                   // a body that ends when the connection does
+)
 
 // newConn returns a conn to ep; it dials on first use. Every exchange is
 // bounded by timeout, the connection included.
 func newConn(ep endpoint, timeout time.Duration, head bool) *conn {
-	return &conn{ep: ep, timeout: timeout, noBody: head, buf: make([]byte, readBufSize)}
+	return &conn{ep: ep, timeout: timeout, noBody: head, fd: -1, buf: make([]byte, readBufSize)}
 }
 
 // close closes the connection; the next exchange dials a new one.
@@ -97,6 +123,7 @@ func (c *conn) close() {
 		c.nc.Close()
 		c.nc = nil
 	}
+	c.closeFD()
 	c.r, c.w = 0, 0
 }
 
@@ -167,24 +194,24 @@ func (c *conn) roundTrip(req []byte) (answer, error) {
 		}
 		return answer{}, err
 	}
+	c.begin()
 	for {
-		a, h, err := c.readHeader()
+		done, err := c.advance()
 		if err != nil {
-			return a, err
+			return c.ans, err
 		}
-		if a.status >= 100 && a.status < 200 && a.status != 101 {
-			continue // an interim answer: the real one follows
+		if !done {
+			err = c.fill()
 		}
-		if err := c.readBody(a, &h); err != nil {
-			return a, err
+		if err != nil {
+			done, err = c.ended(err)
+			if err != nil {
+				return c.ans, err
+			}
 		}
-		if h.close {
-			c.close()
-		} else if c.r != c.w {
-			return a, errTrailingBytes
+		if done {
+			return c.ans, c.finish()
 		}
-		c.r, c.w = 0, 0
-		return a, nil
 	}
 }
 
@@ -200,32 +227,79 @@ type head struct {
 	close         bool // the connection ends after this answer
 }
 
-// fill reads more of the answer into the buffer, after compacting it when
-// full. It returns errStaleConn when the connection closed before any
-// byte of an answer came.
-func (c *conn) fill(started bool) error {
-	if c.w == len(c.buf) {
-		if c.r == 0 {
+// room makes room at the end of the buffer for a read, moving the unread
+// data to its start when the buffer is full. It fails when the unread
+// data fills the whole buffer: a header or chunk line that long.
+func (c *conn) room() error {
+	if c.r == c.w {
+		c.r, c.w = 0, 0
+		return nil
+	}
+	if c.w < len(c.buf) {
+		return nil
+	}
+	if c.r == 0 {
+		if c.st == stHeader {
 			return errHeaderTooBig
 		}
-		c.w = copy(c.buf, c.buf[c.r:c.w])
-		c.r = 0
+		return fmt.Errorf("%w: chunk line too long", errMalformed)
+	}
+	c.w = copy(c.buf, c.buf[c.r:c.w])
+	c.r = 0
+	return nil
+}
+
+// fill reads more of the answer into the buffer, through the blocking
+// connection. Its errors (io.EOF included) go to ended.
+func (c *conn) fill() error {
+	if err := c.room(); err != nil {
+		return err
 	}
 	n, err := c.nc.Read(c.buf[c.w:])
 	c.w += n
 	if n > 0 {
+		c.got = true
 		return nil
 	}
 	if err == nil {
 		return io.ErrNoProgress
 	}
-	if !started && isReset(err) {
-		return errStaleConn
-	}
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
-	}
 	return err
+}
+
+// begin readies the parser for the answer to a request just sent.
+func (c *conn) begin() {
+	c.st, c.got, c.left = stHeader, false, 0
+	c.ans, c.hd = answer{}, head{}
+}
+
+// ended reports what a read's error err means for the answer: complete
+// (a body that ends with the connection, at EOF), errStaleConn (the
+// connection had closed before a byte of the answer came), or a failure.
+func (c *conn) ended(err error) (done bool, _ error) {
+	switch {
+	case c.st == stUntilClose && errors.Is(err, io.EOF):
+		return true, nil
+	case !c.got && isReset(err):
+		return false, errStaleConn
+	case errors.Is(err, io.EOF):
+		return false, io.ErrUnexpectedEOF
+	}
+	return false, err
+}
+
+// finish ends a complete answer: it closes the connection when the answer
+// said so, and otherwise checks that nothing unasked followed it.
+func (c *conn) finish() error {
+	if c.hd.close {
+		c.close()
+		return nil
+	}
+	if c.r != c.w {
+		return errTrailingBytes
+	}
+	c.r, c.w = 0, 0
+	return nil
 }
 
 var (
@@ -241,61 +315,146 @@ var (
 	tokChunked   = []byte("chunked")
 )
 
-// readHeader reads and parses a status line and header. On return the
-// buffer holds the start of the body at c.r.
-func (c *conn) readHeader() (answer, head, error) {
-	started := false
-	var end int
+// advance parses as much of the answer as the buffer holds, dropping body
+// bytes as they come. It reports whether the answer is complete; when it
+// is not, the caller reads more (after room) and calls it again.
+func (c *conn) advance() (done bool, err error) {
 	for {
-		if i := bytes.Index(c.buf[c.r:c.w], crlfx2); i >= 0 {
-			end = c.r + i + 4
-			break
-		}
-		started = started || c.w > c.r
-		if err := c.fill(started); err != nil {
-			if errors.Is(err, errStaleConn) && c.w > c.r {
-				err = io.ErrUnexpectedEOF
+		switch c.st {
+		case stHeader:
+			i := bytes.Index(c.buf[c.r:c.w], crlfx2)
+			if i < 0 {
+				return false, nil
 			}
-			return answer{}, head{}, err
+			end := c.r + i + 4
+			lines := c.buf[c.r : end-2]
+			c.r = end
+			if err := c.parseHeader(lines); err != nil {
+				return false, err
+			}
+			a := c.ans
+			switch {
+			case a.status >= 100 && a.status < 200 && a.status != 101:
+				continue // an interim answer: the real one follows
+			case c.noBody || a.status == 204 || a.status == 304 || a.status == 101:
+				if a.status == 101 {
+					c.hd.close = true // bench has nothing to say to an upgraded connection
+				}
+				return true, nil
+			case c.hd.chunked:
+				c.st = stChunkSize
+			case c.hd.contentLength >= 0:
+				c.st, c.left = stBody, c.hd.contentLength
+			default:
+				c.st, c.hd.close = stUntilClose, true
+			}
+		case stBody, stChunkData:
+			n := min(c.left, int64(c.w-c.r))
+			c.r += int(n)
+			c.left -= n
+			if c.left > 0 {
+				return false, nil
+			}
+			if c.st == stBody {
+				return true, nil
+			}
+			c.st = stChunkEnd
+		case stChunkSize:
+			l, ok := c.line()
+			if !ok {
+				return false, nil
+			}
+			n, err := parseChunkSize(l)
+			if err != nil {
+				return false, err
+			}
+			if n == 0 {
+				c.st = stTrailer
+			} else {
+				c.st, c.left = stChunkData, n
+			}
+		case stChunkEnd:
+			l, ok := c.line()
+			if !ok {
+				return false, nil
+			}
+			if len(l) != 0 {
+				return false, fmt.Errorf("%w: no CRLF after a chunk", errMalformed)
+			}
+			c.st = stChunkSize
+		case stTrailer:
+			l, ok := c.line()
+			if !ok {
+				return false, nil
+			}
+			if len(l) == 0 {
+				return true, nil
+			}
+		case stUntilClose:
+			c.r = c.w
+			return false, nil
 		}
 	}
+}
+
+// line returns the next CRLF-terminated line in the buffer, without its
+// CRLF, or false when the buffer does not hold a whole line yet.
+func (c *conn) line() ([]byte, bool) {
+	i := bytes.Index(c.buf[c.r:c.w], crlf)
+	if i < 0 {
+		return nil, false
+	}
+	l := c.buf[c.r : c.r+i]
+	c.r += i + 2
+	return l, true
+}
+
+// parseHeader parses a status line and header, lines (without the blank
+// line that ends them), into c.ans and c.hd.
+func (c *conn) parseHeader(lines []byte) error {
 	h := head{contentLength: -1}
-	lines := c.buf[c.r : end-2]
-	c.r = end
+	c.ans, c.hd = answer{}, h
 	i := bytes.Index(lines, crlf)
-	status := lines[:i]
-	lines = lines[i+2:]
+	status := lines
+	if i >= 0 {
+		status, lines = lines[:i], lines[i+2:]
+	} else {
+		lines = nil
+	}
 	// HTTP/1.x SSS reason
 	if len(status) < 12 || !bytes.HasPrefix(status, http1) || status[8] != ' ' || (len(status) > 12 && status[12] != ' ') {
-		return answer{}, h, errMalformed
+		return errMalformed
 	}
 	code := 0
 	for _, d := range status[9:12] {
 		if d < '0' || d > '9' {
-			return answer{}, h, errMalformed
+			return errMalformed
 		}
 		code = code*10 + int(d-'0')
 	}
 	if code < 100 {
-		return answer{}, h, errMalformed
+		return errMalformed
 	}
-	a := answer{status: code}
+	c.ans.status = code
 	keepAlive := status[7] == '1' // HTTP/1.1 keeps alive unless told not to
 	c.cs = c.cs[:0]
 	for len(lines) > 0 {
-		i := bytes.Index(lines, crlf)
-		line := lines[:i]
-		lines = lines[i+2:]
+		line := lines
+		if i := bytes.Index(lines, crlf); i >= 0 {
+			line, lines = lines[:i], lines[i+2:]
+		} else {
+			lines = nil
+		}
 		colon := bytes.IndexByte(line, ':')
 		if colon <= 0 {
-			return a, h, errMalformed
+			return errMalformed
 		}
 		name, value := line[:colon], bytes.Trim(line[colon+1:], " \t")
 		switch {
 		case equalFold(name, hdrCL):
 			n, ok := parseLength(value)
 			if !ok || (h.contentLength >= 0 && h.contentLength != n) {
-				return a, h, fmt.Errorf("%w: Content-Length %q", errMalformed, value)
+				return fmt.Errorf("%w: Content-Length %q", errMalformed, value)
 			}
 			h.contentLength = n
 		case equalFold(name, hdrTE):
@@ -311,119 +470,38 @@ func (c *conn) readHeader() (answer, head, error) {
 			if len(c.cs) > 0 {
 				c.cs = append(c.cs, ", "...)
 			}
-			c.cs = append(c.cs, value[:min(len(value), maxCacheStatus-len(c.cs))]...)
+			c.cs = append(c.cs, value[:min(len(value), max(0, maxCacheStatus-len(c.cs)))]...)
 		}
 	}
 	h.close = h.close || !keepAlive
-	a.cacheStatus = c.cs
-	return a, h, nil
+	c.hd = h
+	c.ans.cacheStatus = c.cs
+	return nil
 }
 
-// readBody reads the answer's body and drops it.
-func (c *conn) readBody(a answer, h *head) error {
-	switch {
-	case c.noBody || a.status == 204 || a.status == 304 || a.status == 101:
-		if a.status == 101 {
-			h.close = true // bench has nothing to say to an upgraded connection
-		}
-		return nil
-	case h.chunked:
-		return c.readChunked()
-	case h.contentLength >= 0:
-		return c.skip(h.contentLength)
+// parseChunkSize parses a chunk-size line, extensions and all.
+func parseChunkSize(l []byte) (int64, error) {
+	if i := bytes.IndexByte(l, ';'); i >= 0 {
+		l = l[:i] // chunk extensions
 	}
-	// No length: the body ends when the connection does.
-	h.close = true
-	for {
-		c.r = c.w
-		if err := c.fill(true); err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil
-			}
-			return err
+	l = bytes.TrimRight(l, " \t")
+	if len(l) == 0 || len(l) > 15 {
+		return 0, fmt.Errorf("%w: chunk size %q", errMalformed, l)
+	}
+	var n int64
+	for _, d := range l {
+		switch {
+		case d >= '0' && d <= '9':
+			n = n<<4 | int64(d-'0')
+		case d >= 'a' && d <= 'f':
+			n = n<<4 | int64(d-'a'+10)
+		case d >= 'A' && d <= 'F':
+			n = n<<4 | int64(d-'A'+10)
+		default:
+			return 0, fmt.Errorf("%w: chunk size %q", errMalformed, l)
 		}
 	}
-}
-
-// skip drops the next n bytes of the answer.
-func (c *conn) skip(n int64) error {
-	for {
-		if avail := int64(c.w - c.r); avail >= n {
-			c.r += int(n)
-			return nil
-		} else {
-			n -= avail
-		}
-		c.r, c.w = 0, 0
-		if err := c.fill(true); err != nil {
-			return err
-		}
-	}
-}
-
-// line returns the next CRLF-terminated line of the answer, without its
-// CRLF, reading more as needed. It is valid until the next read.
-func (c *conn) line() ([]byte, error) {
-	for {
-		if i := bytes.Index(c.buf[c.r:c.w], crlf); i >= 0 {
-			l := c.buf[c.r : c.r+i]
-			c.r += i + 2
-			return l, nil
-		}
-		if err := c.fill(true); err != nil {
-			if errors.Is(err, errHeaderTooBig) {
-				return nil, fmt.Errorf("%w: chunk line too long", errMalformed)
-			}
-			return nil, err
-		}
-	}
-}
-
-// readChunked drops a chunked body and its trailer.
-func (c *conn) readChunked() error {
-	for {
-		l, err := c.line()
-		if err != nil {
-			return err
-		}
-		if i := bytes.IndexByte(l, ';'); i >= 0 {
-			l = l[:i] // chunk extensions
-		}
-		l = bytes.TrimRight(l, " \t")
-		if len(l) == 0 || len(l) > 15 {
-			return fmt.Errorf("%w: chunk size %q", errMalformed, l)
-		}
-		var n int64
-		for _, d := range l {
-			switch {
-			case d >= '0' && d <= '9':
-				n = n<<4 | int64(d-'0')
-			case d >= 'a' && d <= 'f':
-				n = n<<4 | int64(d-'a'+10)
-			case d >= 'A' && d <= 'F':
-				n = n<<4 | int64(d-'A'+10)
-			default:
-				return fmt.Errorf("%w: chunk size %q", errMalformed, l)
-			}
-		}
-		if n == 0 {
-			break
-		}
-		if err := c.skip(n); err != nil {
-			return err
-		}
-		if l, err := c.line(); err != nil {
-			return err
-		} else if len(l) != 0 {
-			return fmt.Errorf("%w: no CRLF after a chunk", errMalformed)
-		}
-	}
-	for { // the trailer, up to its empty line
-		l, err := c.line()
-		if err != nil || len(l) == 0 {
-			return err
-		}
-	}
+	return n, nil
 }
 
 // parseLength parses a Content-Length value.

@@ -49,6 +49,9 @@ type config struct {
 
 	procs int // -procs: GOMAXPROCS for the run; 0: the command's default
 	pid   int // -pid: the target's process id, for its RSS and CPU time; 0: none
+	// netpoll: -netpoll, the closed loop through one goroutine per
+	// connection (Go's netpoller) instead of the event loop.
+	netpoll bool
 
 	json     bool
 	htmlFile string
@@ -134,6 +137,10 @@ load
   -pid PID               the target's process on this machine: report its
                          resident memory (VmRSS, peak and at the end,
                          sampled every 100ms) and CPU time per request
+  -netpoll               run the closed loop with one goroutine per
+                         connection through Go's netpoller instead of
+                         bench's epoll event loop (Linux, plain HTTP);
+                         the open loop, HTTPS and other systems always do
 
 API credentials
   -tokens FILE           tokens, one per line ('#' comments): connection i
@@ -250,6 +257,7 @@ func newFlagSet(cfg *config) *flag.FlagSet {
 	fs.StringVar(&cfg.tokenHeader, "token-header", "Authorization: Token {token}", "the header carrying a token ({token})")
 	fs.IntVar(&cfg.procs, "procs", 0, "CPUs bench runs on (GOMAXPROCS)")
 	fs.IntVar(&cfg.pid, "pid", 0, "the target's process id")
+	fs.BoolVar(&cfg.netpoll, "netpoll", false, "closed loop through Go's netpoller, not the event loop")
 	fs.BoolVar(&cfg.json, "json", false, "print JSON")
 	fs.StringVar(&cfg.htmlFile, "html", "", "HTML report file")
 	return fs

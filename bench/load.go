@@ -32,7 +32,8 @@ type runSpec struct {
 	method    string
 	headers   []header
 	zipf      float64
-	pid       int // -pid: the target process, whose RSS and CPU time are read; 0: none
+	pid       int  // -pid: the target process, whose RSS and CPU time are read; 0: none
+	netpoll   bool // -netpoll: one goroutine per connection even where the event loop would do
 
 	// tokens are API tokens, connection i sending the i-th (round robin)
 	// in tokenHeader, whose value has "{token}" for it.
@@ -174,11 +175,16 @@ func execute(ctx context.Context, spec *runSpec, progress io.Writer) *runResult 
 	}
 	cpu0 := selfCPU()
 	var wg sync.WaitGroup
-	for _, w := range workers {
-		if spec.rate > 0 {
-			wg.Go(w.openLoop)
-		} else {
-			wg.Go(w.closedLoop)
+	afterLoops, evloop := startEventLoops(spec, s, workers, &wg)
+	if evloop {
+		defer afterLoops()
+	} else {
+		for _, w := range workers {
+			if spec.rate > 0 {
+				wg.Go(w.openLoop)
+			} else {
+				wg.Go(w.closedLoop)
+			}
 		}
 	}
 	if progress != nil {
@@ -252,6 +258,7 @@ type worker struct {
 	rng            *rand.Rand
 	zipf           *rand.Zipf
 	timer          *time.Timer
+	fl             *flight // the request in flight, under the event loop
 }
 
 func newWorker(id int, spec *runSpec, s *schedule) *worker {
@@ -358,6 +365,16 @@ func (w *worker) sleep(d time.Duration) bool {
 // counted from intended. now is the time, read just before. It returns
 // when the answer (or error) came.
 func (w *worker) do(intended, now time.Time, measured bool) (done time.Time) {
+	c, req, visitor, key := w.next()
+	a, err := c.exchange(req, now)
+	done = time.Now()
+	w.record(intended, done, measured, visitor, key, a, err)
+	return done
+}
+
+// next picks the next request: the connection it goes on, its bytes, and
+// the visitor kind and cookie index to record.
+func (w *worker) next() (c *conn, req []byte, visitor, key int) {
 	t, req, visitor, key := w.pick()
 	if w.tokenLine != nil {
 		// Before the blank line that ends the head: copied, never
@@ -365,22 +382,25 @@ func (w *worker) do(intended, now time.Time, measured bool) (done time.Time) {
 		w.tok = append(append(append(w.tok[:0], req[:len(req)-2]...), w.tokenLine...), "\r\n"...)
 		req = w.tok
 	}
-	a, err := w.conns[t.ep].exchange(req, now)
-	done = time.Now()
+	return w.conns[t.ep], req, visitor, key
+}
+
+// record counts a finished request, and, when measured, records its
+// answer a (or its error) with the latency from intended to done.
+func (w *worker) record(intended, done time.Time, measured bool, visitor, key int, a answer, err error) {
 	w.rec.live.done.Add(1)
 	if err != nil {
 		w.rec.live.errs.Add(1)
 	}
 	if !measured {
-		return done
+		return
 	}
 	w.rec.recordVisitor(visitor, key)
 	if err != nil {
 		w.rec.recordError(err, done)
-		return done
+		return
 	}
 	w.rec.recordResponse(done.Sub(intended), done, a.status, a.cacheStatus)
-	return done
 }
 
 // pick chooses the next target and visitor and returns the request to

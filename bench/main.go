@@ -191,6 +191,7 @@ func buildSpecs(cfg *config) ([]*runSpec, error) {
 			headers:      cfg.headers,
 			zipf:         cfg.zipf,
 			pid:          cfg.pid,
+			netpoll:      cfg.netpoll,
 			cookieName:   cfg.cookieName,
 			identified:   identified,
 			anon:         anon,
