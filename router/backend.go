@@ -245,12 +245,24 @@ func (c *deadlineConn) renew(until *time.Time, hard time.Time, d time.Duration, 
 	return set(t)
 }
 
+// SetReadDeadline sets a hard read deadline; the zero time removes it.
+// HostClient clears both deadlines before every request: when there is
+// no hard deadline to remove, that changes nothing here, and the renewed
+// deadline stays armed rather than costing a runtime timer update per
+// request to clear and one to set again.
 func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	if t.IsZero() && c.readHard.IsZero() {
+		return nil
+	}
 	c.readHard, c.readUntil = t, time.Time{}
 	return c.Conn.SetReadDeadline(t)
 }
 
+// SetWriteDeadline is SetReadDeadline's counterpart for writes.
 func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() && c.writeHard.IsZero() {
+		return nil
+	}
 	c.writeHard, c.writeUntil = t, time.Time{}
 	return c.Conn.SetWriteDeadline(t)
 }

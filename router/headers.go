@@ -261,11 +261,7 @@ func relay(dst, src *fasthttp.Response, read []byte, drop func(name []byte) bool
 		// Small bodies are read whole, like nginx's proxy buffers: the
 		// backend connection is free at once, the client gets head and body
 		// in one write, and a body cut short is a clean 502, not a torn one.
-		cb := copyBufs.Get().(*copyBuf)
-		cb.lr = io.LimitedReader{R: src.BodyStream(), N: int64(size)}
-		_, err := io.CopyBuffer(dst.BodyWriter(), &cb.lr, cb.b)
-		cb.lr = io.LimitedReader{}
-		copyBufs.Put(cb)
+		err := readBodyInto(dst, src.BodyStream(), size)
 		fasthttp.ReleaseResponse(src)
 		if err != nil {
 			dst.ResetBody()
@@ -283,16 +279,6 @@ func relay(dst, src *fasthttp.Response, read []byte, drop func(name []byte) bool
 // maxBufferedBody is the largest response body relay reads whole before
 // answering; longer ones, and those of unknown length, are streamed.
 const maxBufferedBody = 256 << 10
-
-// copyBufs are the buffers relay reads bodies through: io.CopyN would
-// allocate one per response (a 13 KB page cost 13 KB of garbage a
-// forward, most of the forward path's allocations).
-var copyBufs = sync.Pool{New: func() any { return &copyBuf{b: make([]byte, ioBufferSize)} }}
-
-type copyBuf struct {
-	b  []byte
-	lr io.LimitedReader
-}
 
 type headBuf struct {
 	b  []byte
