@@ -121,11 +121,14 @@ func (b *Backends) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 				continue
 			}
 			err = be.hc.Do(req, resp)
-			var de *DialError
-			if !errors.As(err, &de) {
-				if err == nil && wantDown {
+			if err == nil {
+				if wantDown {
 					be.downUntil.Store(0)
 				}
+				return nil
+			}
+			var de *DialError // declared here: on the heap, it costs an allocation
+			if !errors.As(err, &de) {
 				return err
 			}
 			be.downUntil.Store(time.Now().Add(b.failTimeout).UnixNano())

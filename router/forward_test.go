@@ -660,3 +660,24 @@ func TestForwardRecoversWhenOnlyBackendReturns(t *testing.T) {
 		t.Fatalf("got %v %v; want 200 as soon as the backend is back", resp, err)
 	}
 }
+
+// TestAppendIP: X-Forwarded-For and X-Real-IP carry the address as
+// net.IP.String writes it.
+func TestAppendIP(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ip   net.IP
+	}{
+		{"v4", net.IPv4(192, 0, 2, 7).To4()},
+		{"v4 in 16 bytes", net.IPv4(192, 0, 2, 7)},
+		{"v6", net.ParseIP("2001:db8::1")},
+		{"v6 loopback", net.IPv6loopback},
+		{"nil", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, want := string(appendIP(nil, tc.ip)), tc.ip.String(); got != want {
+				t.Errorf("got %q; want %q", got, want)
+			}
+		})
+	}
+}

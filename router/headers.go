@@ -123,11 +123,21 @@ func isRequestSpecial(k []byte) bool {
 // the peer's own making reaches the application as a proxy's word. A
 // trusted proxy's (nginx's) headers pass untouched.
 func setForwarded(h *fasthttp.RequestHeader, peer net.IP) {
-	ip := peer.String()
+	var buf [64]byte
+	ip := appendIP(buf[:0], peer)
 	delForwarded(h)
-	h.Set(fasthttp.HeaderXForwardedFor, ip)
-	h.Set(headerXRealIP, ip)
+	h.SetBytesV(fasthttp.HeaderXForwardedFor, ip)
+	h.SetBytesV(headerXRealIP, ip)
 	h.Set(fasthttp.HeaderXForwardedProto, "http")
+}
+
+// appendIP appends ip as net.IP.String writes it, without allocating.
+func appendIP(dst []byte, ip net.IP) []byte {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return append(dst, ip.String()...)
+	}
+	return a.Unmap().AppendTo(dst)
 }
 
 const headerXRealIP = "X-Real-IP"
