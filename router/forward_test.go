@@ -681,3 +681,38 @@ func TestAppendIP(t *testing.T) {
 		})
 	}
 }
+
+// TestDeadlineConnZeroReset: HostClient clears the deadlines before each
+// request; a backend connection must still time out a read that waits
+// longer than the read timeout, also after lying idle in the pool for
+// longer than that (its renewed deadline then lies in the past and must
+// be moved, not left to fail the read at once).
+func TestDeadlineConnZeroReset(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := &deadlineConn{Conn: a, read: 50 * time.Millisecond, write: 50 * time.Millisecond}
+	defer c.Close()
+	go func() { b.Write([]byte("x")) }()
+	var buf [1]byte
+	if _, err := c.Read(buf[:]); err != nil {
+		t.Fatalf("first read: %v", err)
+	}
+	for _, idle := range []time.Duration{0, 80 * time.Millisecond} {
+		time.Sleep(idle)
+		c.SetReadDeadline(time.Time{})
+		c.SetWriteDeadline(time.Time{})
+		start := time.Now()
+		_, err := c.Read(buf[:])
+		took := time.Since(start)
+		if !isTimeout(err) || took < 40*time.Millisecond || took > time.Second {
+			t.Errorf("after %v idle: read gave %v after %v; want a timeout after about 50ms", idle, err, took)
+		}
+	}
+	// A hard deadline set through the API still applies, and clearing it
+	// goes back to the per-read timeout.
+	c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	start := time.Now()
+	if _, err := c.Read(buf[:]); !isTimeout(err) || time.Since(start) > 40*time.Millisecond {
+		t.Errorf("hard deadline: got %v after %v; want a timeout after about 10ms", err, time.Since(start))
+	}
+}
