@@ -91,7 +91,7 @@ func NewBackends(o BackendOptions) (*Backends, error) {
 			DisablePathNormalizing:        true,
 			StreamResponseBody:            true,
 			RetryIfErr:                    retryIfErr,
-			Transport:                     rawURITransport{},
+			Transport:                     relayTransport{},
 		}
 		b.list = append(b.list, &backend{addr: a, hc: hc, dialer: d})
 	}
@@ -174,18 +174,6 @@ func idempotent(method []byte) bool {
 func isTimeout(err error) bool {
 	var ne interface{ Timeout() bool }
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// rawURITransport sends the request URI exactly as the client wrote it.
-// HostClient parses the URI (to check its scheme), and a parsed URI is
-// written back re-serialized, which would drop an empty query ("/?") and
-// turn an absolute-form target into origin-form. Setting the raw bytes back
-// marks the URI unparsed, so Request.Write uses them as they are.
-type rawURITransport struct{}
-
-func (rawURITransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	req.SetRequestURIBytes(req.Header.RequestURI())
-	return fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
 }
 
 // dialer connects to one backend. Its connections time out between two

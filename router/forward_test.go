@@ -716,3 +716,65 @@ func TestDeadlineConnZeroReset(t *testing.T) {
 		t.Errorf("hard deadline: got %v after %v; want a timeout after about 10ms", err, time.Since(start))
 	}
 }
+
+// TestForwardReusesBackendConnections: whatever the answer's framing (no
+// body, a body held in the read buffer, a longer one streamed with a
+// length, chunked), once relayed its backend connection is used again.
+func TestForwardReusesBackendConnections(t *testing.T) {
+	var conns atomic.Int32
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		body := bytes.Repeat([]byte("b"), n)
+		switch r.URL.Path {
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+			return
+		case "/chunked":
+			w.Write(body[:n/2])
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+			w.Write(body[n/2:])
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		w.Write(body)
+	}))
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	backend.Start()
+	defer backend.Close()
+	base := startRouter(t, Options{}, testBackendOptions(backendAddr(backend)))
+	for _, tc := range []struct {
+		name, method, path string
+		status, size       int
+	}{
+		{"no body", "GET", "/empty", 204, 0},
+		{"HEAD", "HEAD", "/len?n=20000", 200, 0},
+		{"small", "GET", "/len?n=100", 200, 100},
+		{"20 KB, in the read buffer", "GET", "/len?n=20480", 200, 20480},
+		{"a full read buffer", "GET", "/len?n=32768", 200, 32768},
+		{"100 KB, buffered by the relay", "GET", "/len?n=102400", 200, 102400},
+		{"1 MB, streamed", "GET", "/len?n=1048576", 200, 1048576},
+		{"chunked", "GET", "/chunked?n=50000", 200, 50000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 5 {
+				req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != tc.status || len(body) != tc.size {
+					t.Fatalf("got %d with %d bytes (%v); want %d with %d", resp.StatusCode, len(body), err, tc.status, tc.size)
+				}
+			}
+		})
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the backend saw %d connections; want 1, used again for every request", n)
+	}
+}

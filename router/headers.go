@@ -267,6 +267,13 @@ func relay(dst, src *fasthttp.Response, read []byte, drop func(name []byte) bool
 		dst.SetBodyStream(&relayBody{r: io.MultiReader(bytes.NewReader(read), src.BodyStream()), resp: src}, size)
 		return nil
 	}
+	if bb, ok := src.BodyStream().(*bufferedBody); ok {
+		// Read whole already, and held in the backend connection's read
+		// buffer: written from there (relayBody.WriteTo), the connection
+		// pooled again once it is.
+		dst.SetBodyStream(&relayBody{r: bb, resp: src}, size)
+		return nil
+	}
 	if size >= 0 && size <= maxBufferedBody {
 		// Small bodies are read whole, like nginx's proxy buffers: the
 		// backend connection is free at once, the client gets head and body
@@ -319,6 +326,14 @@ type relayBody struct {
 }
 
 func (b *relayBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// WriteTo lets a body held in a read buffer be written from there.
+func (b *relayBody) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := b.r.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{b.r})
+}
 
 func (b *relayBody) Close() error {
 	if b.resp != nil {
