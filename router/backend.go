@@ -47,6 +47,7 @@ type Backends struct {
 type backend struct {
 	addr      string
 	hc        *fasthttp.HostClient
+	probeHC   *fasthttp.HostClient // health probes: fasthttp's transport, which honors DoTimeout
 	dialer    *dialer
 	downUntil atomic.Int64 // unix nanoseconds; 0 when healthy
 	probe     *probeState  // nil without health probes
@@ -93,7 +94,16 @@ func NewBackends(o BackendOptions) (*Backends, error) {
 			RetryIfErr:                    retryIfErr,
 			Transport:                     relayTransport{},
 		}
-		b.list = append(b.list, &backend{addr: a, hc: hc, dialer: d})
+		probeHC := &fasthttp.HostClient{
+			Addr:                     a,
+			Dial:                     d.dial,
+			MaxConns:                 1,
+			MaxIdleConnDuration:      o.IdleTimeout,
+			MaxResponseBodySize:      64 << 10,
+			NoDefaultUserAgentHeader: true,
+			DisablePathNormalizing:   true,
+		}
+		b.list = append(b.list, &backend{addr: a, hc: hc, probeHC: probeHC, dialer: d})
 	}
 	return b, nil
 }

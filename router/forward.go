@@ -38,6 +38,14 @@ func (q *request) forward(cacheStatus string) bool {
 		if hasBody(&ctx.Request.Header) {
 			q.closeAfter() // how much of the body was read is unknown
 		}
+		if be := (*bodyError)(nil); errors.As(err, &be) {
+			// The backend answered, and only its body was cut short: the
+			// request was carried out, so count it and invalidate for it.
+			r.countBackend(resp.StatusCode())
+			if r.cache != nil {
+				q.invalidate(resp)
+			}
+		}
 		fasthttp.ReleaseResponse(resp)
 		if q.serveStale(err) {
 			return true

@@ -29,9 +29,10 @@ import (
 //
 // Anything else (a longer body, chunked, or read until close) streams as
 // fasthttp streams it. The transport sets no deadline of its own: the
-// connections renew theirs per read and write (deadlineConn), and
-// HostClient's ReadTimeout, WriteTimeout and per-request timeouts are not
-// used (they would be ignored).
+// connections renew theirs per read and write (deadlineConn). HostClient's
+// ReadTimeout and WriteTimeout, and DoTimeout's and DoDeadline's limits,
+// would be ignored (a request's timeout is not visible outside fasthttp):
+// health probes, which need one, have a HostClient of their own.
 type relayTransport struct{}
 
 // maxInterim bounds the 1xx answers skipped before the final one, as
@@ -101,7 +102,7 @@ func (relayTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, 
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
-			return false, err // the answer began: never retried
+			return false, &bodyError{err} // the answer began: never retried
 		}
 		resp.SetBodyStream(acquireBufferedBody(body, br, release), size)
 		return false, nil
@@ -118,11 +119,18 @@ func (relayTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, 
 	if err := scratch.ReadBody(br, 0); err != nil {
 		fasthttp.ReleaseResponse(scratch)
 		release(false)
-		return false, err
+		return false, &bodyError{err}
 	}
 	resp.SetBodyStream(&streamedBody{r: scratch.BodyStream(), scratch: scratch, release: release}, size)
 	return false, nil
 }
+
+// A bodyError says the backend's answer began (resp holds its head) but
+// its body could not be read.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return "read response body: " + e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
 
 // bufferedBody is a response body held in its connection's read buffer.
 // It is not safe for concurrent use (a response body never is).
