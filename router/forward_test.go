@@ -778,3 +778,23 @@ func TestForwardReusesBackendConnections(t *testing.T) {
 		t.Errorf("the backend saw %d connections; want 1, used again for every request", n)
 	}
 }
+
+// TestForwardAccessLogKeepsStream: writing a forward's access log line
+// neither reads its body (which would buffer a download in memory before
+// the server writes it) nor misreports its size.
+func TestForwardAccessLogKeepsStream(t *testing.T) {
+	const size = 20 << 10
+	r, ctx := forwardRouter(t, size)
+	buf := &syncBuffer{out: make(chan struct{})}
+	r.access = NewAccessLog(buf, "combined", 16, nil)
+	ctx.Response.Reset()
+	r.Handle(ctx)
+	if !ctx.Response.IsBodyStream() {
+		t.Errorf("the answer's body was read before the server could write it")
+	}
+	ctx.Response.Reset() // closes the stream: the backend connection goes back
+	r.access.Close()
+	if line := buf.String(); !strings.Contains(line, " 200 20480 ") {
+		t.Errorf("got %q; want a line with status 200 and size 20480", line)
+	}
+}
