@@ -79,9 +79,13 @@ func (a *AccessLog) write(ctx *fasthttp.RequestCtx, rec *accessRecord, client []
 	b := (*bp)[:0]
 	h := &ctx.Request.Header
 	status := ctx.Response.StatusCode()
-	size := len(ctx.Response.Body())
+	// Body() would read a streamed body into memory (and before the
+	// server writes it): its declared length is used instead.
+	var size int
 	if ctx.Response.IsBodyStream() || ctx.Request.Header.IsHead() {
 		size = max(0, ctx.Response.Header.ContentLength())
+	} else {
+		size = len(ctx.Response.Body())
 	}
 	rt := time.Since(rec.start)
 	cache := ctx.Response.Header.Peek(headerCacheStatus)

@@ -47,6 +47,7 @@ type Backends struct {
 type backend struct {
 	addr      string
 	hc        *fasthttp.HostClient
+	probeHC   *fasthttp.HostClient // health probes: fasthttp's transport, which honors DoTimeout
 	dialer    *dialer
 	downUntil atomic.Int64 // unix nanoseconds; 0 when healthy
 	probe     *probeState  // nil without health probes
@@ -91,9 +92,18 @@ func NewBackends(o BackendOptions) (*Backends, error) {
 			DisablePathNormalizing:        true,
 			StreamResponseBody:            true,
 			RetryIfErr:                    retryIfErr,
-			Transport:                     rawURITransport{},
+			Transport:                     relayTransport{},
 		}
-		b.list = append(b.list, &backend{addr: a, hc: hc, dialer: d})
+		probeHC := &fasthttp.HostClient{
+			Addr:                     a,
+			Dial:                     d.dial,
+			MaxConns:                 1,
+			MaxIdleConnDuration:      o.IdleTimeout,
+			MaxResponseBodySize:      64 << 10,
+			NoDefaultUserAgentHeader: true,
+			DisablePathNormalizing:   true,
+		}
+		b.list = append(b.list, &backend{addr: a, hc: hc, probeHC: probeHC, dialer: d})
 	}
 	return b, nil
 }
@@ -121,11 +131,14 @@ func (b *Backends) Do(req *fasthttp.Request, resp *fasthttp.Response) error {
 				continue
 			}
 			err = be.hc.Do(req, resp)
-			var de *DialError
-			if !errors.As(err, &de) {
-				if err == nil && wantDown {
+			if err == nil {
+				if wantDown {
 					be.downUntil.Store(0)
 				}
+				return nil
+			}
+			var de *DialError // declared here: on the heap, it costs an allocation
+			if !errors.As(err, &de) {
 				return err
 			}
 			be.downUntil.Store(time.Now().Add(b.failTimeout).UnixNano())
@@ -171,18 +184,6 @@ func idempotent(method []byte) bool {
 func isTimeout(err error) bool {
 	var ne interface{ Timeout() bool }
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// rawURITransport sends the request URI exactly as the client wrote it.
-// HostClient parses the URI (to check its scheme), and a parsed URI is
-// written back re-serialized, which would drop an empty query ("/?") and
-// turn an absolute-form target into origin-form. Setting the raw bytes back
-// marks the URI unparsed, so Request.Write uses them as they are.
-type rawURITransport struct{}
-
-func (rawURITransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	req.SetRequestURIBytes(req.Header.RequestURI())
-	return fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
 }
 
 // dialer connects to one backend. Its connections time out between two
@@ -245,12 +246,24 @@ func (c *deadlineConn) renew(until *time.Time, hard time.Time, d time.Duration, 
 	return set(t)
 }
 
+// SetReadDeadline sets a hard read deadline; the zero time removes it.
+// HostClient clears both deadlines before every request: when there is
+// no hard deadline to remove, that changes nothing here, and the renewed
+// deadline stays armed rather than costing a runtime timer update per
+// request to clear and one to set again.
 func (c *deadlineConn) SetReadDeadline(t time.Time) error {
+	if t.IsZero() && c.readHard.IsZero() {
+		return nil
+	}
 	c.readHard, c.readUntil = t, time.Time{}
 	return c.Conn.SetReadDeadline(t)
 }
 
+// SetWriteDeadline is SetReadDeadline's counterpart for writes.
 func (c *deadlineConn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() && c.writeHard.IsZero() {
+		return nil
+	}
 	c.writeHard, c.writeUntil = t, time.Time{}
 	return c.Conn.SetWriteDeadline(t)
 }

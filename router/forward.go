@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -36,6 +37,14 @@ func (q *request) forward(cacheStatus string) bool {
 	if err != nil {
 		if hasBody(&ctx.Request.Header) {
 			q.closeAfter() // how much of the body was read is unknown
+		}
+		if be := (*bodyError)(nil); errors.As(err, &be) {
+			// The backend answered, and only its body was cut short: the
+			// request was carried out, so count it and invalidate for it.
+			r.countBackend(resp.StatusCode())
+			if r.cache != nil {
+				q.invalidate(resp)
+			}
 		}
 		fasthttp.ReleaseResponse(resp)
 		if q.serveStale(err) {
@@ -161,3 +170,17 @@ func (r *Router) countBackend(status int) {
 }
 
 var methodPurge = []byte("PURGE")
+
+// readBodyInto reads the next size bytes of body straight into dst's body
+// buffer, after what it holds: one copy from the backend connection's read
+// buffer, where copying through a buffer of its own cost two. The buffer
+// is fasthttp's pooled one, already grown to the usual page, so a forward
+// allocates nothing for its body once warm.
+func readBodyInto(dst *fasthttp.Response, body io.Reader, size int) error {
+	b := dst.SwapBody(nil)
+	n := len(b)
+	b = slices.Grow(b, size)[:n+size]
+	_, err := io.ReadFull(body, b[n:])
+	dst.SwapBody(b)
+	return err
+}

@@ -660,3 +660,141 @@ func TestForwardRecoversWhenOnlyBackendReturns(t *testing.T) {
 		t.Fatalf("got %v %v; want 200 as soon as the backend is back", resp, err)
 	}
 }
+
+// TestAppendIP: X-Forwarded-For and X-Real-IP carry the address as
+// net.IP.String writes it.
+func TestAppendIP(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ip   net.IP
+	}{
+		{"v4", net.IPv4(192, 0, 2, 7).To4()},
+		{"v4 in 16 bytes", net.IPv4(192, 0, 2, 7)},
+		{"v6", net.ParseIP("2001:db8::1")},
+		{"v6 loopback", net.IPv6loopback},
+		{"nil", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got, want := string(appendIP(nil, tc.ip)), tc.ip.String(); got != want {
+				t.Errorf("got %q; want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestDeadlineConnZeroReset: HostClient clears the deadlines before each
+// request; a backend connection must still time out a read that waits
+// longer than the read timeout, also after lying idle in the pool for
+// longer than that (its renewed deadline then lies in the past and must
+// be moved, not left to fail the read at once).
+func TestDeadlineConnZeroReset(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := &deadlineConn{Conn: a, read: 50 * time.Millisecond, write: 50 * time.Millisecond}
+	defer c.Close()
+	go func() { b.Write([]byte("x")) }()
+	var buf [1]byte
+	if _, err := c.Read(buf[:]); err != nil {
+		t.Fatalf("first read: %v", err)
+	}
+	for _, idle := range []time.Duration{0, 80 * time.Millisecond} {
+		time.Sleep(idle)
+		c.SetReadDeadline(time.Time{})
+		c.SetWriteDeadline(time.Time{})
+		start := time.Now()
+		_, err := c.Read(buf[:])
+		took := time.Since(start)
+		if !isTimeout(err) || took < 40*time.Millisecond || took > time.Second {
+			t.Errorf("after %v idle: read gave %v after %v; want a timeout after about 50ms", idle, err, took)
+		}
+	}
+	// A hard deadline set through the API still applies, and clearing it
+	// goes back to the per-read timeout.
+	c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	start := time.Now()
+	if _, err := c.Read(buf[:]); !isTimeout(err) || time.Since(start) > 40*time.Millisecond {
+		t.Errorf("hard deadline: got %v after %v; want a timeout after about 10ms", err, time.Since(start))
+	}
+}
+
+// TestForwardReusesBackendConnections: whatever the answer's framing (no
+// body, a body held in the read buffer, a longer one streamed with a
+// length, chunked), once relayed its backend connection is used again.
+func TestForwardReusesBackendConnections(t *testing.T) {
+	var conns atomic.Int32
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		body := bytes.Repeat([]byte("b"), n)
+		switch r.URL.Path {
+		case "/empty":
+			w.WriteHeader(http.StatusNoContent)
+			return
+		case "/chunked":
+			w.Write(body[:n/2])
+			w.(http.Flusher).Flush() // no Content-Length: chunked
+			w.Write(body[n/2:])
+			return
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(n))
+		w.Write(body)
+	}))
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	backend.Start()
+	defer backend.Close()
+	base := startRouter(t, Options{}, testBackendOptions(backendAddr(backend)))
+	for _, tc := range []struct {
+		name, method, path string
+		status, size       int
+	}{
+		{"no body", "GET", "/empty", 204, 0},
+		{"HEAD", "HEAD", "/len?n=20000", 200, 0},
+		{"small", "GET", "/len?n=100", 200, 100},
+		{"20 KB, in the read buffer", "GET", "/len?n=20480", 200, 20480},
+		{"a full read buffer", "GET", "/len?n=32768", 200, 32768},
+		{"100 KB, buffered by the relay", "GET", "/len?n=102400", 200, 102400},
+		{"1 MB, streamed", "GET", "/len?n=1048576", 200, 1048576},
+		{"chunked", "GET", "/chunked?n=50000", 200, 50000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for range 5 {
+				req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != tc.status || len(body) != tc.size {
+					t.Fatalf("got %d with %d bytes (%v); want %d with %d", resp.StatusCode, len(body), err, tc.status, tc.size)
+				}
+			}
+		})
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("the backend saw %d connections; want 1, used again for every request", n)
+	}
+}
+
+// TestForwardAccessLogKeepsStream: writing a forward's access log line
+// neither reads its body (which would buffer a download in memory before
+// the server writes it) nor misreports its size.
+func TestForwardAccessLogKeepsStream(t *testing.T) {
+	const size = 20 << 10
+	r, ctx := forwardRouter(t, size)
+	buf := &syncBuffer{out: make(chan struct{})}
+	r.access = NewAccessLog(buf, "combined", 16, nil)
+	ctx.Response.Reset()
+	r.Handle(ctx)
+	if !ctx.Response.IsBodyStream() {
+		t.Errorf("the answer's body was read before the server could write it")
+	}
+	ctx.Response.Reset() // closes the stream: the backend connection goes back
+	r.access.Close()
+	if line := buf.String(); !strings.Contains(line, " 200 20480 ") {
+		t.Errorf("got %q; want a line with status 200 and size 20480", line)
+	}
+}

@@ -123,11 +123,21 @@ func isRequestSpecial(k []byte) bool {
 // the peer's own making reaches the application as a proxy's word. A
 // trusted proxy's (nginx's) headers pass untouched.
 func setForwarded(h *fasthttp.RequestHeader, peer net.IP) {
-	ip := peer.String()
+	var buf [64]byte
+	ip := appendIP(buf[:0], peer)
 	delForwarded(h)
-	h.Set(fasthttp.HeaderXForwardedFor, ip)
-	h.Set(headerXRealIP, ip)
+	h.SetBytesV(fasthttp.HeaderXForwardedFor, ip)
+	h.SetBytesV(headerXRealIP, ip)
 	h.Set(fasthttp.HeaderXForwardedProto, "http")
+}
+
+// appendIP appends ip as net.IP.String writes it, without allocating.
+func appendIP(dst []byte, ip net.IP) []byte {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return append(dst, ip.String()...)
+	}
+	return a.Unmap().AppendTo(dst)
 }
 
 const headerXRealIP = "X-Real-IP"
@@ -257,15 +267,18 @@ func relay(dst, src *fasthttp.Response, read []byte, drop func(name []byte) bool
 		dst.SetBodyStream(&relayBody{r: io.MultiReader(bytes.NewReader(read), src.BodyStream()), resp: src}, size)
 		return nil
 	}
+	if bb, ok := src.BodyStream().(*bufferedBody); ok {
+		// Read whole already, and held in the backend connection's read
+		// buffer: written from there (relayBody.WriteTo), the connection
+		// pooled again once it is.
+		dst.SetBodyStream(&relayBody{r: bb, resp: src}, size)
+		return nil
+	}
 	if size >= 0 && size <= maxBufferedBody {
 		// Small bodies are read whole, like nginx's proxy buffers: the
 		// backend connection is free at once, the client gets head and body
 		// in one write, and a body cut short is a clean 502, not a torn one.
-		cb := copyBufs.Get().(*copyBuf)
-		cb.lr = io.LimitedReader{R: src.BodyStream(), N: int64(size)}
-		_, err := io.CopyBuffer(dst.BodyWriter(), &cb.lr, cb.b)
-		cb.lr = io.LimitedReader{}
-		copyBufs.Put(cb)
+		err := readBodyInto(dst, src.BodyStream(), size)
 		fasthttp.ReleaseResponse(src)
 		if err != nil {
 			dst.ResetBody()
@@ -283,16 +296,6 @@ func relay(dst, src *fasthttp.Response, read []byte, drop func(name []byte) bool
 // maxBufferedBody is the largest response body relay reads whole before
 // answering; longer ones, and those of unknown length, are streamed.
 const maxBufferedBody = 256 << 10
-
-// copyBufs are the buffers relay reads bodies through: io.CopyN would
-// allocate one per response (a 13 KB page cost 13 KB of garbage a
-// forward, most of the forward path's allocations).
-var copyBufs = sync.Pool{New: func() any { return &copyBuf{b: make([]byte, ioBufferSize)} }}
-
-type copyBuf struct {
-	b  []byte
-	lr io.LimitedReader
-}
 
 type headBuf struct {
 	b  []byte
@@ -323,6 +326,14 @@ type relayBody struct {
 }
 
 func (b *relayBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+// WriteTo lets a body held in a read buffer be written from there.
+func (b *relayBody) WriteTo(w io.Writer) (int64, error) {
+	if wt, ok := b.r.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{b.r})
+}
 
 func (b *relayBody) Close() error {
 	if b.resp != nil {

@@ -106,7 +106,7 @@ func (b *Backends) probeLoop(be *backend, o ProbeOptions) {
 		}
 		req.Header.SetUserAgent("userrouter (health probe)")
 		resp.Reset()
-		err := be.hc.DoTimeout(req, resp, o.Timeout)
+		err := be.probeHC.DoTimeout(req, resp, o.Timeout)
 		if err == nil && (resp.StatusCode() < 200 || resp.StatusCode() > 399) {
 			err = fmt.Errorf("probe %s answered %d", o.Path, resp.StatusCode())
 		}
