@@ -33,7 +33,9 @@ func (q *request) serve(key string, e *pagecache.Entry, cacheStatus string) bool
 
 // serveEntry answers from a stored page: its status and headers, Age, the
 // Cache-Status, and the body (decompressed for a client that does not
-// accept gzip, see identity). A matching If-None-Match or
+// accept gzip, see identity), sent from the store's File with sendfile(2)
+// when it keeps one (a large page in the memory store or the L1; see
+// setFileBody). A matching If-None-Match or
 // If-Modified-Since gets 304. It does not allocate for an ordinary hit.
 // key names the stored page; now is in Unix milliseconds. It returns false,
 // having written nothing, when the page is gzipped, the client does not
@@ -96,12 +98,16 @@ func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string,
 	} else {
 		q.addCacheStatus(&resp.Header, cacheStatus)
 	}
-	if notModified {
+	switch {
+	case notModified:
 		resp.SkipBody = true
-	} else {
+		body = nil
+	case len(body) >= pagecache.FileThreshold && setFileBody(ctx, e, body):
+		// Sent from the store's File with sendfile(2), not copied.
+	default:
 		resp.SetBodyRaw(body)
 	}
-	r.stats.BytesFromCache.Add(uint64(len(resp.Body())))
+	r.stats.BytesFromCache.Add(uint64(len(body)))
 	return true
 }
 
@@ -131,7 +137,9 @@ func (q *request) serveRaw(key string, e *pagecache.Entry) bool {
 		resp.Header.SetBytesKV(strVary, strAcceptEncoding)
 	}
 	resp.Header.Add(headerCacheStatus, statusHit)
-	resp.SetBodyRaw(body)
+	if len(body) < pagecache.FileThreshold || !setFileBody(ctx, e, body) {
+		resp.SetBodyRaw(body)
+	}
 	r.stats.BytesFromCache.Add(uint64(len(body)))
 	return true
 }
