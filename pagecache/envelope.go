@@ -93,23 +93,9 @@ type Entry struct {
 	Flags uint32
 
 	value   []byte // the whole encoded value
-	file    *File  // a copy of value, when the store keeps one
 	tags    []byte // encoded tag records
 	nTags   int
 	headers [maxHeaders]Header
-}
-
-// BodyFile returns the File holding e's body and where the body starts
-// in it, when the store keeps the value in one (see File); ok is false
-// otherwise. The File is the store's: Acquire it to use it.
-func (e *Entry) BodyFile() (f *File, off int64, ok bool) {
-	if e.file == nil {
-		return nil, 0, false
-	}
-	if off, ok = e.file.Offset(e.Body); !ok {
-		return nil, 0, false
-	}
-	return e.file, off, true
 }
 
 // Clone returns a copy of e that aliases nothing of its stored value,
@@ -243,7 +229,7 @@ func decode(b []byte, e *Entry, checksum bool) error {
 	if checksum && crc32.Checksum(b[:n], crcTable) != binary.BigEndian.Uint32(b[n:]) {
 		return ErrDamaged
 	}
-	e.value, e.file = b, nil
+	e.value = b
 	b = b[:n]
 	e.Kind = Kind(b[3])
 	e.Flags = 0

@@ -20,8 +20,7 @@ type l1 struct {
 }
 
 // l1Page is a decoded page and how long the copy may be served: its
-// slices alias a stored value nobody changes. A large one keeps the value
-// in a File too (FileThreshold), released when the copy is dropped.
+// slices alias a stored value nobody changes.
 type l1Page struct {
 	entry *Entry
 	until int64 // Unix milliseconds
@@ -35,12 +34,7 @@ func newL1(size int64, ttl time.Duration) (*l1, error) {
 	c, err := otter.New(&otter.Options[string, l1Page]{
 		MaximumWeight: uint64(size),
 		Weigher: func(k string, p l1Page) uint32 {
-			return uint32(min(len(k)+len(p.entry.value)+fileCost(p.entry.file)+l1Overhead, 1<<31))
-		},
-		// The tier's reference to a copy's File goes with the copy; a
-		// sender holding one keeps the descriptor open until it is done.
-		OnDeletion: func(e otter.DeletionEvent[string, l1Page]) {
-			e.Value.entry.file.Release()
+			return uint32(min(len(k)+len(p.entry.value)+l1Overhead, 1<<31))
 		},
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, l1Page]) time.Duration {
 			return time.Until(time.UnixMilli(e.Value.until))
@@ -74,9 +68,6 @@ func (l *l1) remember(page string, value []byte, now int64) {
 	if until <= now {
 		return
 	}
-	if len(value) >= FileThreshold {
-		e.file = newFile(value) // this copy's own, released with it
-	}
 	l.pages.Set(page, l1Page{entry: e, until: until})
 }
 
@@ -93,5 +84,5 @@ func (e *Entry) aliasOf(src *Entry) {
 	e.Kind, e.Status, e.StoredAt, e.FreshUntil, e.StaleUntil = src.Kind, src.Status, src.StoredAt, src.FreshUntil, src.StaleUntil
 	e.ErrorUntil, e.KeepUntil, e.URLGen = src.ErrorUntil, src.KeepUntil, src.URLGen
 	e.Headers, e.Body, e.Flags = src.Headers, src.Body, src.Flags
-	e.value, e.file, e.tags, e.nTags = src.value, src.file, src.tags, src.nTags
+	e.value, e.tags, e.nTags = src.value, src.tags, src.nTags
 }

@@ -153,7 +153,6 @@ func (c *Cache) judge(t Ticket, it Item, found bool, base []byte, hint tagHint, 
 		c.onDamaged()
 		return PageMissing, t
 	}
-	e.file = it.File
 	verdict := compareGen(e.URLGen, t.urlGen)
 	if verdict != invalid && e.NumTags() > 0 {
 		v, ok := invalid, false

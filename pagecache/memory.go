@@ -18,8 +18,7 @@ const DefaultMemorySize = 128 << 20
 // MemoryOptions configures a Memory store.
 type MemoryOptions struct {
 	// MaxBytes bounds the memory the entries hold: each is charged what it
-	// costs in the Go heap (see entryCost), not its value's length alone,
-	// and a value of FileThreshold or more its File's pages too;
+	// costs in the Go heap (see entryCost), not its value's length alone;
 	// the least valuable entries (W-TinyLFU) are evicted beyond it.
 	// Default DefaultMemorySize.
 	MaxBytes int64
@@ -95,13 +94,7 @@ func NewMemory(o MemoryOptions) (*Memory, error) {
 	c, err := otter.New(&otter.Options[string, memItem]{
 		MaximumWeight: uint64(cmp.Or(o.MaxBytes, DefaultMemorySize)),
 		Weigher: func(k string, v memItem) uint32 {
-			return min(entryCost(k, v.item.Value)+uint32(fileCost(v.item.File)), 1<<31)
-		},
-		// The store's reference to a value's File goes with the value
-		// (evicted, expired, replaced or deleted); senders holding one
-		// keep the descriptor open until they are done.
-		OnDeletion: func(e otter.DeletionEvent[string, memItem]) {
-			e.Value.item.File.Release()
+			return entryCost(k, v.item.Value)
 		},
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, memItem]) time.Duration {
 			return time.Until(e.Value.expires)
@@ -140,10 +133,6 @@ func (m *Memory) Set(key string, it Item, ttl time.Duration) error {
 		return ErrTooLarge
 	}
 	m.ops.Add(1)
-	it.File = nil
-	if len(it.Value) >= FileThreshold {
-		it.File = newFile(it.Value)
-	}
 	m.cache.Set(key, memItem{item: it, expires: expiresAt(ttl)})
 	return nil
 }
@@ -180,7 +169,6 @@ func (m *Memory) Incr(key string, delta uint64) (uint64, error) {
 	}
 	n += delta
 	v.item.Value = strconv.AppendUint(nil, n, 10)
-	v.item.File = nil // the old value's, released with it
 	m.ops.Add(1)
 	m.cache.Set(key, v)
 	return n, nil
@@ -197,9 +185,7 @@ func (m *Memory) Delete(key string) error {
 // the very bytes Set was given (see CacheOptions.InProcess).
 func (m *Memory) InProcess() bool { return true }
 
-// Close does nothing: a reload hands the store, pages and all, to the
-// next config (and closes the previous handler's). The Files of a store
-// dropped are closed when it is collected.
+// Close does nothing.
 func (m *Memory) Close() error { return nil }
 
 // Size returns the bytes the entries held now cost (see entryCost).

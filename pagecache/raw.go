@@ -29,7 +29,6 @@ func (f *rawFormat) lookup(base, _ []byte, sc *Scratch, e *Entry, _ int64) (Stat
 	switch {
 	case err == nil && it.Flags&pickleFlag == 0:
 		e.Kind, e.Status, e.StoredAt, e.Headers, e.Body, e.Flags, e.value = KindPage, 200, 0, nil, it.Value, it.Flags, nil
-		e.file = it.File
 		e.nTags = 0
 		return PageFresh, Ticket{page: key}
 	case err == nil:

@@ -67,10 +67,6 @@ func (it Item) Found() bool { return it.Value != nil }
 type Item struct {
 	Value []byte
 	Flags uint32
-	// File, from a store in this process (Memory), holds a copy of a
-	// large Value to send with sendfile(2); nil otherwise. It is the
-	// store's: a caller Acquires it for each use (see File).
-	File *File
 }
 
 var (

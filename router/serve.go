@@ -33,9 +33,7 @@ func (q *request) serve(key string, e *pagecache.Entry, cacheStatus string) bool
 
 // serveEntry answers from a stored page: its status and headers, Age, the
 // Cache-Status, and the body (decompressed for a client that does not
-// accept gzip, see identity), sent from the store's File with sendfile(2)
-// when it keeps one (a large page in the memory store or the L1; see
-// setFileBody). A matching If-None-Match or
+// accept gzip, see identity). A matching If-None-Match or
 // If-Modified-Since gets 304. It does not allocate for an ordinary hit.
 // key names the stored page; now is in Unix milliseconds. It returns false,
 // having written nothing, when the page is gzipped, the client does not
@@ -98,16 +96,12 @@ func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string,
 	} else {
 		q.addCacheStatus(&resp.Header, cacheStatus)
 	}
-	switch {
-	case notModified:
+	if notModified {
 		resp.SkipBody = true
-		body = nil
-	case len(body) >= pagecache.FileThreshold && setFileBody(ctx, e, body):
-		// Sent from the store's File with sendfile(2), not copied.
-	default:
+	} else {
 		resp.SetBodyRaw(body)
 	}
-	r.stats.BytesFromCache.Add(uint64(len(body)))
+	r.stats.BytesFromCache.Add(uint64(len(resp.Body())))
 	return true
 }
 
@@ -137,9 +131,7 @@ func (q *request) serveRaw(key string, e *pagecache.Entry) bool {
 		resp.Header.SetBytesKV(strVary, strAcceptEncoding)
 	}
 	resp.Header.Add(headerCacheStatus, statusHit)
-	if len(body) < pagecache.FileThreshold || !setFileBody(ctx, e, body) {
-		resp.SetBodyRaw(body)
-	}
+	resp.SetBodyRaw(body)
 	r.stats.BytesFromCache.Add(uint64(len(body)))
 	return true
 }

@@ -37,10 +37,8 @@ func NewServer(h fasthttp.RequestHandler, o ServerOptions) *fasthttp.Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	trackConns.Store(true)
 	return &fasthttp.Server{
 		Handler:                      h,
-		ConnState:                    connState, // see rawConn
 		NoDefaultServerHeader:        true,
 		NoDefaultDate:                true,
 		NoDefaultContentType:         true,
