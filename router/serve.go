@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
@@ -23,12 +24,149 @@ const maxIdentityBytes = 16 << 20
 // serve answers from a page Lookup found, as its format calls for: an
 // envelope's status and headers, or a raw body. It returns false, having
 // written nothing, when the body cannot be given to the client (see
-// serveEntry).
-func (q *request) serve(key string, e *pagecache.Entry, cacheStatus string) bool {
+// serveEntry). stable says that e aliases a value the process keeps
+// unchanged for as long as anything references it (the memory store, the
+// L1): its response head is then built once and reused (see head).
+func (q *request) serve(key string, e *pagecache.Entry, cacheStatus string, stable bool) bool {
 	if q.r.cache.raw != nil {
 		return q.serveRaw(key, e)
 	}
-	return q.serveEntry(key, e, cacheStatus, time.Now().UnixMilli())
+	now := time.Now().UnixMilli()
+	if stable && q.serveHead(key, e, cacheStatus, now) {
+		return true
+	}
+	return q.serveEntry(key, e, cacheStatus, now)
+}
+
+// A head is the response head of one stored value, built by the first
+// hit that serves it (everything but Age and Cache-Status: the status,
+// the stored Date and the other stored headers, as serveEntry sets them)
+// and copied into each later hit's response: a copy of a few slices
+// instead of parsing the Date and adding each header again. It aliases
+// the value and keeps it alive, so the value's address identifies it: a
+// refill under the same key is another value, at another address.
+// A head is never modified once published.
+type head struct {
+	value         []byte // the stored value
+	h             fasthttp.ResponseHeader
+	etag, lastMod []byte
+	gzip          bool   // stored Content-Encoding: gzip
+	cost          uint32 // what it is charged against maxHeads
+}
+
+// maxHeads bounds the memory the heads hold (by their headers' bytes and
+// a fixed charge each): 8 MiB.
+const maxHeads = 8 << 20
+
+// headCost is what a head is charged against maxHeads.
+func headCost(e *pagecache.Entry) uint32 {
+	n := 1 << 10
+	for _, h := range e.Headers {
+		n += len(h.Name) + len(h.Value) + 64
+	}
+	return uint32(n)
+}
+
+// serveHead is serveEntry for a stable value (see serve): for an
+// ordinary 200-like hit (not a 304, not decompressed), the head is copied
+// from the value's head, which the first such hit builds; it returns
+// false, having written nothing, for every other case, which serveEntry
+// handles.
+func (q *request) serveHead(key string, e *pagecache.Entry, cacheStatus string, now int64) bool {
+	r, ctx := q.r, q.ctx
+	if r.cache.heads == nil || len(e.Value()) == 0 {
+		return false
+	}
+	hd, ok := r.cache.heads.GetIfPresent(key)
+	if !ok || unsafe.SliceData(hd.value) != unsafe.SliceData(e.Value()) || len(hd.value) != len(e.Value()) {
+		hd = nil
+	}
+	var etag, lastMod []byte
+	gz := false
+	if hd != nil {
+		etag, lastMod, gz = hd.etag, hd.lastMod, hd.gzip
+	} else {
+		var encoding []byte
+		etag, lastMod, encoding, _ = entryValidators(e)
+		gz = len(encoding) > 0 && bytes.EqualFold(encoding, strGzip)
+	}
+	if gz && !acceptsGzip(&ctx.Request.Header) ||
+		e.Status == fasthttp.StatusOK && notModified(&ctx.Request.Header, etag, lastMod) {
+		return false // decompressed or 304: serveEntry
+	}
+	resp := &ctx.Response
+	closeConn := resp.Header.ConnectionClose()
+	if hd != nil {
+		hd.h.CopyTo(&resp.Header)
+	} else {
+		setEntryHead(&resp.Header, e, e.Status, false)
+		hd = &head{value: e.Value(), etag: etag, lastMod: lastMod, gzip: gz, cost: headCost(e)}
+		resp.Header.CopyTo(&hd.h)
+		hd.h.ResetConnectionClose()
+		r.cache.heads.Set(key, hd)
+	}
+	if closeConn {
+		resp.Header.SetConnectionClose()
+	}
+	q.setHitHeaders(&resp.Header, e, cacheStatus, now)
+	resp.SetBodyRaw(e.Body)
+	r.stats.BytesFromCache.Add(uint64(len(e.Body)))
+	return true
+}
+
+// entryValidators returns a stored page's ETag, Last-Modified and
+// Content-Encoding, and whether its Cache-Control says no-transform.
+func entryValidators(e *pagecache.Entry) (etag, lastMod, encoding []byte, noTransform bool) {
+	for _, h := range e.Headers {
+		switch {
+		case bytes.EqualFold(h.Name, strETag):
+			etag = h.Value
+		case bytes.EqualFold(h.Name, strLastModified):
+			lastMod = h.Value
+		case bytes.EqualFold(h.Name, strContentEncoding):
+			encoding = h.Value
+		case bytes.EqualFold(h.Name, strCacheControl):
+			noTransform = noTransform || containsFold(h.Value, strNoTransform)
+		}
+	}
+	return etag, lastMod, encoding, noTransform
+}
+
+// setEntryHead sets h, still empty, to a stored page's head: status, the
+// stored Date and the other stored headers, without Content-Encoding when
+// the body is sent decompressed (gunzip).
+func setEntryHead(h *fasthttp.ResponseHeader, e *pagecache.Entry, status int, gunzip bool) {
+	for _, sh := range e.Headers {
+		if bytes.EqualFold(sh.Name, strDate) {
+			setDate(h, sh.Value)
+			break
+		}
+	}
+	h.SetStatusCode(status)
+	// Stored names are as the fill's client normalized them: add them as
+	// they are, not normalized again on every hit.
+	h.DisableNormalizing()
+	for _, sh := range e.Headers {
+		if gunzip && bytes.EqualFold(sh.Name, strContentEncoding) || bytes.EqualFold(sh.Name, strDate) {
+			continue
+		}
+		h.AddBytesKV(sh.Name, sh.Value)
+	}
+}
+
+// setHitHeaders adds what changes with every hit: Age and Cache-Status
+// (with RFC 9211's ttl when cacheStatus calls for it).
+func (q *request) setHitHeaders(h *fasthttp.ResponseHeader, e *pagecache.Entry, cacheStatus string, now int64) {
+	var age [20]byte
+	h.SetBytesKV(strAge, strconv.AppendInt(age[:0], max(0, now-e.StoredAt)/1000, 10))
+	if withTTL(cacheStatus) {
+		// RFC 9211's ttl: the freshness left, negative for a stale page.
+		var b [128]byte
+		s := strconv.AppendInt(append(append(b[:0], cacheStatus...), "; ttl="...), floorSeconds(e.FreshUntil-now), 10)
+		q.addCacheStatusBytes(h, s)
+	} else {
+		q.addCacheStatus(h, cacheStatus)
+	}
 }
 
 // serveEntry answers from a stored page: its status and headers, Age, the
@@ -42,20 +180,7 @@ func (q *request) serve(key string, e *pagecache.Entry, cacheStatus string) bool
 func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string, now int64) bool {
 	r, ctx := q.r, q.ctx
 	resp := &ctx.Response
-	var etag, lastMod, encoding []byte
-	noTransform := false
-	for _, h := range e.Headers {
-		switch {
-		case bytes.EqualFold(h.Name, strETag):
-			etag = h.Value
-		case bytes.EqualFold(h.Name, strLastModified):
-			lastMod = h.Value
-		case bytes.EqualFold(h.Name, strContentEncoding):
-			encoding = h.Value
-		case bytes.EqualFold(h.Name, strCacheControl):
-			noTransform = noTransform || containsFold(h.Value, strNoTransform)
-		}
-	}
+	etag, lastMod, encoding, noTransform := entryValidators(e)
 	notModified := e.Status == fasthttp.StatusOK && notModified(&ctx.Request.Header, etag, lastMod)
 	gunzip := len(encoding) > 0 && bytes.EqualFold(encoding, strGzip) && !acceptsGzip(&ctx.Request.Header)
 	if gunzip && noTransform {
@@ -69,33 +194,12 @@ func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string,
 			return false
 		}
 	}
-	for _, h := range e.Headers {
-		if bytes.EqualFold(h.Name, strDate) {
-			setDate(&resp.Header, h.Value)
-			break
-		}
-	}
+	status := e.Status
 	if notModified {
-		resp.Header.SetStatusCode(fasthttp.StatusNotModified)
-	} else {
-		resp.Header.SetStatusCode(e.Status)
+		status = fasthttp.StatusNotModified
 	}
-	for _, h := range e.Headers {
-		if gunzip && bytes.EqualFold(h.Name, strContentEncoding) || bytes.EqualFold(h.Name, strDate) {
-			continue
-		}
-		resp.Header.AddBytesKV(h.Name, h.Value)
-	}
-	var age [20]byte
-	resp.Header.SetBytesKV(strAge, strconv.AppendInt(age[:0], max(0, now-e.StoredAt)/1000, 10))
-	if withTTL(cacheStatus) {
-		// RFC 9211's ttl: the freshness left, negative for a stale page.
-		var b [128]byte
-		s := strconv.AppendInt(append(append(b[:0], cacheStatus...), "; ttl="...), floorSeconds(e.FreshUntil-now), 10)
-		q.addCacheStatusBytes(&resp.Header, s)
-	} else {
-		q.addCacheStatus(&resp.Header, cacheStatus)
-	}
+	setEntryHead(&resp.Header, e, status, gunzip)
+	q.setHitHeaders(&resp.Header, e, cacheStatus, now)
 	if notModified {
 		resp.SkipBody = true
 	} else {
