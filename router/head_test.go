@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/userrouter/userrouter/pagecache"
 	"github.com/userrouter/userrouter/pagecache/pagecachetest"
 )
@@ -99,6 +101,53 @@ func TestHitHeadPerValue(t *testing.T) {
 				p.get(t, "/p")
 			}
 			check(2)
+		})
+	}
+}
+
+func TestMayBeConditional(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw string
+		want      bool
+	}{
+		{"none", "Host: a\r\nAccept: */*\r\n\r\n", false},
+		{"if-none-match", "Host: a\r\nIf-None-Match: \"x\"\r\n\r\n", true},
+		{"lower case", "Host: a\r\nif-modified-since: x\r\n\r\n", true},
+		{"upper case, first line", "IF-MATCH: x\r\nHost: a\r\n\r\n", true},
+		{"inside a value", "Host: a\r\nX-Note: If-None-Match\r\n\r\n", false},
+		{"a name ending in if-", "Host: a\r\nX-If-None-Match: x\r\n\r\n", false},
+		{"bare newlines", "Host: a\nIf-None-Match: x\n\n", true},
+		{"not parsed", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := mayBeConditional([]byte(tc.raw)); got != tc.want {
+				t.Errorf("got %v; want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestNotModifiedFromTheWire: conditional requests parsed as the server
+// parses them still get their 304, whatever the case of the header name.
+func TestNotModifiedFromTheWire(t *testing.T) {
+	for _, tc := range []struct {
+		name, header string
+		want         bool
+	}{
+		{"etag", "if-none-match: \"p1\"", true},
+		{"other etag", "If-None-Match: \"p2\"", false},
+		{"date", "IF-MODIFIED-SINCE: Mon, 01 Jan 2026 00:00:00 GMT", true},
+		{"none", "X-Other: 1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var req fasthttp.Request
+			raw := "GET / HTTP/1.1\r\nHost: a\r\n" + tc.header + "\r\n\r\n"
+			if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+				t.Fatal(err)
+			}
+			if got := notModified(&req.Header, []byte(`"p1"`), []byte("Mon, 01 Jan 2026 00:00:00 GMT")); got != tc.want {
+				t.Errorf("got %v; want %v", got, tc.want)
+			}
 		})
 	}
 }

@@ -293,6 +293,9 @@ func (c *cache) identity(key string, storedAt int64, gz []byte) (body []byte, ok
 // notModified applies a conditional request to a stored page: If-None-Match
 // when sent (weak comparison), otherwise If-Modified-Since.
 func notModified(h *fasthttp.RequestHeader, etag, lastMod []byte) bool {
+	if !mayBeConditional(h.RawHeaders()) {
+		return false
+	}
 	if inm := h.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
 		// "*" matches any current representation (RFC 9110 section
 		// 13.1.2), with an ETag or without: the stored page is one.
@@ -317,6 +320,28 @@ func notModified(h *fasthttp.RequestHeader, etag, lastMod []byte) bool {
 	since, err1 := fasthttp.ParseHTTPDate(ims)
 	modified, err2 := fasthttp.ParseHTTPDate(lastMod)
 	return err1 == nil && err2 == nil && !modified.After(since)
+}
+
+// mayBeConditional reports whether a request whose head arrived as raw
+// (RequestHeader.RawHeaders: the header lines as received) may carry
+// If-None-Match or If-Modified-Since: false only when no line of raw
+// starts with "If-" in any case, which spares most hits two header
+// lookups (each normalizes its name). An empty raw (a request not parsed
+// from the wire) may.
+func mayBeConditional(raw []byte) bool {
+	if len(raw) == 0 {
+		return true
+	}
+	for {
+		if len(raw) >= 3 && raw[0]|0x20 == 'i' && raw[1]|0x20 == 'f' && raw[2] == '-' {
+			return true
+		}
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			return false
+		}
+		raw = raw[i+1:]
+	}
 }
 
 // acceptsGzip reports whether Accept-Encoding allows gzip.
