@@ -98,10 +98,6 @@ type Entry struct {
 	headers [maxHeaders]Header
 }
 
-// Value returns the whole stored value e's slices alias (nil for a raw
-// value). Callers must not modify it.
-func (e *Entry) Value() []byte { return e.value }
-
 // Clone returns a copy of e that aliases nothing of its stored value,
 // for work that outlives the request (a background revalidation).
 func (e *Entry) Clone() *Entry {

@@ -145,11 +145,8 @@ type cache struct {
 	// backoff holds, by page key, when the next background refresh of a
 	// page whose last one failed may start (see backgroundFill).
 	backoff *otter.Cache[string, refreshBackoff]
-	// inProcess: the store keeps its values in this process, unchanged
-	// (the memory store).
-	inProcess bool
-	// heads keeps, by page key, the response head of stored values the
-	// process keeps (the memory store, the L1; see head).
+	// heads keeps, by page key, the response head its hits last served
+	// (see head).
 	heads *otter.Cache[string, *head]
 }
 
@@ -194,8 +191,7 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	c.breaker = sessioncheck.NewBreaker(cmp.Or(c.StoreBreakerFailures, DefaultStoreBreakerFailures),
 		cmp.Or(c.StoreBreakerCooldown, DefaultStoreBreakerCooldown), &r.stats.StoreBreakerOpens, c.OnStoreBreaker)
 	inProcess, _ := c.Store.(interface{ InProcess() bool })
-	c.inProcess = inProcess != nil && inProcess.InProcess()
-	po := pagecache.CacheOptions{Store: &breakerStore{Store: c.Store, b: c.breaker}, InProcess: c.inProcess, Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL, OutageL1Size: c.OutageL1Size,
+	po := pagecache.CacheOptions{Store: &breakerStore{Store: c.Store, b: c.breaker}, InProcess: inProcess != nil && inProcess.InProcess(), Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL, OutageL1Size: c.OutageL1Size,
 		MaxVariants: c.MaxVariants, OnStoreError: r.storeError, OnDamaged: func() { r.stats.Damaged.Add(1) }}
 	if c.raw != nil {
 		raw := *c.raw
@@ -214,14 +210,12 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.inProcess || c.L1Size > 0 || c.OutageL1Size > 0 {
-		c.heads, err = otter.New(&otter.Options[string, *head]{
-			MaximumWeight: maxHeads,
-			Weigher:       func(k string, h *head) uint32 { return uint32(len(k)) + h.cost },
-		})
-		if err != nil {
-			return nil, err
-		}
+	c.heads, err = otter.New(&otter.Options[string, *head]{
+		MaximumWeight: maxHeads,
+		Weigher:       func(k string, h *head) uint32 { return uint32(len(k)) + h.cost },
+	})
+	if err != nil {
+		return nil, err
 	}
 	c.identities, err = otter.New(&otter.Options[string, []byte]{
 		MaximumWeight: maxIdentityBytes,
@@ -296,13 +290,13 @@ func (q *request) cached(state pagecache.State, t pagecache.Ticket) outcome {
 		case t.FromL1():
 			status = statusHitL1
 		}
-		if !q.serve(t.Key(), e, status, r.cache.inProcess || t.FromL1()) {
+		if !q.serve(t.Key(), e, status) {
 			return q.bypass(bypassGunzip)
 		}
 		r.stats.Hits.Add(1)
 		return outcomeHit
 	case pagecache.PageStale:
-		if !q.serve(t.Key(), e, statusStale, r.cache.inProcess || t.FromL1()) {
+		if !q.serve(t.Key(), e, statusStale) {
 			return q.bypass(bypassGunzip)
 		}
 		r.stats.StaleHits.Add(1)

@@ -17,9 +17,9 @@ import (
 	"github.com/userrouter/userrouter/pagecache/pagecachetest"
 )
 
-// TestHitHeadPerValue: a hit from the memory store or the L1 reuses the
-// response head built for the stored value (see head), and only for that
-// value: after a purge and a refill under the same key, hits show the new
+// TestHitHeadPerValue: hits reuse the response head built for the stored
+// page (see head), and only for a page of the same status and headers:
+// after a purge and a refill under the same key, hits show the new
 // value's headers; a 304 and a client's Connection: close still apply.
 func TestHitHeadPerValue(t *testing.T) {
 	for _, tc := range []struct {
@@ -31,6 +31,9 @@ func TestHitHeadPerValue(t *testing.T) {
 		{"memory", func(t *testing.T) pagecache.Store {
 			m, _ := pagecache.NewMemory(pagecache.MemoryOptions{})
 			return m
+		}, nil, statusHit},
+		{"memcached", func(t *testing.T) pagecache.Store {
+			return memcachedStore(t, pagecachetest.Memcached(t))
 		}, nil, statusHit},
 		{"memcached+l1", func(t *testing.T) pagecache.Store {
 			return memcachedStore(t, pagecachetest.Memcached(t))

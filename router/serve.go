@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/valyala/fasthttp"
 
@@ -24,70 +23,93 @@ const maxIdentityBytes = 16 << 20
 // serve answers from a page Lookup found, as its format calls for: an
 // envelope's status and headers, or a raw body. It returns false, having
 // written nothing, when the body cannot be given to the client (see
-// serveEntry). stable says that e aliases a value the process keeps
-// unchanged for as long as anything references it (the memory store, the
-// L1): its response head is then built once and reused (see head).
-func (q *request) serve(key string, e *pagecache.Entry, cacheStatus string, stable bool) bool {
+// serveEntry).
+func (q *request) serve(key string, e *pagecache.Entry, cacheStatus string) bool {
 	if q.r.cache.raw != nil {
 		return q.serveRaw(key, e)
 	}
 	now := time.Now().UnixMilli()
-	if stable && q.serveHead(key, e, cacheStatus, now) {
+	if q.serveHead(key, e, cacheStatus, now) {
 		return true
 	}
 	return q.serveEntry(key, e, cacheStatus, now)
 }
 
-// A head is the response head of one stored value, built by the first
-// hit that serves it (everything but Age and Cache-Status: the status,
-// the stored Date and the other stored headers, as serveEntry sets them)
-// and copied into each later hit's response: a copy of a few slices
-// instead of parsing the Date and adding each header again. It aliases
-// the value and keeps it alive, so the value's address identifies it: a
-// refill under the same key is another value, at another address.
-// A head is never modified once published.
+// A head is the response head a page's hits are served with, built by
+// the first hit (everything but Age and Cache-Status: the status, the
+// stored Date and the other stored headers, as serveEntry sets them) and
+// copied into each later hit's response: a copy of a few slices instead
+// of parsing the Date and adding each header again. It keeps a copy of
+// the status and stored headers it was built from, and serves only an
+// entry whose status and headers are the same bytes (a refill has
+// another Date, at least), so it never depends on where the entry's bytes
+// live or whether they are still held. A head is never modified once
+// published.
 type head struct {
-	value         []byte // the stored value
+	status        int
+	stored        []pagecache.Header // copies of the entry's headers
 	h             fasthttp.ResponseHeader
-	etag, lastMod []byte
+	etag, lastMod []byte // in stored
 	gzip          bool   // stored Content-Encoding: gzip
 	cost          uint32 // what it is charged against maxHeads
 }
 
-// maxHeads bounds the memory the heads hold (by their headers' bytes and
-// a fixed charge each): 8 MiB.
+// maxHeads bounds the memory the heads hold: 8 MiB, each charged 1 KiB
+// and twice its headers' bytes (the copy it keeps and the ResponseHeader's).
 const maxHeads = 8 << 20
 
-// headCost is what a head is charged against maxHeads.
-func headCost(e *pagecache.Entry) uint32 {
-	n := 1 << 10
+// newHead returns a head for e, its ResponseHeader still to be filled;
+// it copies e's headers.
+func newHead(e *pagecache.Entry) *head {
+	n := 0
 	for _, h := range e.Headers {
-		n += len(h.Name) + len(h.Value) + 64
+		n += len(h.Name) + len(h.Value)
 	}
-	return uint32(n)
+	buf := make([]byte, 0, n)
+	hd := &head{status: e.Status, stored: make([]pagecache.Header, len(e.Headers)), cost: uint32(1<<10 + 2*n + 32*len(e.Headers))}
+	for i, h := range e.Headers {
+		at := len(buf)
+		buf = append(buf, h.Name...)
+		buf = append(buf, h.Value...)
+		hd.stored[i] = pagecache.Header{Name: buf[at : at+len(h.Name) : at+len(h.Name)], Value: buf[at+len(h.Name) : len(buf) : len(buf)]}
+	}
+	var encoding []byte
+	hd.etag, hd.lastMod, encoding, _ = entryValidators(hd.stored)
+	hd.gzip = len(encoding) > 0 && bytes.EqualFold(encoding, strGzip)
+	return hd
 }
 
-// serveHead is serveEntry for a stable value (see serve): for an
-// ordinary 200-like hit (not a 304, not decompressed), the head is copied
-// from the value's head, which the first such hit builds; it returns
-// false, having written nothing, for every other case, which serveEntry
-// handles.
+// matches reports whether hd was built from e's status and headers.
+func (hd *head) matches(e *pagecache.Entry) bool {
+	if hd.status != e.Status || len(hd.stored) != len(e.Headers) {
+		return false
+	}
+	for i, h := range e.Headers {
+		if !bytes.Equal(hd.stored[i].Name, h.Name) || !bytes.Equal(hd.stored[i].Value, h.Value) {
+			return false
+		}
+	}
+	return true
+}
+
+// serveHead is serveEntry for an ordinary hit (not a 304, not
+// decompressed): the head is copied from the page's head, which the
+// first such hit builds; it returns false, having written nothing, for
+// every other case, which serveEntry handles.
 func (q *request) serveHead(key string, e *pagecache.Entry, cacheStatus string, now int64) bool {
 	r, ctx := q.r, q.ctx
-	if r.cache.heads == nil || len(e.Value()) == 0 {
+	if r.cache.heads == nil || e.Kind != pagecache.KindPage {
 		return false
 	}
 	hd, ok := r.cache.heads.GetIfPresent(key)
-	if !ok || unsafe.SliceData(hd.value) != unsafe.SliceData(e.Value()) || len(hd.value) != len(e.Value()) {
-		hd = nil
-	}
+	ok = ok && hd.matches(e)
 	var etag, lastMod []byte
 	gz := false
-	if hd != nil {
+	if ok {
 		etag, lastMod, gz = hd.etag, hd.lastMod, hd.gzip
 	} else {
 		var encoding []byte
-		etag, lastMod, encoding, _ = entryValidators(e)
+		etag, lastMod, encoding, _ = entryValidators(e.Headers)
 		gz = len(encoding) > 0 && bytes.EqualFold(encoding, strGzip)
 	}
 	if gz && !acceptsGzip(&ctx.Request.Header) ||
@@ -96,11 +118,11 @@ func (q *request) serveHead(key string, e *pagecache.Entry, cacheStatus string, 
 	}
 	resp := &ctx.Response
 	closeConn := resp.Header.ConnectionClose()
-	if hd != nil {
+	if ok {
 		hd.h.CopyTo(&resp.Header)
 	} else {
 		setEntryHead(&resp.Header, e, e.Status, false)
-		hd = &head{value: e.Value(), etag: etag, lastMod: lastMod, gzip: gz, cost: headCost(e)}
+		hd = newHead(e)
 		resp.Header.CopyTo(&hd.h)
 		hd.h.ResetConnectionClose()
 		r.cache.heads.Set(key, hd)
@@ -116,8 +138,8 @@ func (q *request) serveHead(key string, e *pagecache.Entry, cacheStatus string, 
 
 // entryValidators returns a stored page's ETag, Last-Modified and
 // Content-Encoding, and whether its Cache-Control says no-transform.
-func entryValidators(e *pagecache.Entry) (etag, lastMod, encoding []byte, noTransform bool) {
-	for _, h := range e.Headers {
+func entryValidators(headers []pagecache.Header) (etag, lastMod, encoding []byte, noTransform bool) {
+	for _, h := range headers {
 		switch {
 		case bytes.EqualFold(h.Name, strETag):
 			etag = h.Value
@@ -180,7 +202,7 @@ func (q *request) setHitHeaders(h *fasthttp.ResponseHeader, e *pagecache.Entry, 
 func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string, now int64) bool {
 	r, ctx := q.r, q.ctx
 	resp := &ctx.Response
-	etag, lastMod, encoding, noTransform := entryValidators(e)
+	etag, lastMod, encoding, noTransform := entryValidators(e.Headers)
 	notModified := e.Status == fasthttp.StatusOK && notModified(&ctx.Request.Header, etag, lastMod)
 	gunzip := len(encoding) > 0 && bytes.EqualFold(encoding, strGzip) && !acceptsGzip(&ctx.Request.Header)
 	if gunzip && noTransform {
