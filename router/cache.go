@@ -149,6 +149,9 @@ type cache struct {
 	backoff *otter.Cache[string, refreshBackoff]
 	// refreshes counts the background refreshes that succeeded.
 	refreshes atomic.Uint64
+	// heads keeps, by page key, the response head its hits last served
+	// (see head).
+	heads *otter.Cache[string, *head]
 }
 
 // refreshBackoff is how long a page's refreshes wait after failures: one
@@ -210,6 +213,13 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 		return nil, err
 	}
 	c.backoff, err = otter.New(&otter.Options[string, refreshBackoff]{MaximumSize: 100_000})
+	if err != nil {
+		return nil, err
+	}
+	c.heads, err = otter.New(&otter.Options[string, *head]{
+		MaximumWeight: maxHeads,
+		Weigher:       func(k string, h *head) uint32 { return uint32(len(k)) + h.cost },
+	})
 	if err != nil {
 		return nil, err
 	}

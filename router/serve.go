@@ -28,7 +28,167 @@ func (q *request) serve(key string, e *pagecache.Entry, cacheStatus string) bool
 	if q.r.cache.raw != nil {
 		return q.serveRaw(key, e)
 	}
-	return q.serveEntry(key, e, cacheStatus, time.Now().UnixMilli())
+	now := time.Now().UnixMilli()
+	if q.serveHead(key, e, cacheStatus, now) {
+		return true
+	}
+	return q.serveEntry(key, e, cacheStatus, now)
+}
+
+// A head is the response head a page's hits are served with, built by
+// the first hit (everything but Age and Cache-Status: the status, the
+// stored Date and the other stored headers, as serveEntry sets them) and
+// copied into each later hit's response: a copy of a few slices instead
+// of parsing the Date and adding each header again. It keeps a copy of
+// the status and stored headers it was built from, and serves only an
+// entry whose status and headers are the same bytes (a refill has
+// another Date, at least), so it never depends on where the entry's bytes
+// live or whether they are still held. A head is never modified once
+// published.
+type head struct {
+	status        int
+	stored        []pagecache.Header // copies of the entry's headers
+	h             fasthttp.ResponseHeader
+	etag, lastMod []byte // in stored
+	gzip          bool   // stored Content-Encoding: gzip
+	cost          uint32 // what it is charged against maxHeads
+}
+
+// maxHeads bounds the memory the heads hold: 8 MiB, each charged 1 KiB
+// and twice its headers' bytes (the copy it keeps and the ResponseHeader's).
+const maxHeads = 8 << 20
+
+// newHead returns a head for e, its ResponseHeader still to be filled;
+// it copies e's headers.
+func newHead(e *pagecache.Entry) *head {
+	n := 0
+	for _, h := range e.Headers {
+		n += len(h.Name) + len(h.Value)
+	}
+	buf := make([]byte, 0, n)
+	hd := &head{status: e.Status, stored: make([]pagecache.Header, len(e.Headers)), cost: uint32(1<<10 + 2*n + 32*len(e.Headers))}
+	for i, h := range e.Headers {
+		at := len(buf)
+		buf = append(buf, h.Name...)
+		buf = append(buf, h.Value...)
+		hd.stored[i] = pagecache.Header{Name: buf[at : at+len(h.Name) : at+len(h.Name)], Value: buf[at+len(h.Name) : len(buf) : len(buf)]}
+	}
+	var encoding []byte
+	hd.etag, hd.lastMod, encoding, _ = entryValidators(hd.stored)
+	hd.gzip = len(encoding) > 0 && bytes.EqualFold(encoding, strGzip)
+	return hd
+}
+
+// matches reports whether hd was built from e's status and headers.
+func (hd *head) matches(e *pagecache.Entry) bool {
+	if hd.status != e.Status || len(hd.stored) != len(e.Headers) {
+		return false
+	}
+	for i, h := range e.Headers {
+		if !bytes.Equal(hd.stored[i].Name, h.Name) || !bytes.Equal(hd.stored[i].Value, h.Value) {
+			return false
+		}
+	}
+	return true
+}
+
+// serveHead is serveEntry for an ordinary hit (not a 304, not
+// decompressed): the head is copied from the page's head, which the
+// first such hit builds; it returns false, having written nothing, for
+// every other case, which serveEntry handles.
+func (q *request) serveHead(key string, e *pagecache.Entry, cacheStatus string, now int64) bool {
+	r, ctx := q.r, q.ctx
+	if r.cache.heads == nil || e.Kind != pagecache.KindPage {
+		return false
+	}
+	hd, ok := r.cache.heads.GetIfPresent(key)
+	ok = ok && hd.matches(e)
+	var etag, lastMod []byte
+	gz := false
+	if ok {
+		etag, lastMod, gz = hd.etag, hd.lastMod, hd.gzip
+	} else {
+		var encoding []byte
+		etag, lastMod, encoding, _ = entryValidators(e.Headers)
+		gz = len(encoding) > 0 && bytes.EqualFold(encoding, strGzip)
+	}
+	if gz && !acceptsGzip(&ctx.Request.Header) ||
+		e.Status == fasthttp.StatusOK && notModified(&ctx.Request.Header, etag, lastMod) {
+		return false // decompressed or 304: serveEntry
+	}
+	resp := &ctx.Response
+	closeConn := resp.Header.ConnectionClose()
+	if ok {
+		hd.h.CopyTo(&resp.Header)
+	} else {
+		setEntryHead(&resp.Header, e, e.Status, false)
+		hd = newHead(e)
+		resp.Header.CopyTo(&hd.h)
+		hd.h.ResetConnectionClose()
+		r.cache.heads.Set(key, hd)
+	}
+	if closeConn {
+		resp.Header.SetConnectionClose()
+	}
+	q.setHitHeaders(&resp.Header, e, cacheStatus, now)
+	resp.SetBodyRaw(e.Body)
+	r.stats.BytesFromCache.Add(uint64(len(e.Body)))
+	return true
+}
+
+// entryValidators returns a stored page's ETag, Last-Modified and
+// Content-Encoding, and whether its Cache-Control says no-transform.
+func entryValidators(headers []pagecache.Header) (etag, lastMod, encoding []byte, noTransform bool) {
+	for _, h := range headers {
+		switch {
+		case bytes.EqualFold(h.Name, strETag):
+			etag = h.Value
+		case bytes.EqualFold(h.Name, strLastModified):
+			lastMod = h.Value
+		case bytes.EqualFold(h.Name, strContentEncoding):
+			encoding = h.Value
+		case bytes.EqualFold(h.Name, strCacheControl):
+			noTransform = noTransform || containsFold(h.Value, strNoTransform)
+		}
+	}
+	return etag, lastMod, encoding, noTransform
+}
+
+// setEntryHead sets h, still empty, to a stored page's head: status, the
+// stored Date and the other stored headers, without Content-Encoding when
+// the body is sent decompressed (gunzip).
+func setEntryHead(h *fasthttp.ResponseHeader, e *pagecache.Entry, status int, gunzip bool) {
+	for _, sh := range e.Headers {
+		if bytes.EqualFold(sh.Name, strDate) {
+			setDate(h, sh.Value)
+			break
+		}
+	}
+	h.SetStatusCode(status)
+	// Stored names are as the fill's client normalized them: add them as
+	// they are, not normalized again on every hit.
+	h.DisableNormalizing()
+	for _, sh := range e.Headers {
+		if gunzip && bytes.EqualFold(sh.Name, strContentEncoding) || bytes.EqualFold(sh.Name, strDate) {
+			continue
+		}
+		h.AddBytesKV(sh.Name, sh.Value)
+	}
+}
+
+// setHitHeaders adds what changes with every hit: Age and Cache-Status
+// (with RFC 9211's ttl when cacheStatus calls for it).
+func (q *request) setHitHeaders(h *fasthttp.ResponseHeader, e *pagecache.Entry, cacheStatus string, now int64) {
+	var age [20]byte
+	h.SetBytesKV(strAge, strconv.AppendInt(age[:0], max(0, now-e.StoredAt)/1000, 10))
+	if withTTL(cacheStatus) {
+		// RFC 9211's ttl: the freshness left, negative for a stale page.
+		var b [128]byte
+		s := strconv.AppendInt(append(append(b[:0], cacheStatus...), "; ttl="...), floorSeconds(e.FreshUntil-now), 10)
+		q.addCacheStatusBytes(h, s)
+	} else {
+		q.addCacheStatus(h, cacheStatus)
+	}
 }
 
 // serveEntry answers from a stored page: its status and headers, Age, the
@@ -42,20 +202,7 @@ func (q *request) serve(key string, e *pagecache.Entry, cacheStatus string) bool
 func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string, now int64) bool {
 	r, ctx := q.r, q.ctx
 	resp := &ctx.Response
-	var etag, lastMod, encoding []byte
-	noTransform := false
-	for _, h := range e.Headers {
-		switch {
-		case bytes.EqualFold(h.Name, strETag):
-			etag = h.Value
-		case bytes.EqualFold(h.Name, strLastModified):
-			lastMod = h.Value
-		case bytes.EqualFold(h.Name, strContentEncoding):
-			encoding = h.Value
-		case bytes.EqualFold(h.Name, strCacheControl):
-			noTransform = noTransform || containsFold(h.Value, strNoTransform)
-		}
-	}
+	etag, lastMod, encoding, noTransform := entryValidators(e.Headers)
 	notModified := e.Status == fasthttp.StatusOK && notModified(&ctx.Request.Header, etag, lastMod)
 	gunzip := len(encoding) > 0 && bytes.EqualFold(encoding, strGzip) && !acceptsGzip(&ctx.Request.Header)
 	if gunzip && noTransform {
@@ -69,33 +216,12 @@ func (q *request) serveEntry(key string, e *pagecache.Entry, cacheStatus string,
 			return false
 		}
 	}
-	for _, h := range e.Headers {
-		if bytes.EqualFold(h.Name, strDate) {
-			setDate(&resp.Header, h.Value)
-			break
-		}
-	}
+	status := e.Status
 	if notModified {
-		resp.Header.SetStatusCode(fasthttp.StatusNotModified)
-	} else {
-		resp.Header.SetStatusCode(e.Status)
+		status = fasthttp.StatusNotModified
 	}
-	for _, h := range e.Headers {
-		if gunzip && bytes.EqualFold(h.Name, strContentEncoding) || bytes.EqualFold(h.Name, strDate) {
-			continue
-		}
-		resp.Header.AddBytesKV(h.Name, h.Value)
-	}
-	var age [20]byte
-	resp.Header.SetBytesKV(strAge, strconv.AppendInt(age[:0], max(0, now-e.StoredAt)/1000, 10))
-	if withTTL(cacheStatus) {
-		// RFC 9211's ttl: the freshness left, negative for a stale page.
-		var b [128]byte
-		s := strconv.AppendInt(append(append(b[:0], cacheStatus...), "; ttl="...), floorSeconds(e.FreshUntil-now), 10)
-		q.addCacheStatusBytes(&resp.Header, s)
-	} else {
-		q.addCacheStatus(&resp.Header, cacheStatus)
-	}
+	setEntryHead(&resp.Header, e, status, gunzip)
+	q.setHitHeaders(&resp.Header, e, cacheStatus, now)
 	if notModified {
 		resp.SkipBody = true
 	} else {
@@ -189,6 +315,9 @@ func (c *cache) identity(key string, storedAt int64, gz []byte) (body []byte, ok
 // notModified applies a conditional request to a stored page: If-None-Match
 // when sent (weak comparison), otherwise If-Modified-Since.
 func notModified(h *fasthttp.RequestHeader, etag, lastMod []byte) bool {
+	if !mayBeConditional(h.RawHeaders()) {
+		return false
+	}
 	if inm := h.Peek(fasthttp.HeaderIfNoneMatch); len(inm) > 0 {
 		// "*" matches any current representation (RFC 9110 section
 		// 13.1.2), with an ETag or without: the stored page is one.
@@ -213,6 +342,28 @@ func notModified(h *fasthttp.RequestHeader, etag, lastMod []byte) bool {
 	since, err1 := fasthttp.ParseHTTPDate(ims)
 	modified, err2 := fasthttp.ParseHTTPDate(lastMod)
 	return err1 == nil && err2 == nil && !modified.After(since)
+}
+
+// mayBeConditional reports whether a request whose head arrived as raw
+// (RequestHeader.RawHeaders: the header lines as received) may carry
+// If-None-Match or If-Modified-Since: false only when no line of raw
+// starts with "If-" in any case, which spares most hits two header
+// lookups (each normalizes its name). An empty raw (a request not parsed
+// from the wire) may.
+func mayBeConditional(raw []byte) bool {
+	if len(raw) == 0 {
+		return true
+	}
+	for {
+		if len(raw) >= 3 && raw[0]|0x20 == 'i' && raw[1]|0x20 == 'f' && raw[2] == '-' {
+			return true
+		}
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			return false
+		}
+		raw = raw[i+1:]
+	}
 }
 
 // acceptsGzip reports whether Accept-Encoding allows gzip.
