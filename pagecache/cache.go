@@ -181,6 +181,10 @@ type Ticket struct {
 	// Fence, later); known says which were read.
 	seq, urlGen        uint64
 	seqKnown, urlKnown bool
+	// urlMissing: the lookup read the URL counter and found none.
+	// urlNew: so the fence left it to the first write under the ticket,
+	// which creates it with urlGen (see settle).
+	urlMissing, urlNew bool
 	// down: an operation of the lookup failed; the request asks the store
 	// nothing more.
 	down bool
@@ -383,8 +387,12 @@ func (c *Cache) LookupPrivate(base, urlBase, private []byte, sc *Scratch, e *Ent
 // Fence makes t hold the purge sequence and the URL counter the fill
 // stores its page under; call it before sending the fill request. The
 // lookup's values are kept when it read them (older is safe: a purge since
-// then only keeps the page from being stored); missing ones are read now,
-// creating absent counters.
+// then only keeps the page from being stored); a missing purge sequence is
+// created now. A URL counter the lookup found missing (a URL never filled,
+// or its counter lost) costs no operation here: the fence is a new counter value, which
+// the first write under the ticket creates the counter with, in the round
+// trip it makes anyway (see settle). A purge by URL in between creates
+// the counter with another value, and nothing is stored.
 func (c *Cache) Fence(t *Ticket) error {
 	g := c.gens
 	if !t.seqKnown {
@@ -395,7 +403,11 @@ func (c *Cache) Fence(t *Ticket) error {
 		g.remember(g.SeqKey(), v)
 		t.seq, t.seqKnown = v, true
 	}
-	if !t.urlKnown {
+	switch {
+	case !t.urlKnown && t.urlMissing:
+		t.urlGen, t.urlKnown, t.urlNew = newCounter(), true, true
+	case !t.urlKnown:
+		// Not read by the lookup (format raw): read it, creating it.
 		v, err := g.create(t.url)
 		if err != nil {
 			return err
@@ -404,6 +416,28 @@ func (c *Cache) Fence(t *Ticket) error {
 		t.urlGen, t.urlKnown = v, true
 	}
 	return nil
+}
+
+// settle creates the URL counter a fence left to the first write (see
+// Fence) with the fence's value, and reports whether the counter holds
+// that value: ReasonPurged when a purge (or another instance's fill)
+// created it first, ReasonStoreError when the store failed.
+func (c *Cache) settle(t *Ticket) Reason {
+	if !t.urlNew {
+		return Storable
+	}
+	keys := [1]string{t.url}
+	fence := [1]uint64{t.urlGen}
+	var got [1]uint64
+	if err := c.gens.Read(keys[:], fence[:], got[:]); err != nil {
+		c.onStoreError(err)
+		return ReasonStoreError
+	}
+	if got[0] != t.urlGen {
+		return ReasonPurged
+	}
+	t.urlNew = false
+	return Storable
 }
 
 // Put stores an answer under a fenced ticket; it returns Storable and the
