@@ -64,7 +64,11 @@ const (
 func newGenerations(store Store, prefix string, localTTL time.Duration) (*generations, error) {
 	g := &generations{store: store, prefix: prefix, nsKey: prefix + "ns", seqKey: prefix + "seq"}
 	present, err := otter.New(&otter.Options[string, struct{}]{
-		MaximumSize:      100_000,
+		// The counters many pages share (sections, the sequence) are
+		// what it is for; a page's own tag is read again at its next
+		// fill only. Small, so that garbage collection of a busy heap
+		// (a hit allocates its page) has little to mark.
+		MaximumSize:      presentSize,
 		ExpiryCalculator: otter.ExpiryWriting[string, struct{}](presentTTL),
 	})
 	if err != nil {
@@ -216,6 +220,9 @@ func (g *generations) Read(keys []string, fence, out []uint64) error {
 // presentTTL is how long a counter found in the store is thought present
 // there, so that Read sends no add for it.
 const presentTTL = time.Minute
+
+// presentSize bounds the counters thought present.
+const presentSize = 4096
 
 // thoughtPresent reports whether key was found in the store within
 // presentTTL.
