@@ -1,6 +1,7 @@
 package pagecache
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"slices"
@@ -238,7 +239,25 @@ type Scratch struct {
 	// A variant's base and page keys (LookupVariant), the primary's
 	// staying, and the header names of the marker Lookup found.
 	vbase, vpage, vary []byte
+	// lent is memory lent for the next lookup's values (LendValues);
+	// lentUsed: values found may alias it.
+	lent     []byte
+	lentUsed bool
 }
+
+// LendValues lends b (from its length up to its capacity) to the next
+// Lookup, LookupURL or LookupPrivate through sc, once: on a store that is
+// a BufferedGetter (memcached) the values it reads are put there rather
+// than in new allocations. Then the Entry, and a ticket's key, may alias
+// b: when LentUsed reports true, do not
+// reuse b before the response made from the entry is written. What a
+// Cache keeps beyond the lookup (the L1's copy) is copied out of b. A
+// lookup that does not use b forgets it all the same.
+func (sc *Scratch) LendValues(b []byte) { sc.lent, sc.lentUsed = b, false }
+
+// LentUsed reports whether the last lookup put values in memory lent with
+// LendValues.
+func (sc *Scratch) LentUsed() bool { return sc.lentUsed }
 
 // A Fill is an answer to store.
 type Fill struct {
@@ -357,7 +376,11 @@ func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.
 	}
 	if state == PageFresh && c.l1 != nil && c.purges.Load() == epoch {
 		page := strings.Clone(t.page)
-		c.l1.remember(page, e.value, ms)
+		v := e.value
+		if sc.lentUsed {
+			v = bytes.Clone(v) // the caller reuses lent memory
+		}
+		c.l1.remember(page, v, ms)
 		if c.purges.Load() != epoch {
 			c.l1.forget(page) // a purge came between the check and the copy
 		}

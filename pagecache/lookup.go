@@ -22,6 +22,8 @@ func (f *envelopeFormat) keepsTags() bool { return true }
 func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now int64) (State, Ticket) {
 	c := f.c
 	g := c.gens
+	lent := sc.lent // lent to this lookup only
+	sc.lent = nil
 	sc.url = g.AppendURLKey(sc.url[:0], urlBase)
 	urlKey := view(sc.url)
 	ns := c.ns.Load()
@@ -69,7 +71,14 @@ func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now
 	} else {
 		sc.items = slices.Grow(sc.items[:0], len(sc.keys))[:len(sc.keys)]
 		items := sc.items
-		if err := c.store.GetMulti(sc.keys, items); err != nil {
+		var err error
+		if bg, ok := c.store.(BufferedGetter); ok && lent != nil {
+			err = bg.GetMultiBuf(sc.keys, items, lent)
+			sc.lentUsed = true // values may alias it
+		} else {
+			err = c.store.GetMulti(sc.keys, items)
+		}
+		if err != nil {
 			// The store failed (down, or slower than its timeout): this
 			// request asks it nothing more, so it costs one timeout at
 			// most, and no counter is created or trusted.
