@@ -267,7 +267,7 @@ func (m *Memcache) readValues(c *mcConn, keys []string, who []int32, srv int32, 
 		}
 		key, flags, size, ok := parseValueLine(line)
 		if !ok {
-			return replyError(line)
+			return replyError("get", line)
 		}
 		if size > m.maxItem {
 			return errProtocol
@@ -300,7 +300,7 @@ func readAdds(c *mcConn, n int) error {
 			return fmt.Errorf("pagecache: memcached add: %w", cmpErr(err))
 		}
 		if string(line) != "STORED\r\n" && string(line) != "NOT_STORED\r\n" {
-			return replyError(line)
+			return replyError("add", line)
 		}
 	}
 	return nil
@@ -390,15 +390,15 @@ func parseDecimal(b []byte, limit uint64) (uint64, bool) {
 	return n, n <= limit
 }
 
-// replyError is the error a line other than VALUE or END says.
-func replyError(line []byte) error {
+// replyError is the error an unexpected reply line to cmd says.
+func replyError(cmd string, line []byte) error {
 	msg := string(bytes.TrimRight(line, "\r\n"))
 	if len(msg) > 200 {
 		msg = msg[:200]
 	}
 	switch {
 	case bytes.HasPrefix(line, []byte("SERVER_ERROR")):
-		return fmt.Errorf("pagecache: memcached get: %w: %q", memcache.ErrServerError, msg)
+		return fmt.Errorf("pagecache: memcached %s: %w: %q", cmd, memcache.ErrServerError, msg)
 	case bytes.HasPrefix(line, []byte("CLIENT_ERROR")), bytes.HasPrefix(line, []byte("ERROR")):
 		return fmt.Errorf("%w: %q", errServerReply, msg)
 	}

@@ -75,7 +75,7 @@ func (c *mcConn) store(cmd, key string, it Item, exp int32, deadline time.Time) 
 	case "NOT_STORED\r\n":
 		return false, nil
 	}
-	return false, replyError(line)
+	return false, replyError(cmd, line)
 }
 
 var crlf = []byte("\r\n")
