@@ -54,8 +54,8 @@ type MemcacheOptions struct {
 	Timeout time.Duration
 	// MaxInFlight bounds the operations in flight to each server; an
 	// operation that gets no slot within Timeout fails with ErrBusy. As
-	// many idle connections are kept for reads, and as many for writes
-	// (gomemcache's). Default DefaultMaxInFlight.
+	// many idle connections are kept for gets, sets and adds, and as many
+	// for gomemcache's increments and deletes. Default DefaultMaxInFlight.
 	MaxInFlight int
 	// MaxItemSize is memcached's item size limit (its -I): larger items
 	// are refused before being sent. Default DefaultMaxItemSize.
