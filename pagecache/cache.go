@@ -363,6 +363,7 @@ func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.
 	if c.l1 != nil {
 		if ns := c.ns.Load(); ns != 0 {
 			if page := c.pageKey(sc, base, ns); c.l1.lookup(page, e, ms) {
+				sc.lent = nil // lent to this lookup only (see LendValues)
 				return PageFresh, Ticket{page: page, l1: true}
 			}
 		}
