@@ -405,8 +405,8 @@ type Cache struct {
 	// miss. Default "100ms".
 	Timeout Duration `toml:"timeout"`
 	// MaxInFlight bounds the operations in flight to each memcached server
-	// (and the idle connections kept to it: as many for reads, and as many
-	// for writes). Default 64.
+	// (and the idle connections kept to it: as many for gets, sets and
+	// adds, and as many for increments and deletes). Default 64.
 	MaxInFlight int `toml:"max_in_flight"`
 	// ItemSizeLimit is memcached's -I: larger pages are not stored (in the
 	// "memory" store too); a page's body may use it less 8 KiB, kept for

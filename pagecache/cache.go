@@ -1,6 +1,7 @@
 package pagecache
 
 import (
+	"bytes"
 	"cmp"
 	"errors"
 	"slices"
@@ -181,6 +182,10 @@ type Ticket struct {
 	// Fence, later); known says which were read.
 	seq, urlGen        uint64
 	seqKnown, urlKnown bool
+	// urlMissing: the lookup read the URL counter and found none.
+	// urlNew: so the fence left it to the first write under the ticket,
+	// which creates it with urlGen (see settle).
+	urlMissing, urlNew bool
 	// down: an operation of the lookup failed; the request asks the store
 	// nothing more.
 	down bool
@@ -234,7 +239,25 @@ type Scratch struct {
 	// A variant's base and page keys (LookupVariant), the primary's
 	// staying, and the header names of the marker Lookup found.
 	vbase, vpage, vary []byte
+	// lent is memory lent for the next lookup's values (LendValues);
+	// lentUsed: values found may alias it.
+	lent     []byte
+	lentUsed bool
 }
+
+// LendValues lends b (from its length up to its capacity) to the next
+// Lookup, LookupURL or LookupPrivate through sc, once: on a store that is
+// a BufferedGetter (memcached) the values it reads are put there rather
+// than in new allocations. Then the Entry, and a ticket's key, may alias
+// b: when LentUsed reports true, do not
+// reuse b before the response made from the entry is written. What a
+// Cache keeps beyond the lookup (the L1's copy) is copied out of b. A
+// lookup that does not use b forgets it all the same.
+func (sc *Scratch) LendValues(b []byte) { sc.lent, sc.lentUsed = b, false }
+
+// LentUsed reports whether the last lookup put values in memory lent with
+// LendValues.
+func (sc *Scratch) LentUsed() bool { return sc.lentUsed }
 
 // A Fill is an answer to store.
 type Fill struct {
@@ -340,6 +363,7 @@ func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.
 	if c.l1 != nil {
 		if ns := c.ns.Load(); ns != 0 {
 			if page := c.pageKey(sc, base, ns); c.l1.lookup(page, e, ms) {
+				sc.lent = nil // lent to this lookup only (see LendValues)
 				return PageFresh, Ticket{page: page, l1: true}
 			}
 		}
@@ -353,7 +377,11 @@ func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.
 	}
 	if state == PageFresh && c.l1 != nil && c.purges.Load() == epoch {
 		page := strings.Clone(t.page)
-		c.l1.remember(page, e.value, ms)
+		v := e.value
+		if sc.lentUsed {
+			v = bytes.Clone(v) // the caller reuses lent memory
+		}
+		c.l1.remember(page, v, ms)
 		if c.purges.Load() != epoch {
 			c.l1.forget(page) // a purge came between the check and the copy
 		}
@@ -383,8 +411,12 @@ func (c *Cache) LookupPrivate(base, urlBase, private []byte, sc *Scratch, e *Ent
 // Fence makes t hold the purge sequence and the URL counter the fill
 // stores its page under; call it before sending the fill request. The
 // lookup's values are kept when it read them (older is safe: a purge since
-// then only keeps the page from being stored); missing ones are read now,
-// creating absent counters.
+// then only keeps the page from being stored); a missing purge sequence is
+// created now. A URL counter the lookup found missing (a URL never filled,
+// or its counter lost) costs no operation here: the fence is a new counter value, which
+// the first write under the ticket creates the counter with, in the round
+// trip it makes anyway (see settle). A purge by URL in between creates
+// the counter with another value, and nothing is stored.
 func (c *Cache) Fence(t *Ticket) error {
 	g := c.gens
 	if !t.seqKnown {
@@ -395,7 +427,11 @@ func (c *Cache) Fence(t *Ticket) error {
 		g.remember(g.SeqKey(), v)
 		t.seq, t.seqKnown = v, true
 	}
-	if !t.urlKnown {
+	switch {
+	case !t.urlKnown && t.urlMissing:
+		t.urlGen, t.urlKnown, t.urlNew = newCounter(), true, true
+	case !t.urlKnown:
+		// Not read by the lookup (format raw): read it, creating it.
 		v, err := g.create(t.url)
 		if err != nil {
 			return err
@@ -404,6 +440,28 @@ func (c *Cache) Fence(t *Ticket) error {
 		t.urlGen, t.urlKnown = v, true
 	}
 	return nil
+}
+
+// settle creates the URL counter a fence left to the first write (see
+// Fence) with the fence's value, and reports whether the counter holds
+// that value: ReasonPurged when a purge (or another instance's fill)
+// created it first, ReasonStoreError when the store failed.
+func (c *Cache) settle(t *Ticket) Reason {
+	if !t.urlNew {
+		return Storable
+	}
+	keys := [1]string{t.url}
+	fence := [1]uint64{t.urlGen}
+	var got [1]uint64
+	if err := c.gens.Read(keys[:], fence[:], got[:]); err != nil {
+		c.onStoreError(err)
+		return ReasonStoreError
+	}
+	if got[0] != t.urlGen {
+		return ReasonPurged
+	}
+	t.urlNew = false
+	return Storable
 }
 
 // Put stores an answer under a fenced ticket; it returns Storable and the

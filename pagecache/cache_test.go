@@ -291,12 +291,14 @@ func testRoundTrips(t *testing.T, newStore storeMaker) {
 	if err := v.c.Fence(&tk); err != nil {
 		t.Fatal(err)
 	}
-	v.store.wantCalls(t, "the fence (the URL counter is created; the sequence came with the lookup)", map[op]int{opAdd: 1})
+	v.store.wantCalls(t, "the fence (the sequence came with the lookup; the new URL's counter is left to the put)", nil)
 	f := page("two")
 	if r, env := v.c.Put(&tk, &f); r != Storable || env == nil {
 		t.Errorf("put: got %s and %d bytes; want stored and the envelope", r, len(env))
 	}
-	v.store.wantCalls(t, "the put of a page without tags", map[op]int{opSet: 1})
+	// The URL counter is created with the fence's value and read back (one
+	// AddGetMulti on memcached; this store is no AddGetter), then the page.
+	v.store.wantCalls(t, "the put of a page without tags", map[op]int{opAdd: 1, opGetMulti: 1, opSet: 1})
 	v.wantPage("the hit", url2, t0, PageFresh, "two")
 	v.store.wantCalls(t, "the hit", map[op]int{opGetMulti: 1})
 	v.wantPage("the other page", url1, t0, PageFresh, "one")
@@ -459,25 +461,34 @@ func testSharedStore(t *testing.T, newStore storeMaker) {
 func testPurgeBetweenFenceAndPut(t *testing.T, newStore storeMaker) {
 	for _, tc := range []struct {
 		name    string
+		known   bool // the URL has a counter before the lookup
 		tags    []string
 		purge   func(v *cacheEnv)
 		wantPut Reason
 		want    State
 	}{
 		// The page records the URL generation of the fence: it is purged.
-		{"by URL, hard", nil, func(v *cacheEnv) { v.purgeURL(url1, false) }, Storable, PageMissing},
-		{"by URL, soft", nil, func(v *cacheEnv) { v.purgeURL(url1, true) }, Storable, PageStale},
+		{"by URL, hard", true, nil, func(v *cacheEnv) { v.purgeURL(url1, false) }, Storable, PageMissing},
+		{"by URL, soft", true, nil, func(v *cacheEnv) { v.purgeURL(url1, true) }, Storable, PageStale},
+		// A new URL: the purge creates its counter before the put could,
+		// with another value than the fence's: nothing is stored.
+		{"by URL, hard, a new URL", false, nil, func(v *cacheEnv) { v.purgeURL(url1, false) }, ReasonPurged, PageMissing},
+		{"by URL, soft, a new URL", false, nil, func(v *cacheEnv) { v.purgeURL(url1, true) }, ReasonPurged, PageMissing},
+		{"by URL, a new URL with keys", false, []string{"x"}, func(v *cacheEnv) { v.purgeURL(url1, false) }, ReasonPurged, PageMissing},
 		// The purge sequence moved: nothing is stored.
-		{"by the page's key", []string{"x"}, func(v *cacheEnv) { v.purgeKey("x", false) }, ReasonPurged, PageMissing},
-		{"by the page's key, soft", []string{"x"}, func(v *cacheEnv) { v.purgeKey("x", true) }, ReasonPurged, PageMissing},
-		{"by another key", []string{"x"}, func(v *cacheEnv) { v.purgeKey("other", false) }, ReasonPurged, PageMissing},
-		{"by a key, of a page without keys", nil, func(v *cacheEnv) { v.purgeKey("x", false) }, Storable, PageFresh},
+		{"by the page's key", false, []string{"x"}, func(v *cacheEnv) { v.purgeKey("x", false) }, ReasonPurged, PageMissing},
+		{"by the page's key, soft", false, []string{"x"}, func(v *cacheEnv) { v.purgeKey("x", true) }, ReasonPurged, PageMissing},
+		{"by another key", false, []string{"x"}, func(v *cacheEnv) { v.purgeKey("other", false) }, ReasonPurged, PageMissing},
+		{"by a key, of a page without keys", false, nil, func(v *cacheEnv) { v.purgeKey("x", false) }, Storable, PageFresh},
 		// The page goes under the old namespace.
-		{"of everything", nil, func(v *cacheEnv) { v.purgeAll() }, Storable, PageMissing},
+		{"of everything", false, nil, func(v *cacheEnv) { v.purgeAll() }, Storable, PageMissing},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newEnv(t, newStore, CacheOptions{}, "")
 			v.mustFill(url2, page("two")) // the counters exist
+			if tc.known {
+				v.purgeURL(url1, false) // creates its counter
+			}
 			_, tk := v.lookup(url1, t0)
 			if err := v.c.Fence(&tk); err != nil {
 				t.Fatal(err)

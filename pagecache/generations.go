@@ -39,6 +39,8 @@ type generations struct {
 	nsKey  string
 	seqKey string
 	local  *otter.Cache[string, uint64]
+	// present holds the counters found in the store lately (see Read).
+	present *otter.Cache[string, struct{}]
 }
 
 // validity is what a page's recorded generation says against the current.
@@ -61,6 +63,18 @@ const (
 // them, and a purge may then take up to localTTL to reach every instance.
 func newGenerations(store Store, prefix string, localTTL time.Duration) (*generations, error) {
 	g := &generations{store: store, prefix: prefix, nsKey: prefix + "ns", seqKey: prefix + "seq"}
+	present, err := otter.New(&otter.Options[string, struct{}]{
+		// The counters many pages share (sections, the sequence) are
+		// what it is for; a page's own tag is read again at its next
+		// fill only. Small, so that garbage collection of a busy heap
+		// (a hit allocates its page) has little to mark.
+		MaximumSize:      presentSize,
+		ExpiryCalculator: otter.ExpiryWriting[string, struct{}](presentTTL),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pagecache: counter presence cache: %w", err)
+	}
+	g.present = present
 	if localTTL > 0 {
 		c, err := otter.New(&otter.Options[string, uint64]{
 			MaximumSize:      100_000,
@@ -139,30 +153,89 @@ func parseCounter(it Item) (uint64, bool) {
 	return n, err == nil
 }
 
-// Read returns the current values of counters, creating the missing ones,
-// in one round trip when the store is an AddGetter.
-func (g *generations) Read(keys []string) (map[string]uint64, error) {
-	items := make([]Item, len(keys))
-	adds := make([]Item, len(keys))
-	for i := range adds {
-		adds[i].Value = strconv.AppendUint(nil, newCounter(), 10)
+// Read sets out[i] to the current value of the counter keys[i], creating
+// the missing ones: with fence[i] when not 0, else a new counter value
+// (newCounter). One round trip when the store is an AddGetter and no
+// counter thought present (seen found within presentTTL) was lost: those
+// are read without an add, which memcached would otherwise have to
+// process (an item allocated, then not stored) for every fill; one found
+// missing is created in a second round trip. A counter with a fence is
+// always added, so that whether the fence's value is the counter's shows
+// who created it.
+func (g *generations) Read(keys []string, fence, out []uint64) error {
+	n := len(keys)
+	var itemsAt, addsAt [8]Item
+	items, adds := itemsAt[:0], addsAt[:0]
+	if n > len(itemsAt) {
+		items, adds = make([]Item, 0, n), make([]Item, 0, n)
+	}
+	items, adds = items[:n], adds[:n]
+	missing := 0
+	for i, k := range keys {
+		switch {
+		case fence[i] != 0:
+			adds[i].Value = strconv.AppendUint(nil, fence[i], 10)
+		case !g.thoughtPresent(k):
+			adds[i].Value = strconv.AppendUint(nil, newCounter(), 10)
+		}
 	}
 	if err := AddGetMulti(g.store, keys, adds, items); err != nil {
-		return nil, err
+		return err
 	}
-	out := make(map[string]uint64, len(keys))
+	for i := range keys {
+		if !items[i].Found() && adds[i].Value == nil {
+			adds[i].Value = strconv.AppendUint(nil, newCounter(), 10)
+			missing++
+		} else {
+			adds[i].Value = nil
+		}
+	}
+	if missing > 0 {
+		// Counters thought present were lost (evicted): create them.
+		again := make([]Item, n)
+		if err := AddGetMulti(g.store, keys, adds, again); err != nil {
+			return err
+		}
+		for i := range keys {
+			if adds[i].Value != nil {
+				items[i] = again[i]
+			}
+		}
+	}
 	for i, k := range keys {
 		v, ok := parseCounter(items[i])
 		if !ok {
 			if !items[i].Found() { // evicted at once: as a failed Get would
-				return nil, fmt.Errorf("pagecache: counter %q: %w", k, ErrMiss)
+				return fmt.Errorf("pagecache: counter %q: %w", k, ErrMiss)
 			}
-			return nil, fmt.Errorf("pagecache: counter %q holds %q, not a number", k, items[i].Value)
+			return fmt.Errorf("pagecache: counter %q holds %q, not a number", k, items[i].Value)
 		}
-		out[k] = v
+		out[i] = v
 		g.remember(k, v)
+		g.markPresent(k)
 	}
-	return out, nil
+	return nil
+}
+
+// presentTTL is how long a counter found in the store is thought present
+// there, so that Read sends no add for it.
+const presentTTL = time.Minute
+
+// presentSize bounds the counters thought present.
+const presentSize = 4096
+
+// thoughtPresent reports whether key was found in the store within
+// presentTTL.
+func (g *generations) thoughtPresent(key string) bool {
+	_, ok := g.present.GetIfPresent(key)
+	return ok
+}
+
+// markPresent notes key found in the store (the key is copied).
+func (g *generations) markPresent(key string) {
+	if _, ok := g.present.GetIfPresent(key); !ok {
+		g.present.Set(strings.Clone(key), struct{}{})
+	}
 }
 
 // newCounter is the value of a new counter: a random hard part, so that

@@ -22,6 +22,8 @@ func (f *envelopeFormat) keepsTags() bool { return true }
 func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now int64) (State, Ticket) {
 	c := f.c
 	g := c.gens
+	lent := sc.lent // lent to this lookup only
+	sc.lent = nil
 	sc.url = g.AppendURLKey(sc.url[:0], urlBase)
 	urlKey := view(sc.url)
 	ns := c.ns.Load()
@@ -69,7 +71,14 @@ func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now
 	} else {
 		sc.items = slices.Grow(sc.items[:0], len(sc.keys))[:len(sc.keys)]
 		items := sc.items
-		if err := c.store.GetMulti(sc.keys, items); err != nil {
+		var err error
+		if bg, ok := c.store.(BufferedGetter); ok && lent != nil {
+			err = bg.GetMultiBuf(sc.keys, items, lent)
+			sc.lentUsed = true // values may alias it
+		} else {
+			err = c.store.GetMulti(sc.keys, items)
+		}
+		if err != nil {
 			// The store failed (down, or slower than its timeout): this
 			// request asks it nothing more, so it costs one timeout at
 			// most, and no counter is created or trusted.
@@ -126,7 +135,7 @@ func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now
 		}
 	}
 	t := Ticket{page: pageKey, url: urlKey, base: view(base), ns: nsCur,
-		seq: seqCur, seqKnown: seqKnown, urlGen: urlCur, urlKnown: urlKnown}
+		seq: seqCur, seqKnown: seqKnown, urlGen: urlCur, urlKnown: urlKnown, urlMissing: !urlKnown}
 	var tagItems []Item
 	if hinted {
 		tagItems = sc.items[tagsAt:len(sc.keys)]
@@ -297,24 +306,39 @@ func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	c := f.c
 	page := fillPage(fl, t.urlGen)
 	if len(fl.Tags) > 0 {
+		// The purge sequence and the tags' counters, and the URL counter
+		// when the fence left it to be created (see settle), in one
+		// round trip.
 		g := c.gens
-		tagKeys := make([]string, 0, len(fl.Tags)+1)
-		tagKeys = append(tagKeys, g.SeqKey())
-		for _, tag := range fl.Tags {
-			tagKeys = append(tagKeys, g.TagKey(tag))
+		n := 1 + len(fl.Tags)
+		urlAt := -1
+		if t.urlNew {
+			urlAt, n = n, n+1
 		}
-		after, err := g.Read(tagKeys)
-		if err != nil {
+		keys := make([]string, n)
+		fence := make([]uint64, n)
+		after := make([]uint64, n)
+		keys[0] = g.SeqKey()
+		for i, tag := range fl.Tags {
+			keys[i+1] = g.TagKey(tag)
+		}
+		if urlAt >= 0 {
+			keys[urlAt], fence[urlAt] = t.url, t.urlGen
+		}
+		if err := g.Read(keys, fence, after); err != nil {
 			c.onStoreError(err)
 			return ReasonStoreError, nil
 		}
-		if after[g.SeqKey()] != t.seq {
+		if after[0] != t.seq || urlAt >= 0 && after[urlAt] != t.urlGen {
 			return ReasonPurged, nil
 		}
+		t.urlNew = false
 		page.Tags = make([]Tag, 0, len(fl.Tags))
 		for i, tag := range fl.Tags {
-			page.Tags = append(page.Tags, Tag{Name: tag, Gen: after[tagKeys[i+1]]})
+			page.Tags = append(page.Tags, Tag{Name: tag, Gen: after[i+1]})
 		}
+	} else if r := c.settle(t); r != Storable {
+		return r, nil
 	}
 	if len(fl.Headers) > maxHeaders {
 		return ReasonHeaders, nil
@@ -332,6 +356,9 @@ func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 }
 
 func (f *envelopeFormat) markUncacheable(t *Ticket, now time.Time, ttl time.Duration) {
+	if f.c.settle(t) != Storable {
+		return
+	}
 	until := now.Add(ttl).UnixMilli()
 	page := Page{Kind: KindUncacheable, Status: 200, StoredAt: now.UnixMilli(), URLGen: t.urlGen,
 		FreshUntil: until, StaleUntil: until}

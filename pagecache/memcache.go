@@ -54,8 +54,8 @@ type MemcacheOptions struct {
 	Timeout time.Duration
 	// MaxInFlight bounds the operations in flight to each server; an
 	// operation that gets no slot within Timeout fails with ErrBusy. As
-	// many idle connections are kept for reads, and as many for writes
-	// (gomemcache's). Default DefaultMaxInFlight.
+	// many idle connections are kept for gets, sets and adds, and as many
+	// for gomemcache's increments and deletes. Default DefaultMaxInFlight.
 	MaxInFlight int
 	// MaxItemSize is memcached's item size limit (its -I): larger items
 	// are refused before being sent. Default DefaultMaxItemSize.
@@ -80,11 +80,12 @@ type MemcacheStats struct {
 	Ejections atomic.Uint64
 }
 
-// Memcache is a Store on memcached servers: gomemcache writes, and reads
-// go through a text-protocol path of its own (memread.go). It is safe for
+// Memcache is a Store on memcached servers: gets, sets and adds go
+// through a text-protocol path of its own (memread.go, memwrite.go);
+// gomemcache does the rest (Incr, Delete, Ping). It is safe for
 // concurrent use.
 type Memcache struct {
-	client   *memcache.Client // writes (and Ping); reads: see memread.go
+	client   *memcache.Client // Incr, Delete and Ping; gets, sets, adds: memread.go, memwrite.go
 	servers  memcache.ServerSelector
 	ring     *ring                    // nil under Modula
 	slots    map[string]chan struct{} // by server address
@@ -216,16 +217,12 @@ func (m *Memcache) Set(key string, it Item, ttl time.Duration) error {
 		m.Stats.TooLarge.Add(1)
 		return ErrTooLarge
 	}
-	return m.do(key, func() error {
-		return m.client.Set(&memcache.Item{Key: key, Value: it.Value, Flags: it.Flags, Expiration: expiration(ttl, time.Now())})
-	})
+	return m.store("set", key, it, expiration(ttl, time.Now()))
 }
 
 // Add stores it under key unless key holds something.
 func (m *Memcache) Add(key string, it Item, ttl time.Duration) error {
-	return m.do(key, func() error {
-		return m.client.Add(&memcache.Item{Key: key, Value: it.Value, Flags: it.Flags, Expiration: expiration(ttl, time.Now())})
-	})
+	return m.store("add", key, it, expiration(ttl, time.Now()))
 }
 
 // Incr adds delta to the counter at key.

@@ -29,6 +29,10 @@ type mcConn struct {
 	nc net.Conn
 	r  *bufio.Reader
 	w  []byte
+	// A storage command's writev vector (memwrite.go): bufs, which the
+	// write consumes, over vec.
+	bufs net.Buffers
+	vec  [3][]byte
 }
 
 // conn returns an idle connection to s, or dials one within timeout.

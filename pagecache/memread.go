@@ -80,7 +80,13 @@ type readOp struct {
 // read. When a server fails, the items of the others are still set. The
 // values are the caller's; they share one allocation when they fit.
 func (m *Memcache) GetMulti(keys []string, items []Item) error {
-	return m.getMulti(keys, nil, items)
+	return m.getMulti(keys, nil, items, nil)
+}
+
+// GetMultiBuf is GetMulti with the values carved out of buf, from its
+// length up to its capacity, while they fit (see BufferedGetter).
+func (m *Memcache) GetMultiBuf(keys []string, items []Item, buf []byte) error {
+	return m.getMulti(keys, nil, items, buf)
 }
 
 // AddGetMulti is GetMulti after adding adds[i] under keys[i], with no
@@ -94,11 +100,12 @@ func (m *Memcache) AddGetMulti(keys []string, adds, items []Item) error {
 			return ErrTooLarge
 		}
 	}
-	return m.getMulti(keys, adds, items)
+	return m.getMulti(keys, adds, items, nil)
 }
 
-// getMulti reads keys into items, after adds when not nil.
-func (m *Memcache) getMulti(keys []string, adds, items []Item) error {
+// getMulti reads keys into items, after adds when not nil; values are
+// carved out of slab while they fit, then out of new allocations.
+func (m *Memcache) getMulti(keys []string, adds, items []Item, slab []byte) error {
 	clear(items)
 	if len(keys) == 0 {
 		return nil
@@ -165,7 +172,6 @@ func (m *Memcache) getMulti(keys []string, adds, items []Item) error {
 			_, op.err = c.nc.Write(c.w)
 		}
 	}
-	var slab []byte
 	for i := range ops {
 		op := &ops[i]
 		if op.err == nil {
@@ -261,7 +267,7 @@ func (m *Memcache) readValues(c *mcConn, keys []string, who []int32, srv int32, 
 		}
 		key, flags, size, ok := parseValueLine(line)
 		if !ok {
-			return replyError(line)
+			return replyError("get", line)
 		}
 		if size > m.maxItem {
 			return errProtocol
@@ -294,7 +300,7 @@ func readAdds(c *mcConn, n int) error {
 			return fmt.Errorf("pagecache: memcached add: %w", cmpErr(err))
 		}
 		if string(line) != "STORED\r\n" && string(line) != "NOT_STORED\r\n" {
-			return replyError(line)
+			return replyError("add", line)
 		}
 	}
 	return nil
@@ -384,15 +390,15 @@ func parseDecimal(b []byte, limit uint64) (uint64, bool) {
 	return n, n <= limit
 }
 
-// replyError is the error a line other than VALUE or END says.
-func replyError(line []byte) error {
+// replyError is the error an unexpected reply line to cmd says.
+func replyError(cmd string, line []byte) error {
 	msg := string(bytes.TrimRight(line, "\r\n"))
 	if len(msg) > 200 {
 		msg = msg[:200]
 	}
 	switch {
 	case bytes.HasPrefix(line, []byte("SERVER_ERROR")):
-		return fmt.Errorf("pagecache: memcached get: %w: %q", memcache.ErrServerError, msg)
+		return fmt.Errorf("pagecache: memcached %s: %w: %q", cmd, memcache.ErrServerError, msg)
 	case bytes.HasPrefix(line, []byte("CLIENT_ERROR")), bytes.HasPrefix(line, []byte("ERROR")):
 		return fmt.Errorf("%w: %q", errServerReply, msg)
 	}

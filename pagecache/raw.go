@@ -60,6 +60,9 @@ func (f *rawFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	} else if len(fl.ContentEncoding) > 0 {
 		return ReasonEncoding, nil
 	}
+	if r := c.settle(t); r != Storable {
+		return r, nil
+	}
 	body := fl.Body
 	if c.inProcess {
 		// The store keeps what it is given; Fill.Body is the caller's.

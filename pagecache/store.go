@@ -41,6 +41,18 @@ type AddGetter interface {
 	AddGetMulti(keys []string, adds, items []Item) error
 }
 
+// A BufferedGetter is a Store whose reads can put the values they find in
+// memory the caller lends, rather than in new allocations: a page read
+// from memcached then costs no allocation, and its memory can be reused
+// once the response is written.
+type BufferedGetter interface {
+	// GetMultiBuf is GetMulti with values carved out of buf, from its
+	// length up to its capacity, while they fit (values that do not are
+	// allocated). The values found alias buf: the caller must not reuse
+	// it while they are in use.
+	GetMultiBuf(keys []string, items []Item, buf []byte) error
+}
+
 // AddGetMulti does s.AddGetMulti when s is an AddGetter, else an Add for
 // each value to add, then a GetMulti.
 func AddGetMulti(s Store, keys []string, adds, items []Item) error {

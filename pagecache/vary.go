@@ -278,6 +278,9 @@ func (c *Cache) PutVariants(t *Ticket, names string, f *Fill) Reason {
 	if life <= 0 {
 		return ReasonTTL
 	}
+	if r := c.settle(t); r != Storable {
+		return r
+	}
 	until := f.StoredAt.Add(life).UnixMilli()
 	page := Page{Kind: KindVariants, Status: 200, StoredAt: f.StoredAt.UnixMilli(), URLGen: t.urlGen,
 		FreshUntil: until, StaleUntil: until, ErrorUntil: until, KeepUntil: until, Body: []byte(names)}

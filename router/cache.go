@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -143,6 +144,8 @@ type cache struct {
 	identities *otter.Cache[string, []byte]
 	// breaker guards the page store (see breakerStore).
 	breaker *sessioncheck.Breaker
+	// lends: the store reads into lent memory (see lendValues).
+	lends bool
 	// backoff holds, by page key, when the next background refresh of a
 	// page whose last one failed may start, or which refresh last
 	// succeeded (see backgroundFill).
@@ -170,6 +173,7 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 		return nil, errors.New("router: the cache needs a store, a key template and a policy")
 	}
 	c := &cache{CacheOptions: *o, raw: o.Raw, fills: o.Raw == nil || o.Raw.Fill}
+	_, c.lends = o.Store.(pagecache.BufferedGetter)
 	c.UncacheableTTL = cmp.Or(c.UncacheableTTL, DefaultUncacheableTTL)
 	c.CollapseTimeout = cmp.Or(c.CollapseTimeout, 30*time.Second)
 	c.MaxBodySize = cmp.Or(c.MaxBodySize, 1<<20-8<<10)
@@ -267,9 +271,13 @@ func (q *request) anonymous() outcome {
 		if w.cpart, ok = r.creds.appendHash(w.cpart[:0], &q.cred, &w.mac); !ok {
 			return q.credentialDoubt(sessioncheck.ErrNoStore, false) // no hash key: refused by conf
 		}
+		vb := q.lendValues()
 		state, t = c.pages.LookupPrivate(w.key, urlBase, w.cpart, &w.pages, e, time.Now())
+		q.keepValues(vb)
 	} else {
+		vb := q.lendValues()
 		state, t = c.pages.LookupURL(w.key, urlBase, &w.pages, e, time.Now())
+		q.keepValues(vb)
 	}
 	if state == pagecache.PageVariants && q.cred.Key != nil {
 		return q.notStored(pagecache.ReasonVary) // credential copies do not vary
@@ -281,6 +289,53 @@ func (q *request) anonymous() outcome {
 		}
 	}
 	return q.cached(state, t)
+}
+
+// A valueBuf is memory a lookup reads the page into (see lendValues).
+type valueBuf struct{ b []byte }
+
+// valueBufSize is a lent buffer's size: a page and its counters up to it
+// cost no allocation; a larger page is allocated as before.
+const valueBufSize = 64 << 10
+
+var valueBufs = sync.Pool{New: func() any { return &valueBuf{b: make([]byte, 0, valueBufSize)} }}
+
+// Close gives v back once the response made from it is written: fasthttp
+// closes a request's user values when it resets the request, after
+// writing the response (and never, if the connection breaks first: then
+// v is collected).
+func (v *valueBuf) Close() error {
+	valueBufs.Put(v)
+	return nil
+}
+
+// valueBufKey is the user value a lent buffer is kept under.
+type valueBufKey struct{}
+
+// lendValues lends a pooled buffer to the request's next lookup, which
+// reads the page there rather than into a new allocation
+// (pagecache.Scratch.LendValues): hits from memcached allocate nothing.
+func (q *request) lendValues() *valueBuf {
+	if !q.r.cache.lends {
+		return nil
+	}
+	vb := valueBufs.Get().(*valueBuf)
+	q.w.pages.LendValues(vb.b[:0])
+	return vb
+}
+
+// keepValues, after the lookup, keeps vb with the request until its
+// response is written when the entry may alias it (the body is sent from
+// it without a copy), else gives it back at once.
+func (q *request) keepValues(vb *valueBuf) {
+	switch {
+	case vb == nil:
+		return
+	case q.w.pages.LentUsed():
+		q.ctx.SetUserValue(valueBufKey{}, vb)
+	default:
+		valueBufs.Put(vb)
+	}
 }
 
 // cached answers from what a lookup found under t (w.entry): the page,

@@ -87,6 +87,16 @@ func (s *breakerStore) GetMulti(keys []string, items []pagecache.Item) error {
 	return s.guard(func() error { return s.Store.GetMulti(keys, items) })
 }
 
+// GetMultiBuf keeps the store's reads into lent memory
+// (pagecache.BufferedGetter).
+func (s *breakerStore) GetMultiBuf(keys []string, items []pagecache.Item, buf []byte) error {
+	bg, ok := s.Store.(pagecache.BufferedGetter)
+	if !ok {
+		return s.GetMulti(keys, items)
+	}
+	return s.guard(func() error { return bg.GetMultiBuf(keys, items, buf) })
+}
+
 // AddGetMulti keeps the store's single round trip (pagecache.AddGetter).
 func (s *breakerStore) AddGetMulti(keys []string, adds, items []pagecache.Item) error {
 	return s.guard(func() error { return pagecache.AddGetMulti(s.Store, keys, adds, items) })
