@@ -14,7 +14,8 @@
 #   hits   for each page size (1 KB, 16 KB, 128 KB, 512 KB): 100 pages
 #          warmed in userrouter (memory store; memcached + L1) and in nginx
 #          proxy_cache, then wrk -t2 -c64 on them at random, ROUNDS rounds
-#          in a rotated order: medians of req/s and p99.
+#          in a rotated order: medians of req/s, p99 and each peer's CPU
+#          time per hit (which a shared machine moves much less than req/s).
 #
 # Everything runs on free ports of 127.0.0.1 and is stopped at the end;
 # nginx and memcached are its own instances. Needs nginx, memcached, wrk
@@ -197,14 +198,26 @@ EOF
 	wait_url nginx "http://127.0.0.1:${P[nginx]}/healthz"
 }
 
-# load NAME PAGES DURATION OUTFILE: wrk; prints "req/s p99_ms".
+# ticks PID...: utime+stime of the processes, in clock ticks.
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo "$t"; }
+TCK=$(getconf CLK_TCK)
+
+# load NAME PAGES DURATION OUTFILE: wrk; prints "req/s p99_ms cpu_us",
+# cpu_us the peer's CPU time per request (its processes' utime+stime, an
+# nginx's workers included, over the requests wrk completed): a measure
+# that moves much less than req/s on a machine shared with other work.
 load() {
+	local ps t0 t1
+	ps=$(echo "${PID[$1]}" $(pgrep -P "${PID[$1]}" || true))
+	t0=$(ticks $ps)
 	PAGES=$2 wrk -t2 -c64 -d"$3" --latency -s "$tmp/pages.lua" "http://127.0.0.1:${P[$1]}/" >"$4" 2>&1
-	awk '/Requests\/sec/ { r = $2 }
+	t1=$(ticks $ps)
+	awk -v t=$((t1 - t0)) -v hz="$TCK" '/Requests\/sec/ { r = $2 }
+	/requests in/ { n = $1 }
 	$1 == "99%" { v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
 		p = (u == "us") ? v / 1000 : (u == "s") ? v * 1000 : v }
 	/Non-2xx|Socket errors/ { bad = bad " " $0 }
-	END { printf "%s %s\n", r, p; if (bad != "") print "wrk:" bad > "/dev/stderr" }' "$4"
+	END { printf "%s %s %.1f\n", r, p, n ? t * 1e6 / hz / n : 0; if (bad != "") print "wrk:" bad > "/dev/stderr" }' "$4"
 }
 
 rss_mb() { awk '/VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
@@ -233,7 +246,7 @@ for table in "${TABLES[@]}"; do
 		for name in ur-memory ur-l1; do
 			limit=$("$BIN/userrouter" -check -config "$tmp/$name.toml" 2>/dev/null | sed -n 's/^memory_limit = //p' | tr -d "'\"")
 			for ((r = 1; r <= RSS_ROUNDS; r++)); do
-				read -r rps p99 < <(load "$name" 30000 "$RSS_DURATION" "$OUT/raw/rss-$name-r$r.txt")
+				read -r rps p99 _ < <(load "$name" 30000 "$RSS_DURATION" "$OUT/raw/rss-$name-r$r.txt")
 				rss=$(rss_mb "${PID[$name]}")
 				log "rss $name run $r: $rps req/s, p99 $p99 ms, RSS $rss MB"
 				echo "| $name | $limit | 124 MB | $r | $rps | $p99 | $rss |" >>"$results"
@@ -250,10 +263,11 @@ for table in "${TABLES[@]}"; do
 			echo "### Hits against page size, next to nginx proxy_cache"
 			echo
 			echo "100 pages of each size warmed in every peer; wrk -t2 -c64 -d$DURATION on them at random, $ROUNDS rounds in a rotated"
-			echo "order; medians of req/s and p99, and the median of the per-round ratios to nginx."
+			echo "order; medians of req/s and p99, the median of the per-round ratios to nginx, and the median of the peer's"
+			echo "CPU time per hit (utime+stime of its processes over the run, nginx's workers included)."
 			echo
-			echo "| page | peer | req/s | × nginx | p99 ms | p99 × nginx |"
-			echo "|---|---|---:|---:|---:|---:|"
+			echo "| page | peer | req/s | × nginx | p99 ms | p99 × nginx | CPU µs/hit |"
+			echo "|---|---|---:|---:|---:|---:|---:|"
 		} >>"$results"
 		for size in "${PAGE_SIZES[@]}"; do
 			origin "$size"
@@ -270,15 +284,15 @@ for table in "${TABLES[@]}"; do
 				case "$st" in *HIT* | *"; hit"*) ;; *) cat "$tmp/nginx-error.log" >&2 2>/dev/null; die "$p: /page/99 is not a hit after warming: Cache-Status \"$st\"" ;; esac
 				[ "$got" = "$size" ] || die "$p: /page/99 is $got bytes; want $size"
 			done
-			declare -A RPS=() P99=() RR=() PR=()
+			declare -A RPS=() P99=() RR=() PR=() CPU=()
 			for ((r = 1; r <= ROUNDS; r++)); do
 				declare -A rr=() pp=()
 				for ((k = 0; k < ${#peers[@]}; k++)); do
 					p=${peers[$(((k + r - 1) % ${#peers[@]}))]}
-					read -r rps p99 < <(load "$p" 100 "$DURATION" "$OUT/raw/hits-$size-$p-r$r.txt")
-					log "hits $size round $r $p: $rps req/s, p99 $p99 ms"
+					read -r rps p99 cpu < <(load "$p" 100 "$DURATION" "$OUT/raw/hits-$size-$p-r$r.txt")
+					log "hits $size round $r $p: $rps req/s, p99 $p99 ms, $cpu CPU µs per hit"
 					rr[$p]=$rps pp[$p]=$p99
-					RPS[$p]="${RPS[$p]:-} $rps" P99[$p]="${P99[$p]:-} $p99"
+					RPS[$p]="${RPS[$p]:-} $rps" P99[$p]="${P99[$p]:-} $p99" CPU[$p]="${CPU[$p]:-} $cpu"
 				done
 				for p in "${peers[@]}"; do
 					RR[$p]="${RR[$p]:-} $(awk -v a="${rr[$p]}" -v b="${rr[nginx]}" 'BEGIN { print a / b }')"
@@ -286,9 +300,10 @@ for table in "${TABLES[@]}"; do
 				done
 			done
 			for p in "${peers[@]}"; do
-				printf '| %s | %s | %.0f | %.2f | %.2f | %.2f |\n' "$((size / 1024)) KB" "$p" \
+				printf '| %s | %s | %.0f | %.2f | %.2f | %.2f | %.1f |\n' "$((size / 1024)) KB" "$p" \
 					"$(echo "${RPS[$p]}" | median)" "$(echo "${RR[$p]}" | median)" \
-					"$(echo "${P99[$p]}" | median)" "$(echo "${PR[$p]}" | median)" >>"$results"
+					"$(echo "${P99[$p]}" | median)" "$(echo "${PR[$p]}" | median)" \
+					"$(echo "${CPU[$p]}" | median)" >>"$results"
 			done
 			stop nginx
 			stop ur-memory
