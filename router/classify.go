@@ -68,7 +68,10 @@ func (q *request) route() outcome {
 		return o
 	}
 	// Who is it? Asked before any cache decision; a doubt is forwarded.
-	key, found := r.keys.FindLines(cookies)
+	// The Cookie lines are peeked again: PeekAll's result lives in a
+	// buffer the header reuses, and credential's PeekAll(Authorization)
+	// has overwritten cookies.
+	key, found := r.keys.FindLines(h.PeekAll(fasthttp.HeaderCookie))
 	if found == sessioncheck.Ambiguous {
 		// userrouter's reading of the cookie could differ from the
 		// application's: never guess anonymous.

@@ -342,3 +342,26 @@ func newMemoryStore(t *testing.T) pagecache.Store {
 	}
 	return m
 }
+
+// TestCredentialsEmptyAuthorizationKeepsSession: an empty Authorization
+// line on a bypass rule is no credential, and the visitor's session
+// cookie is still read: fasthttp reuses PeekAll's buffer, and reading the
+// Authorization lines once overwrote the Cookie lines read before, so a
+// signed-in visitor passed for anonymous.
+func TestCredentialsEmptyAuthorizationKeepsSession(t *testing.T) {
+	s := newAPISite(t)
+	session := strings.Repeat("a", 32)
+	f, err := sessioncheck.NewCredentialFinder(sessioncheck.CredentialOptions{Scheme: "Token", QueryParam: "api_key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPurgeRouter(t, &taggedSite{Server: s.Server}, newMemoryStore(t), "e:", func(o *Options) {
+		o.Sessions = &tokens{valid: map[string]bool{session: true}}
+		o.Cache.Policy = pagecache.NewPolicy(pagecache.PolicyOptions{Rules: apiRules(), Default: pagecache.Rule{Cache: true, TTL: time.Hour, HonorCacheControl: true}})
+		o.Credentials = &CredentialOptions{Finder: f, Checker: &tokens{}, HashKey: []byte("0123456789abcdef-test-hash-key")}
+	})
+	got := p.api(t, "/api/bypass/", "Cookie", "sessionid="+session, "Authorization", "")
+	if got.cacheStatus != statusIdentified {
+		t.Errorf("signed-in visitor with an empty Authorization line: %q; want %q", got.cacheStatus, statusIdentified)
+	}
+}
