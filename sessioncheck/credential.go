@@ -146,7 +146,8 @@ func (f *CredentialFinder) Find(auth [][]byte, query []byte) (Credential, Found)
 	if f.queryParam != nil && len(query) > 0 {
 		for p := range bytes.SplitSeq(query, []byte{'&'}) {
 			name, value, _ := bytes.Cut(p, []byte{'='})
-			if !bytes.Equal(name, f.queryParam) {
+			exact := bytes.Equal(name, f.queryParam)
+			if !exact && !decodesTo(name, f.queryParam) {
 				continue
 			}
 			if found != NoCredential {
@@ -154,7 +155,11 @@ func (f *CredentialFinder) Find(auth [][]byte, query []byte) (Credential, Found)
 				return Credential{}, SeveralCredentials
 			}
 			c.Query, c.User, c.Key, found = p, nil, value, CredentialFound
-			if !unreserved(value) {
+			if !exact || !unreserved(value) {
+				// An escaped name ("api%5Fkey") is the parameter to the
+				// application, which decodes it, but not to the page key,
+				// which drops the name as written: never served from the
+				// cache.
 				found = BadCredential
 			}
 		}
@@ -183,6 +188,48 @@ func (f *CredentialFinder) parts(c *Credential, cred []byte) Found {
 		return BadCredential
 	}
 	return CredentialFound
+}
+
+// decodesTo reports whether the raw query parameter name decodes to want
+// as a web framework reads it: %XX escapes, and '+' for a space. It does
+// not allocate.
+func decodesTo(name, want []byte) bool {
+	j := 0
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch c {
+		case '+':
+			c = ' '
+		case '%':
+			if i+2 >= len(name) {
+				return false
+			}
+			hi, ok1 := unhex(name[i+1])
+			lo, ok2 := unhex(name[i+2])
+			if !ok1 || !ok2 {
+				return false
+			}
+			c = hi<<4 | lo
+			i += 2
+		}
+		if j >= len(want) || want[j] != c {
+			return false
+		}
+		j++
+	}
+	return j == len(want)
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 // visible reports whether b is printable ASCII without spaces.

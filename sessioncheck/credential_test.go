@@ -57,6 +57,10 @@ func TestCredentialFinder(t *testing.T) {
 		{"query parameter and header", both, []string{"Token " + drfToken}, "api_key=a", SeveralCredentials, "", ""},
 		{"query parameter and Basic", both, []string{"Basic x"}, "api_key=a", SeveralCredentials, "", ""},
 		{"another parameter", both, nil, "api_key_x=a&x=api_key", NoCredential, "", ""},
+		{"query parameter, name escaped", both, nil, "api%5Fkey=" + drfToken, BadCredential, "", ""},
+		{"query parameter, name escaped, lower hex", both, nil, "%61pi_key=" + drfToken, BadCredential, "", ""},
+		{"query parameter, escaped and plain", both, nil, "api_key=a&api%5fkey=b", SeveralCredentials, "", ""},
+		{"query parameter, bad escape", both, nil, "api%5key=a&api%=b", NoCredential, "", ""},
 		{"no parameter configured", token, nil, "api_key=a", NoCredential, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
