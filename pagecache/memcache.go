@@ -195,7 +195,7 @@ func (m *Memcache) do(key string, op func() error) error {
 		return ErrNotStored
 	default:
 		m.Stats.Errors.Add(1)
-		if isTimeout(err) {
+		if IsTimeout(err) {
 			m.Stats.Timeouts.Add(1)
 		}
 		m.dropIdle(s, err)
@@ -203,7 +203,9 @@ func (m *Memcache) do(key string, op func() error) error {
 	return err
 }
 
-func isTimeout(err error) bool {
+// IsTimeout reports whether err, from a store, is a timeout: connecting
+// (gomemcache's ConnectTimeoutError is no net.Error) or waiting.
+func IsTimeout(err error) bool {
 	var ct *memcache.ConnectTimeoutError
 	var ne net.Error
 	return errors.As(err, &ct) || errors.As(err, &ne) && ne.Timeout()

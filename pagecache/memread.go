@@ -34,6 +34,10 @@ var (
 	// errServerReply: the server refused the request (ERROR or
 	// CLIENT_ERROR): it answered, but not with values.
 	errServerReply = errors.New("pagecache: memcached: request refused")
+	// errAbandoned: another server of the same operation used up its
+	// deadline before this one's reply was read; the connection is
+	// closed, and the server not blamed.
+	errAbandoned = errors.New("pagecache: memcached: reply not read: the operation's deadline passed on another server")
 )
 
 // sendableKey reports whether key may be sent in a command: 1 to 250
@@ -146,7 +150,7 @@ func (m *Memcache) getMulti(keys []string, adds, items []Item, slab []byte) erro
 		op.slot = true
 		m.Stats.Ops.Add(1)
 		op.start = time.Now()
-		if op.c, op.err = op.s.conn(m.timeout); op.err != nil {
+		if op.c, op.err = op.s.conn(time.Until(deadline)); op.err != nil {
 			continue
 		}
 		c := op.c
@@ -168,12 +172,17 @@ func (m *Memcache) getMulti(keys []string, adds, items []Item, slab []byte) erro
 			}
 		}
 		c.w = append(c.w, "\r\n"...)
-		if op.err = c.nc.SetDeadline(op.start.Add(m.timeout)); op.err == nil {
+		// One deadline for every server: the operation costs one timeout
+		// at most, whichever servers are slow.
+		if op.err = c.nc.SetDeadline(deadline); op.err == nil {
 			_, op.err = c.nc.Write(c.w)
 		}
 	}
 	for i := range ops {
 		op := &ops[i]
+		if op.err == nil && i > 0 && !time.Now().Before(deadline) {
+			op.err = errAbandoned
+		}
 		if op.err == nil {
 			op.err = readAdds(op.c, op.adds)
 		}
@@ -219,12 +228,17 @@ func (m *Memcache) finish(op *readOp) {
 	if m.observer != nil {
 		m.observer.UpdateDuration(op.start)
 	}
+	if op.err == errAbandoned {
+		op.c.nc.Close() // at no reply boundary; the server is not to blame
+		<-op.s.slots
+		return
+	}
 	if m.ring != nil {
 		m.ring.report(op.s.addr, op.err)
 	}
 	if op.err != nil {
 		m.Stats.Errors.Add(1)
-		if isTimeout(op.err) {
+		if IsTimeout(op.err) {
 			m.Stats.Timeouts.Add(1)
 		}
 		if op.c != nil {
@@ -243,7 +257,7 @@ func (m *Memcache) finish(op *readOp) {
 // the others would too, each costing an operation. gomemcache's,
 // which it cannot close for one server, are closed for all.
 func (m *Memcache) dropIdle(s *mcServer, err error) {
-	if unreachable(err) && !isTimeout(err) {
+	if unreachable(err) && !IsTimeout(err) {
 		s.closeIdle()
 		m.client.Close()
 	}

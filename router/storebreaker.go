@@ -2,7 +2,6 @@ package router
 
 import (
 	"errors"
-	"net"
 	"time"
 
 	"github.com/userrouter/userrouter/pagecache"
@@ -43,7 +42,7 @@ func (s *breakerStore) guard(op func() error) error {
 		return errStoreOpen
 	}
 	err := op()
-	for try := 1; probe && try < probeTries && failure(err) && !timeout(err); try++ {
+	for try := 1; probe && try < probeTries && failure(err) && !pagecache.IsTimeout(err); try++ {
 		err = op()
 	}
 	s.record(err, probe)
@@ -70,12 +69,6 @@ func failure(err error) bool {
 		return false
 	}
 	return true
-}
-
-// timeout reports whether err is a timeout (connecting or waiting).
-func timeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 func (s *breakerStore) Get(key string) (it pagecache.Item, err error) {
