@@ -3,6 +3,7 @@ package router
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 
@@ -92,6 +93,11 @@ func (relayTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, 
 	}
 	size := resp.Header.ContentLength()
 	switch s := resp.Header.StatusCode(); {
+	case s < 100:
+		// Not HTTP (fasthttp parses "000" to "099"): where its body ends
+		// is unknown, so the connection is never used again.
+		release(false)
+		return false, &bodyError{fmt.Errorf("router: backend answered status %d", s)}
 	case skipBody || s < 200 || s == fasthttp.StatusNoContent || s == fasthttp.StatusNotModified:
 		release(s != fasthttp.StatusSwitchingProtocols) // no body (HEAD, 1xx, 204, 304)
 		return false, nil
