@@ -85,6 +85,11 @@ func checkCacheSessions(d *decoder, s *Session) {
 	if s.FallbackDSN == "" {
 		d.errf("session.fallback_dsn", "is required when session.fallback_driver is %q", s.FallbackDriver)
 	}
+	if _, set := d.lines["session.key_template"]; !set {
+		// The default is the cache engine's keys: cached_db writes others,
+		// and every lookup would miss the cache for the database.
+		d.errf("session.fallback_driver", "is Django's cached_db, whose keys are not the default key_template's: set key_template = \":1:django.contrib.sessions.cached_db{key}\" (with KEY_PREFIX and VERSION as in CACHES)")
+	}
 	if s.Rule != "django" {
 		d.errf("session.fallback_driver", "is Django's cached_db: it needs rule \"django\", not %q", s.Rule)
 	}

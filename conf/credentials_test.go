@@ -45,6 +45,7 @@ func TestCredentialsConfig(t *testing.T) {
 		{"store_private on a shared rule", credentialsDoc + "[credentials]\nscheme = \"Token\"\nquery = \"SELECT 1 FROM t WHERE k = :key\"\n[[cache.rule]]\npath = \"^/\"\ncredentials = \"shared\"\nstore_private = true\n", "store_private: needs credentials"},
 		{"store_set_cookie with credentials", credentialsDoc + "[credentials]\nscheme = \"Token\"\nquery = \"SELECT 1 FROM t WHERE k = :key\"\n[[cache.rule]]\npath = \"^/\"\ncredentials = \"shared\"\nstore_set_cookie = true\n", "store_set_cookie: cannot be used with credentials"},
 		{"no database", backendDoc + "[credentials]\nscheme = \"Token\"\nquery = \"SELECT 1 FROM t WHERE k = :key\"\n", "credentials.driver: is required"},
+		{"a cache session store", backendDoc + "[session]\ndriver = \"redis\"\ndsn = \"redis://r:6379\"\n[credentials]\nscheme = \"Token\"\nquery = \"SELECT 1 FROM t WHERE k = :key\"\n", "credentials.driver: is required"},
 		{"own driver without dsn", credentialsDoc + "[credentials]\nscheme = \"Token\"\ndriver = \"postgres\"\nquery = \"SELECT 1 FROM t WHERE k = :key\"\n", "credentials.dsn: is required when"},
 		{"format raw", credentialsDoc + "[credentials]\nscheme = \"Token\"\nquery = \"SELECT 1 FROM t WHERE k = :key\"\n[cache]\nformat = \"raw\"\n[[cache.rule]]\npath = \"^/\"\ncredentials = \"shared\"\n", `cache.format: must be "envelope"`},
 	} {

@@ -171,6 +171,17 @@ fallback_driver = "mongodb"
 		`t.toml:6: session.fallback_driver: "mongodb" is not one of`,
 	})
 
+	_, err = Parse("t.toml", []byte(backendDoc+`[session]
+driver = "memcached"
+dsn = "127.0.0.1:11211"
+fallback_driver = "postgres"
+fallback_dsn = "postgres://django@db:5432/app"
+`))
+	ps, _ = err.(Problems)
+	checkProblems(t, ps, []string{
+		`t.toml:6: session.fallback_driver: is Django's cached_db, whose keys are not the default key_template's: set key_template = ":1:django.contrib.sessions.cached_db{key}"`,
+	})
+
 	_, err = Parse("t.toml", []byte(backendDoc+"[session]\ndriver = \"redis\"\ndsn = \"redis://r\"\nrule = \"laravel_php\"\n"))
 	ps, _ = err.(Problems)
 	checkProblems(t, ps, []string{

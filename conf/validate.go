@@ -309,8 +309,8 @@ func checkCredentials(d *decoder, c *Config) {
 	driver := cmp.Or(cr.Driver, c.Session.Driver)
 	oneOf(d, "credentials.driver", cr.Driver, "", "mysql", "postgres", "sqlite")
 	switch {
-	case driver == "" || driver == "signed_cookies":
-		d.errf("credentials.driver", "is required (or a session.driver with a database): credentials are checked against the application's table")
+	case driver == "" || driver == "signed_cookies" || cacheDriver(driver):
+		d.errf("credentials.driver", "is required (or a session.driver with a database): credentials are checked against the application's table (mysql, postgres or sqlite)")
 	case cr.Driver != "" && cr.Driver != c.Session.Driver && cr.DSN == "":
 		d.errf("credentials.dsn", "is required when credentials.driver differs from session.driver")
 	case cmp.Or(cr.DSN, c.Session.DSN) == "":
