@@ -262,7 +262,7 @@ func (d *daemon) reload() {
 		d.logger.Warn("reload: these settings differ from the running listeners' and are applied at restart only; the rest is applied now",
 			"keys", strings.Join(keys, ","))
 	}
-	verify := !reflect.DeepEqual(cfg.Session, d.cfg.Session)
+	verify := !reflect.DeepEqual(cfg.Session, d.cfg.Session) || !reflect.DeepEqual(cfg.Credentials, d.cfg.Credentials)
 	h, err := build(cfg, d.logger, d.metrics, d.cur.Load().memory, whenReload(verify))
 	var uv *unverifiedError
 	switch {

@@ -33,19 +33,24 @@ func (q *request) refuseHost(raw []byte, valid bool) {
 	if _, seen := r.refused.seen.Load(host); seen {
 		return
 	}
-	attrs := []slog.Attr{slog.String("host", host)}
 	msg := "Host not in cache.hosts: its requests are forwarded, never cached"
 	if !valid {
 		msg = "malformed Host: its requests are forwarded, never cached"
-	} else if hint := hostHint(strings.ToLower(host), r.cache.hosts); hint != "" {
-		attrs = append(attrs, slog.String("hint", hint))
+	}
+	if r.refused.n.Load() >= maxRefusedHosts {
+		// Past the hosts remembered (random Hosts, say): a rate-limited
+		// line, built without the hint and the hosts' list.
+		r.log.Log(slog.LevelWarn, "host", msg, slog.String("host", host))
+		return
+	}
+	attrs := []slog.Attr{slog.String("host", host)}
+	if valid {
+		if hint := hostHint(strings.ToLower(host), r.cache.hosts); hint != "" {
+			attrs = append(attrs, slog.String("hint", hint))
+		}
 	}
 	if len(r.cache.hosts) > 0 {
 		attrs = append(attrs, slog.String("cache.hosts", strings.Join(sortedKeys(r.cache.hosts, 8), ",")))
-	}
-	if r.refused.n.Load() >= maxRefusedHosts {
-		r.log.Log(slog.LevelWarn, "host", msg, attrs...)
-		return
 	}
 	if _, seen := r.refused.seen.LoadOrStore(host, struct{}{}); seen {
 		return
