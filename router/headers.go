@@ -327,13 +327,20 @@ type relayBody struct {
 
 func (b *relayBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 
-// WriteTo lets a body held in a read buffer be written from there.
+// WriteTo lets a body held in a read buffer be written from there; any
+// other is copied through a pooled buffer (io.Copy would allocate one per
+// response: through the client's TCPConn.ReadFrom, or io.MultiReader's
+// WriteTo).
 func (b *relayBody) WriteTo(w io.Writer) (int64, error) {
-	if wt, ok := b.r.(io.WriterTo); ok {
-		return wt.WriteTo(w)
+	if bb, ok := b.r.(*bufferedBody); ok {
+		return bb.WriteTo(w)
 	}
-	return io.Copy(w, struct{ io.Reader }{b.r})
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	return io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{b.r}, *buf)
 }
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 func (b *relayBody) Close() error {
 	if b.resp != nil {
