@@ -384,14 +384,18 @@ func (q *request) cached(state pagecache.State, t pagecache.Ticket) outcome {
 func (q *request) miss(t pagecache.Ticket) outcome {
 	if t.StoreDown() {
 		// One store timeout is all a request pays (none while the
-		// breaker is open): no fence, no store write. Anonymous visitors
-		// without cookies still share one fill per page (see
+		// breaker is open): no fence, no store write. Visitors without
+		// cookies (anonymous, or with a verified credential: then their
+		// credential's own flight) still share one fill per page (see
 		// fillDuringOutage); others are forwarded.
 		status := statusStoreError
 		if q.r.cache.breaker.String() != "closed" {
 			status = statusStoreDown
 		}
 		if q.r.cache.fills && q.r.cache.raw == nil && q.ctx.IsGet() && !q.cookies {
+			if q.credPath == credentialPrivate && q.cred.Key != nil && !q.r.creds.admit(q.w.cpart) {
+				return q.forwardAs(statusCredentialLimit, outcomeMiss) // max_private_fills holds in an outage too
+			}
 			return q.fillDuringOutage(t, status)
 		}
 		return q.forwardAs(status, outcomeMiss)

@@ -399,10 +399,11 @@ func (c *cache) describe(resp *fasthttp.Response, start time.Time) (info pagecac
 	return info, tags, tagErr
 }
 
-// fillDuringOutage answers an anonymous visitor without cookies whose
-// lookup found the page store failing (t.StoreDown), so that an outage of
-// the store is not a flood of the backend: identical misses still wait
-// for one fill, sent without cookies or credentials like any other; when
+// fillDuringOutage answers a visitor without cookies whose lookup found
+// the page store failing (t.StoreDown), so that an outage of the store is
+// not a flood of the backend: identical misses still wait for one fill,
+// sent without cookies like any other (with the verified credential alone
+// under a per-credential rule, whose flight is the credential's); when
 // the policy would have stored its answer, the waiters are served it and
 // the page is kept in process (pagecache.Cache.Remember) for cache.l1_ttl
 // at most, where the next lookups that find the store failing are served
