@@ -188,14 +188,15 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 // Close closes the pool.
 func (s *RedisStore) Close() error { return s.client.Close() }
 
-// Flags of the values python-memcached clients write (pymemcache's serde
-// and pylibmc agree on these).
+// Flags of the values Python memcached clients write for a session (a
+// pickled dict, or an int), on which pymemcache's serde and pylibmc agree;
+// their other flags differ (16 is a str to pymemcache, a bool to pylibmc)
+// and are a doubt.
 const (
 	mcFlagPickle = 1
 	mcFlagInt    = 2
 	mcFlagLong   = 4
-	mcFlagZlib   = 8  // pylibmc: compressed (min_compress_len)
-	mcFlagText   = 16 // pymemcache: a str, UTF-8
+	mcFlagZlib   = 8 // pylibmc: compressed (min_compress_len)
 )
 
 // MemcacheOptions configures a MemcacheStore.
