@@ -81,8 +81,8 @@ func TestCheckFlag(t *testing.T) {
 	// The memory limit in force, derived from the sizes.
 	mem := writeConfig(t, "[backend]\naddrs = [\"127.0.0.1:8000\"]\n[cache]\nstore = \"memory\"\nmemory_size = \"64MiB\"\n")
 	stdout.Reset()
-	if code := run([]string{"-check", "-config", mem}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "memory_limit = '104MiB'") {
-		t.Errorf("memory store of 64MiB: got exit %d and\n%s\nwant memory_limit = '104MiB'", code, stdout.String())
+	if code := run([]string{"-check", "-config", mem}, &stdout, &stderr); code != 0 || !strings.Contains(stdout.String(), "memory_limit = '109MiB'") {
+		t.Errorf("memory store of 64MiB: got exit %d and\n%s\nwant memory_limit = '109MiB'", code, stdout.String())
 	}
 
 	bad := writeConfig(t, "[backend]\naddrs = [\"127.0.0.1:8000\"]\nread_timout = \"1s\"\nmax_conns = -1\n")

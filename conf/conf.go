@@ -85,13 +85,14 @@ type Listen struct {
 	// which it overrides): near it the garbage collector works harder
 	// rather than let the heap grow, so resident memory follows the sizes
 	// configured. When not set, it is derived from them: the pages held in
-	// this process (cache.memory_size with store "memory", plus
+	// this process (with store "memory", cache.memory_size and a
+	// sixteenth of it for the decoded copies of its hot pages;
 	// cache.l1_size) and a quarter more, plus 24 MiB for the rest
 	// (connections, fills in flight, session verdicts); none when the
 	// process holds no pages. "0" sets none (GOMEMLIMIT's applies, if
 	// any); one below the pages held plus 16 MiB is refused. -check
 	// prints the value in force. Default: derived (for the default memory store of 128MiB,
-	// "184MiB").
+	// "194MiB").
 	MemoryLimit Size `toml:"memory_limit"`
 }
 
@@ -277,11 +278,14 @@ func (c *Config) DerivedMemoryLimit() Size {
 }
 
 // pagesInProcess is what the config lets this process hold in pages: the
-// memory store's size and the L1's.
+// memory store's size and its front's (pagecache.FrontSize), and the L1's.
 func (c *Config) pagesInProcess() Size {
 	pages := c.Cache.L1Size
 	if c.Cache.Store == "memory" {
 		pages += c.Cache.MemorySize
+		if c.Cache.L1Size == 0 && c.Cache.Format != "raw" {
+			pages += Size(pagecache.FrontSize(int64(c.Cache.MemorySize)))
+		}
 	}
 	return pages
 }

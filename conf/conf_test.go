@@ -35,7 +35,7 @@ func TestExampleListsEveryOptionWithItsDefault(t *testing.T) {
 		if key == "listen.memory_limit" {
 			// Derived from the sizes when not set: the example shows it
 			// commented, so that a copy of it keeps deriving.
-			if !strings.Contains(string(data), "\n# memory_limit = \"184MiB\"\n") {
+			if !strings.Contains(string(data), "\n# memory_limit = \"194MiB\"\n") {
 				t.Errorf("the example lacks listen.memory_limit, commented out with its derived default")
 			}
 			continue
@@ -298,10 +298,10 @@ func TestMemoryLimit(t *testing.T) {
 		problem    string
 	}{
 		{"default memory store", `[cache]
-store = "memory"`, 184 << 20, ""},
+store = "memory"`, 194 << 20, ""},
 		{"memory store", `[cache]
 store = "memory"
-memory_size = "64MiB"`, 104 << 20, ""},
+memory_size = "64MiB"`, 109 << 20, ""},
 		{"memcached and L1", `[cache]
 l1_size = "256MiB"`, 344 << 20, ""},
 		{"memcached alone", ``, 0, ""},

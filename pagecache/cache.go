@@ -67,7 +67,10 @@ type Cache struct {
 	format format
 	ns     atomic.Uint64 // the namespace last seen; 0 before the first
 	hints  *otter.Cache[string, tagHint]
-	l1     *l1 // nil when off
+	l1     *l1 // nil when off; the front of an in-process store when front is set
+	// front is the in-process store whose pages l1 keeps decoded (see
+	// CacheOptions.Front); nil otherwise.
+	front *Memory
 	// outage keeps the pages fills made while the store failed (see
 	// Remember): the L1 when there is one, else a tier of its own
 	// (CacheOptions.OutageL1Size); nil when off.
@@ -134,6 +137,15 @@ type CacheOptions struct {
 	// from it. With an L1, the L1 itself plays that part. Envelope format
 	// only. The daemon's default is DefaultOutageL1Size.
 	OutageL1Size int64
+	// Front, the Memory store that Store is or wraps, keeps decoded
+	// copies of its fresh pages in process without an L1 (L1Size 0):
+	// a hit then costs one lookup in the copies, none of the store's
+	// counters and no decode. The copies are exact, not bounded by a
+	// TTL: Front tells the Cache of every value it replaces, deletes,
+	// evicts or expires, and every purge goes through this process. They
+	// alias the store's values and hold at most FrontSize(the store's
+	// MaxBytes) bytes of their own. Envelope format only.
+	Front *Memory
 	// MaxVariants bounds the variants of one URL this process fills while
 	// its variants marker lasts (see AdmitVariant). Default
 	// DefaultMaxVariants.
@@ -142,6 +154,13 @@ type CacheOptions struct {
 
 // DefaultL1TTL is what a zero CacheOptions.L1TTL means.
 const DefaultL1TTL = time.Second
+
+// FrontSize is what the copies of a memory store of maxBytes (0: the
+// default size) may hold besides its values: a sixteenth of it, between
+// 1 and 64 MiB (see CacheOptions.Front).
+func FrontSize(maxBytes int64) int64 {
+	return min(max(cmp.Or(maxBytes, DefaultMemorySize)/16, 1<<20), 64<<20)
+}
 
 // DefaultOutageL1Size is the daemon's cache.outage_l1_size: room for a
 // few hundred pages of the usual size while the store is down.
@@ -326,15 +345,23 @@ func NewCache(o CacheOptions) (*Cache, error) {
 			return nil, err
 		}
 		ttl := cmp.Or(o.L1TTL, DefaultL1TTL)
-		switch {
-		case o.L1Size > 0:
+		if o.L1Size > 0 {
 			if c.l1, err = newL1(o.L1Size, ttl); err != nil {
 				return nil, err
 			}
 			c.outage = c.l1
-		case o.OutageL1Size > 0:
-			if c.outage, err = newL1(o.OutageL1Size, ttl); err != nil {
-				return nil, err
+		} else {
+			if o.OutageL1Size > 0 {
+				if c.outage, err = newL1(o.OutageL1Size, ttl); err != nil {
+					return nil, err
+				}
+			}
+			if o.Front != nil {
+				if c.l1, err = newFront(FrontSize(o.Front.opts.MaxBytes)); err != nil {
+					return nil, err
+				}
+				c.front = o.Front
+				o.Front.watch(c.storeChanged)
 			}
 		}
 		c.maxVariants = cmp.Or(o.MaxVariants, DefaultMaxVariants)
@@ -364,7 +391,7 @@ func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.
 		if ns := c.ns.Load(); ns != 0 {
 			if page := c.pageKey(sc, base, ns); c.l1.lookup(page, e, ms) {
 				sc.lent = nil // lent to this lookup only (see LendValues)
-				return PageFresh, Ticket{page: page, l1: true}
+				return PageFresh, Ticket{page: page, l1: c.front == nil}
 			}
 		}
 	}
@@ -382,8 +409,8 @@ func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.
 			v = bytes.Clone(v) // the caller reuses lent memory
 		}
 		c.l1.remember(page, v, ms)
-		if c.purges.Load() != epoch {
-			c.l1.forget(page) // a purge came between the check and the copy
+		if c.purges.Load() != epoch || !c.frontHolds(page, v) {
+			c.l1.forget(page) // a purge or a new value came between the check and the copy
 		}
 	}
 	return state, t
@@ -475,7 +502,7 @@ func (c *Cache) Put(t *Ticket, f *Fill) (Reason, []byte) {
 	// the store, through the URL's marker.
 	if reason == Storable && c.l1 != nil && t.primary == "" && !t.private && c.purges.Load() == t.epoch {
 		c.l1.remember(strings.Clone(t.page), env, f.StoredAt.UnixMilli())
-		if c.purges.Load() != t.epoch {
+		if c.purges.Load() != t.epoch || !c.frontHolds(t.page, env) {
 			c.l1.forget(t.page)
 		}
 	}
@@ -530,6 +557,28 @@ func fillPage(fl *Fill, urlGen uint64) Page {
 		Headers:    fl.Headers,
 		Body:       fl.Body,
 	}
+}
+
+// frontHolds reports whether the in-process store holds value itself
+// under page, as the copy just made of it says, or there is no front.
+// With the store's word that it replaced or dropped the value
+// (storeChanged), it makes every copy exact whatever the order of the two:
+// a copy made before the value went is dropped by storeChanged, one made
+// after it fails this check.
+func (c *Cache) frontHolds(page string, value []byte) bool {
+	return c.front == nil || c.front.holds(page, value)
+}
+
+// storeChanged hears from the front's store that the value under key
+// went (see Memory.watch): the page's copy goes, or every copy when key
+// is a counter, which a purge through another Cache on the same store
+// (the one a reload replaced) bumps.
+func (c *Cache) storeChanged(key string) {
+	if c.gens.isCounter(key) {
+		c.forgetLocal("")
+		return
+	}
+	c.l1.forget(key)
 }
 
 // forgetLocal counts a purge made through this Cache and drops the

@@ -72,6 +72,14 @@ type Header struct{ Name, Value []byte }
 // An Entry is a decoded envelope. Decode fills it without allocating: its
 // slices alias the encoded value, which must not change while it is used.
 type Entry struct {
+	entryView
+	headers [maxHeaders]Header
+}
+
+// entryView is an Entry without the array its headers are decoded into:
+// what the in-process tiers keep of a page (see l1), its Headers in a
+// slice of their own length.
+type entryView struct {
 	Kind       Kind
 	Status     int
 	StoredAt   int64 // Unix milliseconds
@@ -92,10 +100,9 @@ type Entry struct {
 	// envelope.
 	Flags uint32
 
-	value   []byte // the whole encoded value
-	tags    []byte // encoded tag records
-	nTags   int
-	headers [maxHeaders]Header
+	value []byte // the whole encoded value
+	tags  []byte // encoded tag records
+	nTags int
 }
 
 // Clone returns a copy of e that aliases nothing of its stored value,
@@ -103,7 +110,7 @@ type Entry struct {
 func (e *Entry) Clone() *Entry {
 	c := new(Entry)
 	if e.value == nil || Decode(bytes.Clone(e.value), c) != nil {
-		*c = Entry{Kind: e.Kind, Status: e.Status, Flags: e.Flags, Body: bytes.Clone(e.Body)} // a raw value
+		*c = Entry{entryView: entryView{Kind: e.Kind, Status: e.Status, Flags: e.Flags, Body: bytes.Clone(e.Body)}} // a raw value
 	}
 	return c
 }

@@ -88,6 +88,12 @@ func newGenerations(store Store, prefix string, localTTL time.Duration) (*genera
 	return g, nil
 }
 
+// isCounter reports whether key is one of the counters' keys.
+func (g *generations) isCounter(key string) bool {
+	rest, ok := strings.CutPrefix(key, g.prefix)
+	return ok && (rest == "ns" || rest == "seq" || strings.HasPrefix(rest, "u:") || strings.HasPrefix(rest, "t:") || strings.HasPrefix(rest, "t#"))
+}
+
 // NSKey is the namespace counter's key.
 func (g *generations) NSKey() string { return g.nsKey }
 

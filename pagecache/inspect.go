@@ -68,7 +68,7 @@ func (c *Cache) Inspect(in *KeyInput, now time.Time) (Inspection, error) {
 	ins.Base, ins.Key, ins.State, ins.Vary = string(base), t.page, state, t.vary
 	if !c.format.keepsTags() {
 		if state != PageMissing {
-			ins.Entry, ins.Size = &Entry{Kind: e.Kind, Status: e.Status, Flags: e.Flags, Body: append([]byte(nil), e.Body...)}, len(e.Body)
+			ins.Entry, ins.Size = &Entry{entryView: entryView{Kind: e.Kind, Status: e.Status, Flags: e.Flags, Body: append([]byte(nil), e.Body...)}}, len(e.Body)
 		}
 		return ins, nil
 	}

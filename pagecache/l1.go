@@ -1,7 +1,10 @@
 package pagecache
 
 import (
+	"math"
+	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/maypok86/otter/v2"
 )
@@ -22,19 +25,36 @@ type l1 struct {
 // l1Page is a decoded page and how long the copy may be served: its
 // slices alias a stored value nobody changes.
 type l1Page struct {
-	entry *Entry
+	view  *entryView
 	until int64 // Unix milliseconds
 }
 
-// l1Overhead is what a copy costs besides its value and key: the Entry
-// (with room for 64 headers) and otter's node.
-const l1Overhead = 4 << 10
+// copyCost is what a copy costs besides the value it aliases: the key,
+// the entryView, its headers' slice and otter's node (256 bytes is more
+// than the node and its share of the tables take).
+func copyCost(k string, v *entryView) int {
+	return len(k) + int(unsafe.Sizeof(entryView{})) + len(v.Headers)*int(unsafe.Sizeof(Header{})) + 256
+}
 
+// newL1 returns the L1 tier: size bounds the copies and the values they
+// hold (which the store's later reads do not share), ttl how long a copy
+// outlives the store's last word on it.
 func newL1(size int64, ttl time.Duration) (*l1, error) {
+	return newTier(size, ttl, func(k string, p l1Page) int { return copyCost(k, p.view) + len(p.view.value) })
+}
+
+// newFront returns the front of an in-process store (see
+// CacheOptions.Front): size bounds the copies alone, whose values are
+// the store's own, and a copy lasts as long as its page is fresh.
+func newFront(size int64) (*l1, error) {
+	return newTier(size, time.Duration(math.MaxInt64), func(k string, p l1Page) int { return copyCost(k, p.view) })
+}
+
+func newTier(size int64, ttl time.Duration, cost func(string, l1Page) int) (*l1, error) {
 	c, err := otter.New(&otter.Options[string, l1Page]{
 		MaximumWeight: uint64(size),
 		Weigher: func(k string, p l1Page) uint32 {
-			return uint32(min(len(k)+len(p.entry.value)+l1Overhead, 1<<31))
+			return uint32(min(cost(k, p), 1<<31))
 		},
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, l1Page]) time.Duration {
 			return time.Until(time.UnixMilli(e.Value.until))
@@ -53,22 +73,24 @@ func (l *l1) lookup(page string, e *Entry, now int64) bool {
 	if !ok || now >= p.until {
 		return false
 	}
-	e.aliasOf(p.entry)
+	e.aliasOf(p.view)
 	return true
 }
 
 // remember keeps a copy of a fresh page the store showed valid at now
 // under its page key; value is the stored value, which nobody changes.
 func (l *l1) remember(page string, value []byte, now int64) {
-	e := new(Entry)
-	if Decode(value, e) != nil || e.Kind != KindPage {
+	var e Entry
+	if Decode(value, &e) != nil || e.Kind != KindPage {
 		return
 	}
-	until := min(now+l.ttl.Milliseconds(), e.FreshUntil)
+	until := min(now+min(l.ttl.Milliseconds(), math.MaxInt64/2), e.FreshUntil)
 	if until <= now {
 		return
 	}
-	l.pages.Set(page, l1Page{entry: e, until: until})
+	v := e.entryView
+	v.Headers = slices.Clone(e.Headers) // out of e's array
+	l.pages.Set(page, l1Page{view: &v, until: until})
 }
 
 // forget drops the copy of a page, if any.
@@ -80,9 +102,4 @@ func (l *l1) clear() { l.pages.InvalidateAll() }
 
 // aliasOf makes e show src's page, aliasing src's headers rather than
 // copying them into e's own array.
-func (e *Entry) aliasOf(src *Entry) {
-	e.Kind, e.Status, e.StoredAt, e.FreshUntil, e.StaleUntil = src.Kind, src.Status, src.StoredAt, src.FreshUntil, src.StaleUntil
-	e.ErrorUntil, e.KeepUntil, e.URLGen = src.ErrorUntil, src.KeepUntil, src.URLGen
-	e.Headers, e.Body, e.Flags = src.Headers, src.Body, src.Flags
-	e.value, e.tags, e.nTags = src.value, src.tags, src.nTags
-}
+func (e *Entry) aliasOf(src *entryView) { e.entryView = *src }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/maypok86/otter/v2"
 )
@@ -82,6 +83,8 @@ type Memory struct {
 	maxItem int
 	ops     atomic.Uint64
 	counter sync.Mutex // makes Add and Incr atomic
+	// watcher, when set, hears of every key whose value goes (see watch).
+	watcher atomic.Pointer[func(key string)]
 }
 
 var (
@@ -91,6 +94,7 @@ var (
 
 // NewMemory returns an empty Memory store.
 func NewMemory(o MemoryOptions) (*Memory, error) {
+	m := &Memory{opts: o, maxItem: cmp.Or(o.MaxItemSize, DefaultMaxItemSize)}
 	c, err := otter.New(&otter.Options[string, memItem]{
 		MaximumWeight: uint64(cmp.Or(o.MaxBytes, DefaultMemorySize)),
 		Weigher: func(k string, v memItem) uint32 {
@@ -99,12 +103,34 @@ func NewMemory(o MemoryOptions) (*Memory, error) {
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, memItem]) time.Duration {
 			return time.Until(e.Value.expires)
 		}),
+		// In the goroutine that removes the value, under its bucket's
+		// lock: before a Set that replaced it or a Delete returns, and
+		// as otter evicts or expires it (see watch).
+		OnAtomicDeletion: func(e otter.DeletionEvent[string, memItem]) {
+			if f := m.watcher.Load(); f != nil {
+				(*f)(e.Key)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pagecache: memory store: %w", err)
 	}
-	return &Memory{cache: c, opts: o, maxItem: cmp.Or(o.MaxItemSize, DefaultMaxItemSize)}, nil
+	m.cache = c
+	return m, nil
 }
+
+// holds reports whether key holds value itself: the very bytes, not
+// equal ones.
+func (m *Memory) holds(key string, value []byte) bool {
+	v, ok := m.cache.GetIfPresent(key)
+	return ok && len(v.item.Value) == len(value) && unsafe.SliceData(v.item.Value) == unsafe.SliceData(value)
+}
+
+// watch makes f hear of every key whose value goes: replaced, deleted,
+// evicted or expired. f runs under the store's lock, before a Set that
+// replaced the value or a Delete returns; it must not call m. One watcher
+// at a time: the latest Cache built on m (a reload builds a new one).
+func (m *Memory) watch(f func(key string)) { m.watcher.Store(&f) }
 
 // Get returns the item under key. It does not keep key.
 func (m *Memory) Get(key string) (Item, error) {
