@@ -23,7 +23,8 @@
 #
 # Settings (environment): SIZES_OUT (./bench-sizes-out), ROUNDS (3),
 # DURATION (5s), RSS_ROUNDS (3), RSS_DURATION (15s), SIZES ("1024 16384
-# 131072 524288"), TABLES ("rss hits"), BIN (./bin).
+# 131072 524288"), TABLES ("rss hits"), BIN (./bin), LOADGEN ("wrk", or
+# "bench": BIN/bench -c 64 on the same pages, which needs jq).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,6 +36,12 @@ RSS_ROUNDS=${RSS_ROUNDS:-3}
 RSS_DURATION=${RSS_DURATION:-15s}
 read -r -a PAGE_SIZES <<<"${SIZES:-1024 16384 131072 524288}"
 read -r -a TABLES <<<"${TABLES:-rss hits}"
+LOADGEN=${LOADGEN:-wrk}
+case "$LOADGEN" in
+wrk) LOADGEN_RUN="wrk -t2 -c64 -d$DURATION" ;;
+bench) LOADGEN_RUN="bench -c 64 -duration $DURATION" ;;
+*) echo "bench-sizes: LOADGEN: wrk or bench, not $LOADGEN" >&2; exit 1 ;;
+esac
 
 log() { printf 'bench-sizes: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -210,6 +217,12 @@ load() {
 	local ps t0 t1
 	ps=$(echo "${PID[$1]}" $(pgrep -P "${PID[$1]}" || true))
 	t0=$(ticks $ps)
+	if [ "$LOADGEN" = bench ]; then
+		"$BIN/bench" -c 64 -duration "$3" -warmup 0 -json -url "http://127.0.0.1:${P[$1]}/" -paths "$2" >"$4"
+		t1=$(ticks $ps)
+		jq -r --arg t $((t1 - t0)) --arg hz "$TCK" '"\(.requests_per_second) \(.latency_ms.p99) \(if .requests > 0 then ($t | tonumber) * 1e6 / ($hz | tonumber) / .requests else 0 end)"' "$4"
+		return
+	fi
 	PAGES=$2 wrk -t2 -c64 -d"$3" --latency -s "$tmp/pages.lua" "http://127.0.0.1:${P[$1]}/" >"$4" 2>&1
 	t1=$(ticks $ps)
 	awk -v t=$((t1 - t0)) -v hz="$TCK" '/Requests\/sec/ { r = $2 }
@@ -262,7 +275,7 @@ for table in "${TABLES[@]}"; do
 		{
 			echo "### Hits against page size, next to nginx proxy_cache"
 			echo
-			echo "100 pages of each size warmed in every peer; wrk -t2 -c64 -d$DURATION on them at random, $ROUNDS rounds in a rotated"
+			echo "100 pages of each size warmed in every peer; $LOADGEN_RUN on them at random, $ROUNDS rounds in a rotated"
 			echo "order; medians of req/s and p99, the median of the per-round ratios to nginx, and the median of the peer's"
 			echo "CPU time per hit (utime+stime of its processes over the run, nginx's workers included)."
 			echo
