@@ -3,6 +3,7 @@ package pagecache
 import (
 	"math"
 	"slices"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -80,18 +81,27 @@ func (l *l1) lookup(page string, e *Entry, now int64) bool {
 // remember keeps a copy of a fresh page the store showed valid at now
 // under its page key; value is the stored value, which nobody changes.
 func (l *l1) remember(page string, value []byte, now int64) {
-	var e Entry
-	if Decode(value, &e) != nil || e.Kind != KindPage {
+	e := decodeEntries.Get().(*Entry)
+	defer func() {
+		*e = Entry{} // keep no value alive in the pool
+		decodeEntries.Put(e)
+	}()
+	if Decode(value, e) != nil || e.Kind != KindPage {
 		return
 	}
 	until := min(now+min(l.ttl.Milliseconds(), math.MaxInt64/2), e.FreshUntil)
 	if until <= now {
 		return
 	}
-	v := e.entryView
+	v := new(entryView)
+	*v = e.entryView
 	v.Headers = slices.Clone(e.Headers) // out of e's array
-	l.pages.Set(page, l1Page{view: &v, until: until})
+	l.pages.Set(page, l1Page{view: v, until: until})
 }
+
+// decodeEntries are the Entries remember decodes into: 3.3 KB each, with
+// their array of headers, of which a copy keeps only what it uses.
+var decodeEntries = sync.Pool{New: func() any { return new(Entry) }}
 
 // forget drops the copy of a page, if any.
 func (l *l1) forget(page string) { l.pages.Invalidate(page) }
