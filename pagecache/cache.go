@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"cmp"
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -41,7 +43,13 @@ import (
 //  3. Put, after the answer came, reads the counters of the page's tags
 //     together with the purge sequence again; if the sequence moved, a
 //     purge by key may have overtaken the fill and nothing is stored.
-//     Otherwise the page is written for its freshness plus grace.
+//     Otherwise the page is written for its freshness plus grace. A page
+//     without tags under a URL counter the fence left to be created is
+//     written, on an AddGetSetter (memcached), in the round trip that
+//     creates the counter with the fence's value and reads it back (see
+//     settleSet): when a purge or another instance created it first, the
+//     page written records a generation the counter never holds, so it
+//     is never served, and Put reports ReasonPurged.
 //     An answer that varies (Decision.Vary) is stored under Variant's
 //     ticket, for the values its request carried, after PutVariants wrote
 //     the marker (when the lookup found none, or another).
@@ -486,6 +494,41 @@ func (c *Cache) settle(t *Ticket) Reason {
 	}
 	if got[0] != t.urlGen {
 		return ReasonPurged
+	}
+	t.urlNew = false
+	return Storable
+}
+
+// settleSet is settle and the write of value under t's page key in one
+// round trip of s. value must record the fence as its URL generation:
+// when a purge (or another instance's fill) created the counter first,
+// with another value, what was written is invalid to every lookup
+// (compareGen) and never served, and settleSet reports ReasonPurged as
+// settle would. The value is not deleted then: the counter never comes
+// back to the fence (it only moves by purges' steps from a random
+// start), so the next lookup of the URL misses and its fill overwrites
+// it; a delete would cost the request a second operation, and could
+// remove the page the winner of the add stored in between.
+func (c *Cache) settleSet(s AddGetSetter, t *Ticket, value []byte, ttl time.Duration) Reason {
+	add := Item{Value: strconv.AppendUint(nil, t.urlGen, 10)}
+	got, err := s.AddGetSet(t.url, add, t.page, Item{Value: value}, ttl)
+	v, ok := parseCounter(got)
+	if ok {
+		c.gens.remember(t.url, v)
+		c.gens.markPresent(t.url)
+	}
+	switch {
+	case ok && v != t.urlGen:
+		return ReasonPurged
+	case errors.Is(err, ErrTooLarge):
+		return ReasonTooLarge
+	case err != nil:
+		c.onStoreError(err)
+		return ReasonStoreError
+	case !ok:
+		// Evicted at once, or not a number: as Read would say.
+		c.onStoreError(fmt.Errorf("pagecache: counter %q holds %q after its add", t.url, got.Value))
+		return ReasonStoreError
 	}
 	t.urlNew = false
 	return Storable

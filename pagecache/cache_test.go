@@ -57,6 +57,7 @@ func testCache(t *testing.T, newStore storeMaker) {
 		{"purges reach every instance", testSharedStore},
 		{"purge between fence and put", testPurgeBetweenFenceAndPut},
 		{"purge by key racing put", testPurgeKeyRacingPut},
+		{"a new URL's put racing a purge or another fill", testNewURLPutRaces},
 		{"uncacheable marker", testMarkUncacheable},
 		{"a missing counter counts as purged", testMissingCounter},
 		{"tag hint", testTagHint},
@@ -140,6 +141,7 @@ func (v *cacheEnv) another(o CacheOptions) *cacheEnv {
 func newInstance(t *testing.T, o CacheOptions) *cacheEnv {
 	t.Helper()
 	v := &cacheEnv{t: t, store: o.Store.(*faultStore), keys: o.Keys, prefix: o.Prefix}
+	o.Store = withAddGetSet(v.store)
 	o.OnStoreError = func(err error) { v.storeErrors = append(v.storeErrors, err) }
 	o.OnDamaged = func() { v.damaged++ }
 	c, err := NewCache(o)
@@ -148,6 +150,22 @@ func newInstance(t *testing.T, o CacheOptions) *cacheEnv {
 	}
 	v.c = c
 	return v
+}
+
+// combined reports whether the Cache writes a new URL's page in the round
+// trip that creates its counter (its store is an AddGetSetter).
+func (v *cacheEnv) combined() bool {
+	_, ok := v.c.store.(AddGetSetter)
+	return ok
+}
+
+// newPageWrite is the operation that writes the page of a URL never
+// filled, and has no tags: AddGetSet, or Set.
+func (v *cacheEnv) newPageWrite() op {
+	if v.combined() {
+		return opAddGetSet
+	}
+	return opSet
 }
 
 // input is the key input of an absolute URL.
@@ -296,9 +314,15 @@ func testRoundTrips(t *testing.T, newStore storeMaker) {
 	if r, env := v.c.Put(&tk, &f); r != Storable || env == nil {
 		t.Errorf("put: got %s and %d bytes; want stored and the envelope", r, len(env))
 	}
-	// The URL counter is created with the fence's value and read back (one
-	// AddGetMulti on memcached; this store is no AddGetter), then the page.
-	v.store.wantCalls(t, "the put of a page without tags", map[op]int{opAdd: 1, opGetMulti: 1, opSet: 1})
+	// The URL counter is created with the fence's value and read back,
+	// and the page written: in one AddGetSet on memcached, so that a new
+	// URL's miss costs two round trips in all; in three calls on a store
+	// that is no AddGetSetter.
+	if v.combined() {
+		v.store.wantCalls(t, "the put of a page without tags", map[op]int{opAddGetSet: 1})
+	} else {
+		v.store.wantCalls(t, "the put of a page without tags", map[op]int{opAdd: 1, opGetMulti: 1, opSet: 1})
+	}
 	v.wantPage("the hit", url2, t0, PageFresh, "two")
 	v.store.wantCalls(t, "the hit", map[op]int{opGetMulti: 1})
 	v.wantPage("the other page", url1, t0, PageFresh, "one")
@@ -501,6 +525,83 @@ func testPurgeBetweenFenceAndPut(t *testing.T, newStore storeMaker) {
 			v.wantState("after the put", url1, at(time.Second), tc.want)
 		})
 	}
+}
+
+// testNewURLPutRaces runs a purge of a URL never filled, or another
+// instance's fill of it, at each point of its put (a page without tags,
+// whose counter the put creates): where the put's write may store the
+// page before it learns it lost the counter (AddGetSet), the page must
+// still never be served, by this instance, by its L1 or by another one.
+func testNewURLPutRaces(t *testing.T, newStore storeMaker) {
+	for _, tc := range []struct {
+		name    string
+		wantPut Reason
+		// race runs it at the right point of the put v.put makes.
+		race func(v, w *cacheEnv, put func() Reason) Reason
+		// theirs: w's page may be what a lookup finds afterwards.
+		theirs bool
+	}{
+		{"purge between fence and put", ReasonPurged, func(v, w *cacheEnv, put func() Reason) Reason {
+			w.purgeURL(url1, false)
+			return put()
+		}, false},
+		{"purge in the put, before its write", ReasonPurged, func(v, w *cacheEnv, put func() Reason) Reason {
+			v.store.inject(beforeNewURLWrite(v, func() { w.purgeURL(url1, false) }))
+			return put()
+		}, false},
+		{"another instance's fill in the put, before its write", ReasonPurged, func(v, w *cacheEnv, put func() Reason) Reason {
+			v.store.inject(beforeNewURLWrite(v, func() { w.mustFill(url1, page("theirs")) }))
+			return put()
+		}, true},
+		{"purge after the put", Storable, func(v, w *cacheEnv, put func() Reason) Reason {
+			r := put()
+			v.purgeURL(url1, false) // through v: its L1 too
+			return r
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newEnv(t, newStore, CacheOptions{L1Size: 1 << 20}, "")
+			w := v.another(CacheOptions{})
+			v.mustFill(url2, page("two")) // the other counters exist
+			_, tk := v.lookup(url1, t0)
+			if err := v.c.Fence(&tk); err != nil {
+				t.Fatal(err)
+			}
+			put := func() Reason {
+				f := page("ours, fetched before")
+				r, _ := v.c.Put(&tk, &f)
+				return r
+			}
+			if got := tc.race(v, w, put); got != tc.wantPut {
+				t.Errorf("put: got %s; want %s", got, tc.wantPut)
+			}
+			v.store.heal()
+			for _, x := range []struct {
+				name string
+				env  *cacheEnv
+			}{{"this instance (L1 on)", v}, {"another instance", w}, {"this instance again", v}} {
+				st, _ := x.env.lookup(url1, at(time.Second))
+				switch {
+				case st == PageMissing:
+				case tc.theirs && st == PageFresh && string(x.env.e.Body) == "theirs":
+				default:
+					t.Errorf("%s: lookup of %s: got %s, body %q; want missing", x.name, url1, stateName(st), x.env.e.Body)
+				}
+			}
+			v.wantStoreErrors("the race", 0)
+		})
+	}
+}
+
+// beforeNewURLWrite is a fault that runs do at the first write of v's
+// put of url1, a URL never filled: before its AddGetSet, or before the
+// add of its counter on a store that is no AddGetSetter.
+func beforeNewURLWrite(v *cacheEnv, do func()) fault {
+	if v.combined() {
+		return fault{op: opAddGetSet, nth: 1, do: do}
+	}
+	urlKey := string(v.c.gens.AppendURLKey(nil, v.base(url1)))
+	return fault{op: opAdd, key: func(k string) bool { return k == urlKey }, nth: 1, do: do}
 }
 
 // testPurgeKeyRacingPut runs a put inside a purge by key, before each of
@@ -759,6 +860,7 @@ func testPutFailures(t *testing.T, newStore storeMaker) {
 		{"the tags' counters cannot be read", page("one", "x"), fault{op: opGetMulti, err: errInjected}, ReasonStoreError},
 		{"the write fails", page("one"), fault{op: opSet, err: errInjected}, ReasonStoreError},
 		{"the store refuses the size", page("one"), fault{op: opSet, err: ErrTooLarge}, ReasonTooLarge},
+		{"the write with tags fails", page("one", "x"), fault{op: opSet, err: errInjected}, ReasonStoreError},
 		{"the page is over the store's item size", large, fault{}, ReasonTooLarge},
 		{"too many headers", headers, fault{}, ReasonHeaders},
 	} {
@@ -767,6 +869,9 @@ func testPutFailures(t *testing.T, newStore storeMaker) {
 			_, tk := v.lookup(url1, t0)
 			if err := v.c.Fence(&tk); err != nil {
 				t.Fatal(err)
+			}
+			if tc.fault.op == opSet && len(tc.fill.Tags) == 0 {
+				tc.fault.op = v.newPageWrite() // a new URL's page
 			}
 			if tc.fault.op != "" {
 				v.store.inject(tc.fault)

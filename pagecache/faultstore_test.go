@@ -20,6 +20,8 @@ const (
 	opAdd      op = "Add"
 	opIncr     op = "Incr"
 	opDelete   op = "Delete"
+	// opAddGetSet is an AddGetSetter's AddGetSet (see faultAddGetSetter).
+	opAddGetSet op = "AddGetSet"
 )
 
 // errInjected is the error a fault fails a call with unless it names another.
@@ -171,6 +173,33 @@ func (s *faultStore) Delete(key string) error {
 		return err
 	}
 	return s.Store.Delete(key)
+}
+
+// faultAddGetSetter is a faultStore over an AddGetSetter, which it is
+// too: a Cache over it takes the AddGetSet path, whose calls it counts
+// and may fail like the others (keys: the counter, then the key set).
+type faultAddGetSetter struct{ *faultStore }
+
+var _ AddGetSetter = faultAddGetSetter{}
+
+// withAddGetSet returns s as a faultAddGetSetter when the store it wraps
+// is an AddGetSetter, else s.
+func withAddGetSet(s *faultStore) Store {
+	if _, ok := s.Store.(AddGetSetter); ok {
+		return faultAddGetSetter{s}
+	}
+	return s
+}
+
+func (s faultAddGetSetter) AddGetSet(counter string, add Item, key string, it Item, ttl time.Duration) (Item, error) {
+	if err := s.enter(opAddGetSet, counter, key); err != nil {
+		return Item{}, err
+	}
+	return s.Store.(AddGetSetter).AddGetSet(counter, add, key, it, ttl)
+}
+
+func (s faultAddGetSetter) AddGetMulti(keys []string, adds, items []Item) error {
+	return AddGetMulti(s.faultStore, keys, adds, items)
 }
 
 // TestFaultStore checks the wrapper itself: a fault acts only on its

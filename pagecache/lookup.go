@@ -337,8 +337,15 @@ func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 		for i, tag := range fl.Tags {
 			page.Tags = append(page.Tags, Tag{Name: tag, Gen: after[i+1]})
 		}
-	} else if r := c.settle(t); r != Storable {
-		return r, nil
+	}
+	// A URL counter the fence left to be created: with an AddGetSetter
+	// the page is written in the same round trip (see settleSet), else
+	// once the counter is settled.
+	ags, _ := c.store.(AddGetSetter)
+	if t.urlNew && ags == nil {
+		if r := c.settle(t); r != Storable {
+			return r, nil
+		}
 	}
 	if len(fl.Headers) > maxHeaders {
 		return ReasonHeaders, nil
@@ -349,7 +356,14 @@ func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	if err != nil {
 		return ReasonHeaders, nil
 	}
-	if err := c.store.Set(t.page, Item{Value: env}, fl.TTL-fl.Age+max(fl.Keep, fl.Grace, fl.ErrorGrace)); err != nil {
+	ttl := fl.TTL - fl.Age + max(fl.Keep, fl.Grace, fl.ErrorGrace)
+	if t.urlNew {
+		if r := c.settleSet(ags, t, env, ttl); r != Storable {
+			return r, nil
+		}
+		return Storable, env
+	}
+	if err := c.store.Set(t.page, Item{Value: env}, ttl); err != nil {
 		return storeReason(err), nil
 	}
 	return Storable, env

@@ -105,8 +105,9 @@ type Pinger interface {
 }
 
 var (
-	_ Store  = (*Memcache)(nil)
-	_ Pinger = (*Memcache)(nil)
+	_ Store        = (*Memcache)(nil)
+	_ AddGetSetter = (*Memcache)(nil)
+	_ Pinger       = (*Memcache)(nil)
 )
 
 // NewMemcache returns a store on o.Servers; it does not connect yet.

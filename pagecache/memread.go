@@ -75,6 +75,8 @@ type readOp struct {
 	c     *mcConn
 	slot  bool // s's slot is held
 	adds  int  // add commands sent before the get
+	gets  int  // keys asked in the get; no get when 0
+	set   bool // the set (getMulti's set) follows the get
 	start time.Time
 	err   error
 }
@@ -84,13 +86,13 @@ type readOp struct {
 // read. When a server fails, the items of the others are still set. The
 // values are the caller's; they share one allocation when they fit.
 func (m *Memcache) GetMulti(keys []string, items []Item) error {
-	return m.getMulti(keys, nil, items, nil)
+	return m.getMulti(keys, nil, items, nil, nil)
 }
 
 // GetMultiBuf is GetMulti with the values carved out of buf, from its
 // length up to its capacity, while they fit (see BufferedGetter).
 func (m *Memcache) GetMultiBuf(keys []string, items []Item, buf []byte) error {
-	return m.getMulti(keys, nil, items, buf)
+	return m.getMulti(keys, nil, items, buf, nil)
 }
 
 // AddGetMulti is GetMulti after adding adds[i] under keys[i], with no
@@ -104,14 +106,23 @@ func (m *Memcache) AddGetMulti(keys []string, adds, items []Item) error {
 			return ErrTooLarge
 		}
 	}
-	return m.getMulti(keys, adds, items, nil)
+	return m.getMulti(keys, adds, items, nil, nil)
 }
 
-// getMulti reads keys into items, after adds when not nil; values are
-// carved out of slab while they fit, then out of new allocations.
-func (m *Memcache) getMulti(keys []string, adds, items []Item, slab []byte) error {
+// A setCmd is a set that getMulti sends after its server's get (see
+// AddGetSet).
+type setCmd struct {
+	key string
+	it  Item
+	exp int32
+}
+
+// getMulti reads keys into items, after adds when not nil, then makes
+// set when not nil; values are carved out of slab while they fit, then
+// out of new allocations.
+func (m *Memcache) getMulti(keys []string, adds, items []Item, slab []byte, set *setCmd) error {
 	clear(items)
-	if len(keys) == 0 {
+	if len(keys) == 0 && set == nil {
 		return nil
 	}
 	var whoAt [16]int32
@@ -140,6 +151,27 @@ func (m *Memcache) getMulti(keys []string, adds, items []Item, slab []byte) erro
 			ops = append(ops, readOp{s: s})
 		}
 		who = append(who, int32(i))
+		ops[i].gets++
+	}
+	if set != nil {
+		if !sendableKey(set.key) {
+			m.Stats.Errors.Add(1)
+			return memcache.ErrMalformedKey
+		}
+		a, err := m.servers.PickServer(set.key)
+		if err != nil {
+			m.Stats.Errors.Add(1)
+			return err
+		}
+		s := m.byAddr[a]
+		i := 0
+		for i < len(ops) && ops[i].s != s {
+			i++
+		}
+		if i == len(ops) {
+			ops = append(ops, readOp{s: s})
+		}
+		ops[i].set = true
 	}
 	deadline := time.Now().Add(m.timeout)
 	for i := range ops {
@@ -165,18 +197,31 @@ func (m *Memcache) getMulti(keys []string, adds, items []Item, slab []byte) erro
 				op.adds++
 			}
 		}
-		c.w = append(c.w, "get"...)
-		for j, k := range keys {
-			if who[j] == int32(i) {
-				c.w = append(append(c.w, ' '), k...)
+		if op.gets > 0 {
+			c.w = append(c.w, "get"...)
+			for j, k := range keys {
+				if who[j] == int32(i) {
+					c.w = append(append(c.w, ' '), k...)
+				}
 			}
+			c.w = append(c.w, "\r\n"...)
 		}
-		c.w = append(c.w, "\r\n"...)
 		// One deadline for every server: the operation costs one timeout
 		// at most, whichever servers are slow.
-		if op.err = c.nc.SetDeadline(deadline); op.err == nil {
-			_, op.err = c.nc.Write(c.w)
+		if op.err = c.nc.SetDeadline(deadline); op.err != nil {
+			continue
 		}
+		if !op.set {
+			_, op.err = c.nc.Write(c.w)
+			continue
+		}
+		// The set's value goes out from where it is, in the same writev
+		// (as memwrite.go's store).
+		c.w = appendStorage(c.w, "set", set.key, set.it, set.exp)
+		c.vec = [3][]byte{c.w, set.it.Value, crlf}
+		c.bufs = c.vec[:]
+		_, op.err = c.bufs.WriteTo(c.nc)
+		c.vec[1] = nil // do not keep the value alive
 	}
 	for i := range ops {
 		op := &ops[i]
@@ -186,8 +231,11 @@ func (m *Memcache) getMulti(keys []string, adds, items []Item, slab []byte) erro
 		if op.err == nil {
 			op.err = readAdds(op.c, op.adds)
 		}
-		if op.err == nil {
+		if op.err == nil && op.gets > 0 {
 			op.err = m.readValues(op.c, keys, who, int32(i), items, &slab)
+		}
+		if op.err == nil && op.set {
+			op.err = readStored(op.c)
 		}
 	}
 	var first error

@@ -47,13 +47,7 @@ func (m *Memcache) store(cmd, key string, it Item, exp int32) error {
 
 // store writes one storage command and reads its reply by deadline.
 func (c *mcConn) store(cmd, key string, it Item, exp int32, deadline time.Time) (stored bool, err error) {
-	w := append(append(append(append(c.w[:0], cmd...), ' '), key...), ' ')
-	w = strconv.AppendUint(w, uint64(it.Flags), 10)
-	w = append(w, ' ')
-	w = strconv.AppendInt(w, int64(exp), 10)
-	w = append(w, ' ')
-	w = strconv.AppendInt(w, int64(len(it.Value)), 10)
-	w = append(w, "\r\n"...)
+	w := appendStorage(c.w[:0], cmd, key, it, exp)
 	c.w = w
 	if err := c.nc.SetDeadline(deadline); err != nil {
 		return false, err
@@ -79,3 +73,45 @@ func (c *mcConn) store(cmd, key string, it Item, exp int32, deadline time.Time) 
 }
 
 var crlf = []byte("\r\n")
+
+// appendStorage appends the line of a storage command,
+// "<cmd> <key> <flags> <exptime> <bytes>\r\n", to w.
+func appendStorage(w []byte, cmd, key string, it Item, exp int32) []byte {
+	w = append(append(append(append(w, cmd...), ' '), key...), ' ')
+	w = strconv.AppendUint(w, uint64(it.Flags), 10)
+	w = append(w, ' ')
+	w = strconv.AppendInt(w, int64(exp), 10)
+	w = append(w, ' ')
+	w = strconv.AppendInt(w, int64(len(it.Value)), 10)
+	return append(w, "\r\n"...)
+}
+
+// AddGetSet adds add under counter unless it holds something, reads it,
+// and sets it under key for ttl, in one round trip (see AddGetSetter):
+// on one server, the add, the get and the set go in one writev, the value
+// not copied; on two, each is written its part before either reply is
+// read. The operation counts once per server.
+func (m *Memcache) AddGetSet(counter string, add Item, key string, it Item, ttl time.Duration) (Item, error) {
+	if len(counter)+len(add.Value)+64 > m.maxItem || len(key)+len(it.Value)+64 > m.maxItem {
+		m.Stats.TooLarge.Add(1)
+		return Item{}, ErrTooLarge
+	}
+	keys := [1]string{counter}
+	adds := [1]Item{add}
+	var items [1]Item
+	set := setCmd{key: key, it: it, exp: expiration(ttl, time.Now())}
+	err := m.getMulti(keys[:], adds[:], items[:], nil, &set)
+	return items[0], err
+}
+
+// readStored reads the reply to a set: STORED.
+func readStored(c *mcConn) error {
+	line, err := c.r.ReadSlice('\n')
+	if err != nil {
+		return fmt.Errorf("pagecache: memcached set: %w", cmpErr(err))
+	}
+	if string(line) != "STORED\r\n" {
+		return replyError("set", line)
+	}
+	return nil
+}

@@ -54,3 +54,82 @@ func TestMemcacheStore(t *testing.T) {
 		t.Errorf("after the refused set: got %q, %v; want \"1\"", it.Value, err)
 	}
 }
+
+// TestAddGetSet: over three real servers, the add of a counter, its read
+// and the set of a value take one operation per server concerned,
+// whether the two keys share a server or not; a counter held keeps its
+// value and the set is made all the same; a value over the item size
+// sends nothing; a set memcached refuses is its error, with the counter
+// read, and leaves the next operations working.
+func TestAddGetSet(t *testing.T) {
+	s := []*pagecachetest.Server{pagecachetest.Start(t), pagecachetest.Start(t), pagecachetest.Start(t)}
+	m, err := NewMemcache(MemcacheOptions{Servers: []string{s[0].Addr, s[1].Addr, s[2].Addr}, Distribution: Ketama,
+		Timeout: time.Second, MaxItemSize: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	keys := ketamaKeys(16)
+	server := func(k string) string {
+		a, err := m.servers.PickServer(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.String()
+	}
+	same, apart := 0, 0
+	page := bytes.Repeat([]byte("p\r\n"), 7000)
+	for i := 0; i+1 < len(keys); i += 2 {
+		counter, key := keys[i], keys[i+1]
+		held := i%4 == 2
+		if held {
+			m.Set(counter, Item{Value: []byte("held")}, time.Minute)
+		}
+		want, servers := "new", 2
+		if held {
+			want = "held"
+		}
+		if server(counter) == server(key) {
+			same++
+			servers = 1
+		} else {
+			apart++
+		}
+		ops := m.Stats.Ops.Load()
+		got, err := m.AddGetSet(counter, Item{Value: []byte("new")}, key, Item{Value: page, Flags: 5}, time.Minute)
+		if err != nil || string(got.Value) != want {
+			t.Errorf("%s then %s: got %q, %v; want %q", counter, key, got.Value, err, want)
+		}
+		if n := m.Stats.Ops.Load() - ops; n != uint64(servers) {
+			t.Errorf("%s then %s: %d operations; want %d", counter, key, n, servers)
+		}
+		if it, err := m.Get(key); err != nil || !bytes.Equal(it.Value, page) || it.Flags != 5 {
+			t.Errorf("%s: got %d bytes, flags %d, %v; want the page, flags 5", key, len(it.Value), it.Flags, err)
+		}
+	}
+	if same == 0 || apart == 0 {
+		t.Logf("keys sharing a server: %d pairs, apart: %d", same, apart)
+	}
+
+	p := pagecachetest.Prefix()
+	ops := m.Stats.Ops.Load()
+	if _, err := m.AddGetSet(p+"c", Item{Value: []byte("1")}, p+"big", Item{Value: make([]byte, 9<<20)}, time.Minute); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("a value over the item size: got %v; want ErrTooLarge", err)
+	}
+	if n := m.Stats.Ops.Load() - ops; n != 0 {
+		t.Errorf("a value over the item size: %d operations; want none", n)
+	}
+	if _, err := m.AddGetSet(p+"c", Item{Value: []byte("1")}, "a b", Item{Value: []byte("v")}, time.Minute); !errors.Is(err, memcache.ErrMalformedKey) {
+		t.Errorf("illegal key: got %v; want ErrMalformedKey", err)
+	}
+	got, err := m.AddGetSet(p+"c", Item{Value: []byte("1")}, p+"refused", Item{Value: make([]byte, 2<<20)}, time.Minute)
+	if !errors.Is(err, memcache.ErrServerError) {
+		t.Errorf("set over memcached's item size: got %v; want its SERVER_ERROR", err)
+	}
+	if server(p+"c") == server(p+"refused") && string(got.Value) != "1" {
+		t.Errorf("set over memcached's item size: the counter read %q; want \"1\"", got.Value)
+	}
+	if it, err := m.Get(p + "c"); err != nil || string(it.Value) != "1" {
+		t.Errorf("after the refused set: got %q, %v; want \"1\"", it.Value, err)
+	}
+}

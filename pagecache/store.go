@@ -41,6 +41,25 @@ type AddGetter interface {
 	AddGetMulti(keys []string, adds, items []Item) error
 }
 
+// An AddGetSetter is an AddGetter that can also write a value in the
+// same round trip: the fill of a URL never filled creates the URL's
+// counter with its fence, reads it back and writes its page at once,
+// rather than writing the page only once the counter's reply came.
+type AddGetSetter interface {
+	AddGetter
+	// AddGetSet adds add under counter, with no expiry, when counter
+	// holds nothing, reads counter, and sets it under key for ttl: each
+	// server concerned is sent its part in one write, before any reply
+	// is read, and one server's parts are done in that order. got is what
+	// counter holds after the add (the value added, or what another
+	// writer put first), zero when it could not be read. The set is made
+	// whatever the add and the get found: the caller's value must be
+	// invalid unless got shows its add won. An error says a part failed
+	// (ErrTooLarge: it is over the item size limit and nothing was sent);
+	// got may still be set when the get was answered.
+	AddGetSet(counter string, add Item, key string, it Item, ttl time.Duration) (got Item, err error)
+}
+
 // A BufferedGetter is a Store whose reads can put the values they find in
 // memory the caller lends, rather than in new allocations: a page read
 // from memcached then costs no allocation, and its memory can be reused

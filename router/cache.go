@@ -201,7 +201,7 @@ func newCache(o *CacheOptions, r *Router) (*cache, error) {
 	c.breaker = sessioncheck.NewBreaker(cmp.Or(c.StoreBreakerFailures, DefaultStoreBreakerFailures),
 		cmp.Or(c.StoreBreakerCooldown, DefaultStoreBreakerCooldown), &r.stats.StoreBreakerOpens, c.OnStoreBreaker)
 	inProcess, _ := c.Store.(interface{ InProcess() bool })
-	po := pagecache.CacheOptions{Store: &breakerStore{Store: c.Store, b: c.breaker}, InProcess: inProcess != nil && inProcess.InProcess(), Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL, OutageL1Size: c.OutageL1Size,
+	po := pagecache.CacheOptions{Store: newBreakerStore(c.Store, c.breaker), InProcess: inProcess != nil && inProcess.InProcess(), Keys: c.Keys, Prefix: c.Prefix, TagCacheTTL: c.TagCacheTTL, L1Size: c.L1Size, L1TTL: c.L1TTL, OutageL1Size: c.OutageL1Size,
 		MaxVariants: c.MaxVariants, OnStoreError: r.storeError, OnDamaged: func() { r.stats.Damaged.Add(1) }}
 	if m, ok := c.Store.(*pagecache.Memory); ok {
 		po.Front = m

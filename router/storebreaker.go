@@ -95,6 +95,29 @@ func (s *breakerStore) AddGetMulti(keys []string, adds, items []pagecache.Item) 
 	return s.guard(func() error { return pagecache.AddGetMulti(s.Store, keys, adds, items) })
 }
 
+// addGetSetBreaker is a breakerStore over a store that is a
+// pagecache.AddGetSetter, which it is too: a new URL's page keeps its
+// single round trip (see newBreakerStore).
+type addGetSetBreaker struct{ *breakerStore }
+
+// newBreakerStore puts b in front of s: as an addGetSetBreaker when s is
+// a pagecache.AddGetSetter, so that the Cache takes that path only when
+// the store has it.
+func newBreakerStore(s pagecache.Store, b *sessioncheck.Breaker) pagecache.Store {
+	bs := &breakerStore{Store: s, b: b}
+	if _, ok := s.(pagecache.AddGetSetter); ok {
+		return addGetSetBreaker{bs}
+	}
+	return bs
+}
+
+// AddGetSet is one operation for the breaker, as the store makes it.
+func (s addGetSetBreaker) AddGetSet(counter string, add pagecache.Item, key string, it pagecache.Item, ttl time.Duration) (got pagecache.Item, err error) {
+	ags := s.Store.(pagecache.AddGetSetter)
+	err = s.guard(func() error { got, err = ags.AddGetSet(counter, add, key, it, ttl); return err })
+	return got, err
+}
+
 func (s *breakerStore) Set(key string, it pagecache.Item, ttl time.Duration) error {
 	return s.guard(func() error { return s.Store.Set(key, it, ttl) })
 }

@@ -74,3 +74,25 @@ func TestStoreBreakerProbe(t *testing.T) {
 		})
 	}
 }
+
+// TestBreakerStoreAddGetSet: the breaker is an AddGetSetter when its
+// store is one (memcached), so a new URL's page keeps its single round
+// trip, and not otherwise (the memory store keeps its two steps).
+func TestBreakerStoreAddGetSet(t *testing.T) {
+	b := sessioncheck.NewBreaker(1, time.Second, nil, nil)
+	mc, err := pagecache.NewMemcache(pagecache.MemcacheOptions{Servers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	if _, ok := newBreakerStore(mc, b).(pagecache.AddGetSetter); !ok {
+		t.Error("over memcached: not an AddGetSetter")
+	}
+	mem, err := pagecache.NewMemory(pagecache.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := newBreakerStore(mem, b).(pagecache.AddGetSetter); ok {
+		t.Error("over the memory store: an AddGetSetter")
+	}
+}

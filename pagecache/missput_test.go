@@ -1,0 +1,44 @@
+package pagecache
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/userrouter/userrouter/pagecache/pagecachetest"
+)
+
+// BenchmarkMissNewURL is the store's side of a miss of a URL never
+// filled, a page without tags, against the test memcached: the lookup,
+// the fence and the put (two round trips with an AddGetSetter, three
+// without).
+func BenchmarkMissNewURL(b *testing.B) {
+	pagecachetest.Memcached(b) // skips without the test memcached
+	// newEnv's helpers take a *testing.T: a zero one (whose cleanups
+	// never run) would leave the store's connections open; the store
+	// is closed here instead.
+	t := &testing.T{}
+	var store Store
+	v := newEnv(t, func(t *testing.T) Store {
+		m, err := NewMemcache(MemcacheOptions{Servers: []string{pagecachetest.Memcached(b)}, Timeout: time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		store = m
+		return m
+	}, CacheOptions{}, "")
+	defer store.Close()
+	f := page(string(make([]byte, 20<<10)))
+	v.mustFill("http://example.com/warm", f) // the namespace and sequence exist
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		_, tk := v.c.Lookup(v.base("http://example.com/p/"+strconv.Itoa(i)), &v.sc, &v.e, t0)
+		if err := v.c.Fence(&tk); err != nil {
+			b.Fatal(err)
+		}
+		if r, _ := v.c.Put(&tk, &f); r != Storable {
+			b.Fatalf("put: %s", r)
+		}
+	}
+}
