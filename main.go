@@ -162,6 +162,12 @@ func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 		listeners = append(listeners, aln)
 	}
 
+	// Signals are caught before "userrouter started" is logged: a SIGHUP
+	// sent on seeing that line (a script, a test) reloads rather than
+	// kills the process (Go's default for SIGHUP).
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sig)
 	failed := make(chan error, len(servers))
 	for i, s := range servers {
 		go func() { failed <- s.Serve(listeners[i]) }()
@@ -171,9 +177,6 @@ func serve(cfg *conf.Config, logger *slog.Logger, level *slog.LevelVar) error {
 		"page_store", cfg.Cache.Store, "memcached", cfg.Cache.Servers, "l1_size", int64(cfg.Cache.L1Size), "outage_l1_size", int64(cfg.Cache.OutageL1Size),
 		"session_driver", cmp.Or(cfg.Session.Driver, "none"), "memory_limit", int64(cfg.Listen.MemoryLimit))
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer signal.Stop(sig)
 	var serveErr error
 wait:
 	for {

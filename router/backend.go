@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -210,6 +211,15 @@ type deadlineConn struct {
 	read, write           time.Duration
 	readHard, writeHard   time.Time
 	readUntil, writeUntil time.Time
+
+	// done gives this connection and a reader over it back to doneFor,
+	// the HostClient that holds it as doneCC (its *fasthttp.clientConn),
+	// or closes it (relayTransport's held.release). It is made by the
+	// connection's first request and kept: a function per request would
+	// be an allocation per forward.
+	done    func(br *bufio.Reader, reuse bool)
+	doneFor *fasthttp.HostClient
+	doneCC  any
 }
 
 func (c *deadlineConn) Read(p []byte) (int, error) {

@@ -83,12 +83,20 @@ func (relayTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, 
 	}
 
 	closeConn := req.ConnectionClose() || resp.Header.ConnectionClose()
-	release := func(reuse bool) {
-		hc.ReleaseReader(br)
-		if reuse && !closeConn {
-			hc.ReleaseConn(cc)
-		} else {
-			hc.CloseConn(cc)
+	lent := held{br: br, closeConn: closeConn}
+	if dc, ok := conn.(*deadlineConn); ok && dc.doneFor == hc && dc.doneCC == any(cc) {
+		lent.done = dc.done
+	} else {
+		lent.done = func(br *bufio.Reader, reuse bool) {
+			hc.ReleaseReader(br)
+			if reuse {
+				hc.ReleaseConn(cc)
+			} else {
+				hc.CloseConn(cc)
+			}
+		}
+		if ok {
+			dc.done, dc.doneFor, dc.doneCC = lent.done, hc, cc
 		}
 	}
 	size := resp.Header.ContentLength()
@@ -96,40 +104,53 @@ func (relayTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, 
 	case s < 100:
 		// Not HTTP (fasthttp parses "000" to "099"): where its body ends
 		// is unknown, so the connection is never used again.
-		release(false)
+		lent.release(false)
 		return false, &bodyError{fmt.Errorf("router: backend answered status %d", s)}
 	case skipBody || s < 200 || s == fasthttp.StatusNoContent || s == fasthttp.StatusNotModified:
-		release(s != fasthttp.StatusSwitchingProtocols) // no body (HEAD, 1xx, 204, 304)
+		lent.release(s != fasthttp.StatusSwitchingProtocols) // no body (HEAD, 1xx, 204, 304)
 		return false, nil
 	case size >= 0 && size <= br.Size():
 		body, err := br.Peek(size)
 		if err != nil {
-			release(false)
+			lent.release(false)
 			if errors.Is(err, io.EOF) {
 				err = io.ErrUnexpectedEOF
 			}
 			return false, &bodyError{err} // the answer began: never retried
 		}
-		resp.SetBodyStream(acquireBufferedBody(body, br, release), size)
+		resp.SetBodyStream(acquireBufferedBody(body, lent), size)
 		return false, nil
 	}
 	// Streamed by fasthttp's own reader (it parses chunked framing), read
 	// through a scratch response so that its end can return the
 	// connection: a response's own stream closes without telling anyone.
 	if size == -2 {
-		closeConn = true // read until close
+		lent.closeConn = true // read until close
 	}
 	scratch := fasthttp.AcquireResponse()
 	scratch.StreamBody = true
 	scratch.Header.SetContentLength(size)
 	if err := scratch.ReadBody(br, 0); err != nil {
 		fasthttp.ReleaseResponse(scratch)
-		release(false)
+		lent.release(false)
 		return false, &bodyError{err}
 	}
-	resp.SetBodyStream(&streamedBody{r: scratch.BodyStream(), scratch: scratch, release: release}, size)
+	resp.SetBodyStream(&streamedBody{r: scratch.BodyStream(), scratch: scratch, conn: lent}, size)
 	return false, nil
 }
+
+// held is a backend connection lent to a response, and the reader over
+// it: release gives both back to the HostClient, the connection to its
+// pool when reuse is true and the connection may be reused, closed
+// otherwise. done is the connection's own (see deadlineConn.done), so a
+// forward allocates no function for it.
+type held struct {
+	br        *bufio.Reader
+	done      func(br *bufio.Reader, reuse bool)
+	closeConn bool // by the request or the answer, or read until close
+}
+
+func (h held) release(reuse bool) { h.done(h.br, reuse && !h.closeConn) }
 
 // A bodyError says the backend's answer began (resp holds its head) but
 // its body could not be read.
@@ -141,17 +162,16 @@ func (e *bodyError) Unwrap() error { return e.err }
 // bufferedBody is a response body held in its connection's read buffer.
 // It is not safe for concurrent use (a response body never is).
 type bufferedBody struct {
-	b       []byte // what is left to read
-	n       int    // the body's length
-	br      *bufio.Reader
-	release func(reuse bool)
+	b    []byte // what is left to read
+	n    int    // the body's length
+	conn held
 }
 
 var bufferedBodies = sync.Pool{New: func() any { return new(bufferedBody) }}
 
-func acquireBufferedBody(b []byte, br *bufio.Reader, release func(bool)) *bufferedBody {
+func acquireBufferedBody(b []byte, conn held) *bufferedBody {
 	bb := bufferedBodies.Get().(*bufferedBody)
-	*bb = bufferedBody{b: b, n: len(b), br: br, release: release}
+	*bb = bufferedBody{b: b, n: len(b), conn: conn}
 	return bb
 }
 
@@ -175,11 +195,11 @@ func (bb *bufferedBody) WriteTo(w io.Writer) (int64, error) {
 // Close drops the body from the read buffer, read or not, and returns the
 // connection to the pool.
 func (bb *bufferedBody) Close() error {
-	if bb.br == nil {
+	if bb.conn.br == nil {
 		return nil
 	}
-	_, err := bb.br.Discard(bb.n) // buffered: cannot fail
-	bb.release(err == nil)
+	_, err := bb.conn.br.Discard(bb.n) // buffered: cannot fail
+	bb.conn.release(err == nil)
 	*bb = bufferedBody{}
 	bufferedBodies.Put(bb)
 	return nil
@@ -191,7 +211,7 @@ func (bb *bufferedBody) Close() error {
 type streamedBody struct {
 	r       io.Reader
 	scratch *fasthttp.Response
-	release func(reuse bool)
+	conn    held
 	eof     bool
 }
 
@@ -212,6 +232,6 @@ func (s *streamedBody) Close() error {
 	}
 	fasthttp.ReleaseResponse(s.scratch) // releases the reader, not the connection
 	s.scratch = nil
-	s.release(s.eof)
+	s.conn.release(s.eof)
 	return nil
 }
