@@ -154,3 +154,38 @@ func TestNotModifiedFromTheWire(t *testing.T) {
 		})
 	}
 }
+
+// TestHitHeadKeysKept: the heads are kept under keys of their own, not
+// the request's scratch memory the lookup built the key in. A key that
+// changed under otter would never be found again, to serve or to evict,
+// and the heads would outgrow maxHeads (they did: 110 MB under a working
+// set of 30,000 pages). Hits on many pages, then every key kept must find
+// its own head.
+func TestHitHeadKeysKept(t *testing.T) {
+	site := &taggedSite{Server: httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, "page %s", r.URL.Path)
+	}))}
+	t.Cleanup(site.Close)
+	m, _ := pagecache.NewMemory(pagecache.MemoryOptions{})
+	p := newPurgeRouter(t, site, m, pagecachetest.Prefix(), nil)
+	const pages = 200
+	for range 2 { // a fill, then a hit that builds the head
+		for i := range pages {
+			if got := p.get(t, fmt.Sprintf("/p/%d", i)); got.status != 200 {
+				t.Fatalf("/p/%d: status %d", i, got.status)
+			}
+		}
+	}
+	heads := p.r.cache.heads
+	n := 0
+	for k := range heads.Keys() {
+		n++
+		if _, ok := heads.GetIfPresent(k); !ok {
+			t.Errorf("head key %q does not find its head: it changed after it was kept", k)
+		}
+	}
+	if n < pages/2 {
+		t.Errorf("%d heads kept for %d pages hit; want about one each", n, pages)
+	}
+}

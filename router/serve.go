@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -125,7 +126,10 @@ func (q *request) serveHead(key string, e *pagecache.Entry, cacheStatus string, 
 		hd = newHead(e)
 		resp.Header.CopyTo(&hd.h)
 		hd.h.ResetConnectionClose()
-		r.cache.heads.Set(key, hd)
+		// key may alias the request's scratch memory (a Ticket's key until
+		// cloned): a map key that changed under otter would never be found
+		// to evict, and the heads would outgrow maxHeads without bound.
+		r.cache.heads.Set(strings.Clone(key), hd)
 	}
 	if closeConn {
 		resp.Header.SetConnectionClose()
