@@ -41,7 +41,9 @@ func copyCost(k string, v *entryView) int {
 // hold (which the store's later reads do not share), ttl how long a copy
 // outlives the store's last word on it.
 func newL1(size int64, ttl time.Duration) (*l1, error) {
-	return newTier(size, ttl, func(k string, p l1Page) int { return copyCost(k, p.view) + len(p.view.value) })
+	// The value's capacity: what its allocation holds, up to an eighth
+	// more than its length (Go's size classes).
+	return newTier(size, ttl, func(k string, p l1Page) int { return copyCost(k, p.view) + cap(p.view.value) })
 }
 
 // newFront returns the front of an in-process store (see
