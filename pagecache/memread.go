@@ -109,6 +109,28 @@ func (m *Memcache) AddGetMulti(keys []string, adds, items []Item) error {
 	return m.getMulti(keys, adds, items, nil, nil)
 }
 
+// opFor returns ops and the index in it of the operation on key's
+// server, appending one for a server not in ops yet; a key memcached would refuse,
+// or no server for it, is an error (counted).
+func (m *Memcache) opFor(ops []readOp, key string) ([]readOp, int, error) {
+	if !sendableKey(key) {
+		m.Stats.Errors.Add(1)
+		return ops, 0, memcache.ErrMalformedKey
+	}
+	a, err := m.servers.PickServer(key)
+	if err != nil {
+		m.Stats.Errors.Add(1)
+		return ops, 0, err
+	}
+	s := m.byAddr[a]
+	for i := range ops {
+		if ops[i].s == s {
+			return ops, i, nil
+		}
+	}
+	return append(ops, readOp{s: s}), len(ops), nil
+}
+
 // A setCmd is a set that getMulti sends after its server's get (see
 // AddGetSet).
 type setCmd struct {
@@ -133,43 +155,19 @@ func (m *Memcache) getMulti(keys []string, adds, items []Item, slab []byte, set 
 	var opsAt [4]readOp
 	ops := opsAt[:0]
 	for _, k := range keys {
-		if !sendableKey(k) {
-			m.Stats.Errors.Add(1)
-			return memcache.ErrMalformedKey
-		}
-		a, err := m.servers.PickServer(k)
-		if err != nil {
-			m.Stats.Errors.Add(1)
+		var i int
+		var err error
+		if ops, i, err = m.opFor(ops, k); err != nil {
 			return err
-		}
-		s := m.byAddr[a]
-		i := 0
-		for i < len(ops) && ops[i].s != s {
-			i++
-		}
-		if i == len(ops) {
-			ops = append(ops, readOp{s: s})
 		}
 		who = append(who, int32(i))
 		ops[i].gets++
 	}
 	if set != nil {
-		if !sendableKey(set.key) {
-			m.Stats.Errors.Add(1)
-			return memcache.ErrMalformedKey
-		}
-		a, err := m.servers.PickServer(set.key)
-		if err != nil {
-			m.Stats.Errors.Add(1)
+		var i int
+		var err error
+		if ops, i, err = m.opFor(ops, set.key); err != nil {
 			return err
-		}
-		s := m.byAddr[a]
-		i := 0
-		for i < len(ops) && ops[i].s != s {
-			i++
-		}
-		if i == len(ops) {
-			ops = append(ops, readOp{s: s})
 		}
 		ops[i].set = true
 	}
