@@ -36,16 +36,7 @@ func TestFront(t *testing.T) {
 		}
 		v.store.wantCalls(t, "three hits from the front", map[op]int{})
 	})
-	for _, tc := range []struct {
-		name  string
-		tags  []string
-		purge func(v *cacheEnv)
-	}{
-		{"purge by URL", nil, func(v *cacheEnv) { v.purgeURL(url1, false) }},
-		{"soft purge by URL", nil, func(v *cacheEnv) { v.purgeURL(url1, true) }},
-		{"purge by key", []string{"k"}, func(v *cacheEnv) { v.purgeKey("k", false) }},
-		{"purge of everything", nil, func(v *cacheEnv) { v.purgeAll() }},
-	} {
+	for _, tc := range purgeKinds {
 		t.Run(tc.name+": at once", func(t *testing.T) {
 			v, _ := frontEnv(t, MemoryOptions{})
 			v.mustFill(url1, page("one", tc.tags...))

@@ -5,6 +5,19 @@ import (
 	"time"
 )
 
+// purgeKinds are the ways to purge url1, filled with tags, that the
+// in-process tiers must honor.
+var purgeKinds = []struct {
+	name  string
+	tags  []string
+	purge func(v *cacheEnv)
+}{
+	{"purge by URL", nil, func(v *cacheEnv) { v.purgeURL(url1, false) }},
+	{"soft purge by URL", nil, func(v *cacheEnv) { v.purgeURL(url1, true) }},
+	{"purge by key", []string{"k"}, func(v *cacheEnv) { v.purgeKey("k", false) }},
+	{"purge of everything", nil, func(v *cacheEnv) { v.purgeAll() }},
+}
+
 func TestL1Memory(t *testing.T)   { testL1(t, memoryStore) }
 func TestL1Memcache(t *testing.T) { testL1(t, memcacheStore) }
 
@@ -26,16 +39,7 @@ func testL1(t *testing.T, newStore storeMaker) {
 		}
 		v.store.wantCalls(t, "three L1 hits", map[op]int{})
 	})
-	for _, tc := range []struct {
-		name  string
-		tags  []string
-		purge func(v *cacheEnv)
-	}{
-		{"purge by URL", nil, func(v *cacheEnv) { v.purgeURL(url1, false) }},
-		{"soft purge by URL", nil, func(v *cacheEnv) { v.purgeURL(url1, true) }},
-		{"purge by key", []string{"k"}, func(v *cacheEnv) { v.purgeKey("k", false) }},
-		{"purge of everything", nil, func(v *cacheEnv) { v.purgeAll() }},
-	} {
+	for _, tc := range purgeKinds {
 		t.Run(tc.name+" through this instance: at once", func(t *testing.T) {
 			v := newEnv(t, newStore, o, "")
 			v.mustFill(url1, page("one", tc.tags...))
