@@ -234,7 +234,9 @@ func (t *Ticket) FromL1() bool { return t.l1 }
 // the page from the copy a fill made during the outage (see Remember).
 func (t *Ticket) FromOutage() bool { return t.outage }
 
-// Key is the page's key in the store.
+// Key is the page's key in the store. Until the Ticket is cloned it
+// aliases the lookup's Scratch, which the next lookup rewrites: copy it
+// (strings.Clone) to keep it, as a map key above all.
 func (t *Ticket) Key() string { return t.page }
 
 // StoreDown reports whether an operation of the lookup failed: the
