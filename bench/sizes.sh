@@ -45,9 +45,9 @@ esac
 
 log() { printf 'bench-sizes: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
-for b in userrouter origin; do [ -x "$BIN/$b" ] || die "$BIN/$b not found: run make build first"; done
+for b in userrouter origin $([ "$LOADGEN" = bench ] && echo bench); do [ -x "$BIN/$b" ] || die "$BIN/$b not found: run make build first"; done
 missing=()
-for c in nginx memcached wrk curl; do command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || missing+=("$c"); done
+for c in nginx memcached wrk curl $([ "$LOADGEN" = bench ] && echo jq); do command -v "$c" >/dev/null || [ -x "/usr/sbin/$c" ] || missing+=("$c"); done
 if [ ${#missing[@]} -gt 0 ]; then
 	[ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || die "missing ${missing[*]}: apt-get install ${missing[*]}"
 	log "installing ${missing[*]} (apt-get)"
