@@ -205,8 +205,18 @@ func FuzzConnAnswer(f *testing.F) {
 		if a.status < 100 || a.status > 999 || len(a.cacheStatus) > maxCacheStatus+2 {
 			t.Errorf("got status %d, Cache-Status of %d bytes", a.status, len(a.cacheStatus))
 		}
-		if c.nc != nil && sc.pending() {
-			t.Errorf("kept the connection with the answer not read to its end")
+		if c.nc == nil || !sc.pending() {
+			return
+		}
+		// Bytes still unread on a kept connection are either the rest of
+		// this answer, a bug, or bytes the server sent past its end, which
+		// the next request's answer will fail on. Told apart by reading the
+		// same answer in one piece: then the bytes past its end are in the
+		// buffer with it, and the answer is refused for them.
+		whole, wsc := scripted(answer, len(answer), false)
+		wa, err := whole.roundTrip([]byte("GET / HTTP/1.1\r\n\r\n"))
+		if err == nil && whole.nc != nil && !wsc.pending() {
+			t.Errorf("kept the connection with the answer not read to its end (status %d; read whole: %d)", a.status, wa.status)
 		}
 	})
 }
