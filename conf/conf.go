@@ -292,8 +292,9 @@ func (c *Config) pagesInProcess() Size {
 
 // memoryLimitBase is what the derived memory limit allows besides pages:
 // the binary's runtime structures, connection buffers, fills in flight,
-// session verdicts and the decompressed bodies kept for clients without
-// gzip.
+// session verdicts, the decompressed bodies kept for clients without
+// gzip, the response heads kept for hits (8 MiB at most) and the pages'
+// tag hints (4 MiB at most).
 const memoryLimitBase = 24 << 20
 
 // Credentials configures how API credentials (keys, tokens) are checked,

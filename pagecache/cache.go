@@ -351,7 +351,7 @@ func NewCache(o CacheOptions) (*Cache, error) {
 		c.format = &rawFormat{c: c, gzipFlag: o.RawGzipFlag}
 	} else {
 		c.format = &envelopeFormat{c: c}
-		if c.hints, err = otter.New(&otter.Options[string, tagHint]{MaximumSize: 100_000}); err != nil {
+		if c.hints, err = otter.New(&otter.Options[string, tagHint]{MaximumWeight: maxHints, Weigher: hintCost}); err != nil {
 			return nil, err
 		}
 		ttl := cmp.Or(o.L1TTL, DefaultL1TTL)

@@ -260,6 +260,22 @@ type tagHint struct {
 	keys  []string
 }
 
+// maxHints bounds the memory the tag hints hold: 4 MiB, about 13,000
+// pages of three tags. A page whose hint was dropped costs one more
+// round trip on its next lookup, which brings the hint back.
+const maxHints = 4 << 20
+
+// hintCost is what a hint costs in memory under base: its strings, their
+// headers and its slices (each 16 and 24 bytes on 64-bit), and 128 bytes
+// for otter's node and its share of the tables.
+func hintCost(base string, h tagHint) uint32 {
+	n := len(base) + 16 + 2*24 + 128
+	for i := range h.names {
+		n += len(h.names[i]) + len(h.keys[i]) + 2*16
+	}
+	return uint32(min(n, 1<<31))
+}
+
 // check applies the counters fetched with the page (items, in hint order)
 // to e's tags; ok is false when e's tags are not the hint's.
 func (h tagHint) check(e *Entry, items []Item) (v validity, ok bool) {

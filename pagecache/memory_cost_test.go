@@ -100,3 +100,45 @@ func TestMemoryStoreHeapBound(t *testing.T) {
 	}
 	runtime.KeepAlive(m)
 }
+
+// TestTagHintsBounded: the tags a Cache remembers of the pages it saw
+// stay within maxHints however many pages it sees, and the charge
+// covers the heap they hold.
+func TestTagHintsBounded(t *testing.T) {
+	before := heapLive()
+	keys, err := NewKeyTemplate(KeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := NewCache(CacheOptions{Store: memoryStore(t), Keys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e Entry
+	v, err := Encode(nil, &Page{Kind: KindPage, Status: 200, Body: []byte("x"),
+		Tags: []Tag{{Name: "section-news"}, {Name: "author-1234"}, {Name: "page-56789"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Decode(v, &e); err != nil {
+		t.Fatal(err)
+	}
+	const pages = 50_000
+	for i := range pages {
+		c.rememberTags([]byte(pageKey(i)), &e)
+	}
+	c.hints.CleanUp()
+	heap := heapLive() - before
+	n, w := c.hints.EstimatedSize(), c.hints.WeightedSize()
+	t.Logf("%d of %d pages' hints kept, %d bytes charged, %d bytes of heap", n, pages, w, heap)
+	if w > maxHints {
+		t.Errorf("hints charged %d bytes; want at most %d", w, maxHints)
+	}
+	if n < pages/10 {
+		t.Errorf("kept %d hints; want many more", n)
+	}
+	if float64(heap) > 1.1*float64(w)+1<<20 {
+		t.Errorf("hints hold %d bytes of heap; charged %d", heap, w)
+	}
+	runtime.KeepAlive(c)
+}
