@@ -40,10 +40,15 @@ import (
 //     the purge sequence and the URL counter (the lookup's values, or
 //     read now). They are the fence: the page records that URL
 //     generation, so a purge by URL after it makes the page invalid.
-//  3. Put, after the answer came, reads the counters of the page's tags
-//     together with the purge sequence again; if the sequence moved, a
-//     purge by key may have overtaken the fill and nothing is stored.
-//     Otherwise the page is written for its freshness plus grace. A page
+//  3. Put, after the answer came, records the counters of the page's
+//     tags. When the lookup read them all with the page (its tags as last
+//     seen, a known URL's), they were read before the fill's request and
+//     fence it as the URL counter does: a purge by key since makes the
+//     page stale or invalid, and Put writes it in one round trip.
+//     Otherwise it reads them now, together with the purge sequence; if
+//     the sequence moved, a purge by key may have overtaken the fill and
+//     nothing is stored. The page is written for its freshness plus
+//     grace. A page
 //     without tags under a URL counter the fence left to be created is
 //     written, on an AddGetSetter (memcached), in the round trip that
 //     creates the counter with the fence's value and reads it back (see
@@ -222,8 +227,19 @@ type Ticket struct {
 	// epoch is Cache.purges when the lookup began: a fill stored after a
 	// purge through this Cache since then is not copied to the L1.
 	epoch uint64
+	// at is when the lookup read the counters (Unix milliseconds): the
+	// L1's copy of a fill lasts L1TTL from then, the last time the store
+	// showed them, not from the answer.
+	at int64
 	// private: a private copy (LookupPrivate), never copied to the L1.
 	private bool
+	// tagNames are the surrogate keys the page had when the lookup read
+	// their counters with it (its hint's), and tagGens those counters:
+	// read before the fill's request, they fence a fill that names the
+	// same keys as the URL counter does (see put). Set only when the
+	// lookup found no fresh page and read every counter.
+	tagNames []string
+	tagGens  []uint64
 }
 
 // FromL1 reports whether Lookup found the page in the in-process tier
@@ -407,7 +423,7 @@ func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.
 	}
 	epoch := c.purges.Load()
 	state, t := c.format.lookup(base, urlBase, sc, e, ms)
-	t.epoch = epoch
+	t.epoch, t.at = epoch, ms
 	if t.down && c.outage != nil && c.outage.lookup(t.page, e, ms) {
 		// The store failed: a page a fill made during the outage.
 		return PageFresh, Ticket{page: t.page, l1: true, outage: true, down: true, epoch: epoch}
@@ -546,7 +562,11 @@ func (c *Cache) Put(t *Ticket, f *Fill) (Reason, []byte) {
 	// Variants are not copied: their lookup (LookupVariant) always asks
 	// the store, through the URL's marker.
 	if reason == Storable && c.l1 != nil && t.primary == "" && !t.private && c.purges.Load() == t.epoch {
-		c.l1.remember(strings.Clone(t.page), env, f.StoredAt.UnixMilli())
+		at := f.StoredAt.UnixMilli()
+		if t.at != 0 {
+			at = min(at, t.at)
+		}
+		c.l1.remember(strings.Clone(t.page), env, at)
 		if c.purges.Load() != t.epoch || !c.frontHolds(t.page, env) {
 			c.l1.forget(t.page)
 		}

@@ -61,6 +61,7 @@ func testCache(t *testing.T, newStore storeMaker) {
 		{"uncacheable marker", testMarkUncacheable},
 		{"a missing counter counts as purged", testMissingCounter},
 		{"tag hint", testTagHint},
+		{"a known URL's tags fence its fill", testKnownTagsFence},
 		{"counters kept in process", testTagCacheTTL},
 		{"damaged value", testDamaged},
 		{"store failures in a lookup", testLookupStoreDown},
@@ -722,6 +723,59 @@ func testTagHint(t *testing.T, newStore storeMaker) {
 	v.store.reset()
 	v.wantState("after a purge of a tag in the hint", url1, t0, PageMissing)
 	v.store.wantCalls(t, "that lookup", map[op]int{opGetMulti: 1})
+}
+
+// testKnownTagsFence: the lookup of a known URL that finds no fresh page
+// reads its tags' counters with it (the hint), before the fill's request,
+// and they fence the fill as the URL counter does: its put is one write,
+// and a purge by key while the request was out leaves the page stored
+// invalid (hard) or stale (soft), never fresh. A fill whose tags are not
+// the hint's reads their counters with the purge sequence, as a new
+// URL's does.
+func testKnownTagsFence(t *testing.T, newStore storeMaker) {
+	later := at(3 * time.Minute) // past the page's freshness and grace
+	for _, tc := range []struct {
+		name    string
+		tags    []string // the fill's
+		purge   func(v *cacheEnv)
+		wantPut Reason
+		calls   map[op]int // the put's
+		want    State
+	}{
+		{"no purge", []string{"x", "y"}, nil, Storable, map[op]int{opSet: 1}, PageFresh},
+		{"the page's key, hard", []string{"x", "y"}, func(v *cacheEnv) { v.purgeKey("y", false) }, Storable, map[op]int{opSet: 1}, PageMissing},
+		{"the page's key, soft", []string{"x", "y"}, func(v *cacheEnv) { v.purgeKey("x", true) }, Storable, map[op]int{opSet: 1}, PageStale},
+		{"another key", []string{"x", "y"}, func(v *cacheEnv) { v.purgeKey("other", false) }, Storable, map[op]int{opSet: 1}, PageFresh},
+		{"the URL", []string{"x", "y"}, func(v *cacheEnv) { v.purgeURL(url1, false) }, Storable, map[op]int{opSet: 1}, PageMissing},
+		{"fewer keys, one purged", []string{"y"}, func(v *cacheEnv) { v.purgeKey("y", false) }, Storable, map[op]int{opSet: 1}, PageMissing},
+		// The new key's counter is created (Add) as for any new key.
+		{"a new key, no purge", []string{"x", "z"}, nil, Storable, map[op]int{opGetMulti: 1, opAdd: 1, opSet: 1}, PageFresh},
+		{"a new key, another key purged", []string{"x", "z"}, func(v *cacheEnv) { v.purgeKey("other", false) }, ReasonPurged, map[op]int{opGetMulti: 1, opAdd: 1}, PageMissing},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newEnv(t, newStore, CacheOptions{}, "")
+			v.mustFill(url1, page("old", "x", "y"))
+			v.wantPage("the hit that makes the hint", url1, t0, PageFresh, "old")
+			v.store.reset()
+			v.wantState("the lookup past grace", url1, later, PageMissing)
+			v.store.wantCalls(t, "that lookup (the tags' counters come with the page)", map[op]int{opGetMulti: 1})
+			_, tk := v.lookup(url1, later)
+			if err := v.c.Fence(&tk); err != nil {
+				t.Fatal(err)
+			}
+			if tc.purge != nil {
+				tc.purge(v)
+			}
+			v.store.reset()
+			f := page("new", tc.tags...)
+			f.StoredAt = later
+			if r, _ := v.c.Put(&tk, &f); r != tc.wantPut {
+				t.Errorf("put: got %s; want %s", r, tc.wantPut)
+			}
+			v.store.wantCalls(t, "the put", tc.calls)
+			v.wantState("after the put", url1, later.Add(time.Second), tc.want)
+		})
+	}
 }
 
 // testTagCacheTTL: with counters kept in process, a hit reads the page

@@ -22,8 +22,9 @@ import (
 //   - {prefix}u:<hash of the page key>, one per URL: purge by URL;
 //   - {prefix}t:<tag>, one per surrogate key: purge by key;
 //   - {prefix}seq, the purge sequence, bumped by every purge by key: a
-//     fill compares it before and after its request, and does not store an
-//     answer a purge may have overtaken.
+//     fill whose tags' counters were not read before its request compares
+//     it before and after, and does not store an answer a purge may have
+//     overtaken.
 //
 // A page records the URL and tag generations it was fetched under and is
 // valid only while they are unchanged. A counter holds a hard part (high

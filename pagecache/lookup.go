@@ -141,6 +141,9 @@ func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now
 		tagItems = sc.items[tagsAt:len(sc.keys)]
 	}
 	st, t := c.judge(t, it, found, base, hint, hinted, tagItems, e, now)
+	if hinted && (st == PageMissing || st == PageStale || st == PageExpired) {
+		t.tagNames, t.tagGens = hint.fence(tagItems)
+	}
 	if st == PageVariants {
 		// The marker's names outlive e, which the variant's lookup reuses.
 		sc.vary = append(sc.vary[:0], t.vary...)
@@ -260,6 +263,42 @@ type tagHint struct {
 	keys  []string
 }
 
+// fence returns the hint's tag names and the counters read with the
+// page (items, in hint order) when every one was found, for a fill's
+// put to record (see Ticket.fencedTags); nil when one was missing, which
+// the put creates.
+func (h tagHint) fence(items []Item) ([]string, []uint64) {
+	if len(items) < len(h.names) {
+		return nil, nil
+	}
+	gens := make([]uint64, len(h.names))
+	for i := range h.names {
+		v, ok := parseCounter(items[i])
+		if !ok {
+			return nil, nil
+		}
+		gens[i] = v
+	}
+	return h.names, gens
+}
+
+// fencedTags returns a fill's tags (names) with the counters the lookup
+// read before its request, when it read them all; false otherwise.
+func (t *Ticket) fencedTags(names []string) ([]Tag, bool) {
+	if len(t.tagNames) == 0 {
+		return nil, false
+	}
+	tags := make([]Tag, 0, len(names))
+	for _, n := range names {
+		i := slices.Index(t.tagNames, n)
+		if i < 0 {
+			return nil, false
+		}
+		tags = append(tags, Tag{Name: n, Gen: t.tagGens[i]})
+	}
+	return tags, true
+}
+
 // maxHints bounds the memory the tag hints hold: 4 MiB, about 13,000
 // pages of three tags. A page whose hint was dropped costs one more
 // round trip on its next lookup, which brings the hint back.
@@ -317,11 +356,16 @@ func (c *Cache) rememberTags(base []byte, e *Entry) {
 }
 
 // put stores the page under the ticket's key for its freshness and grace,
-// recording the fence's URL generation and its tags' current ones.
+// recording the fence's URL generation and its tags' counters: those the
+// lookup read, which fence the fill as the URL's does (a purge by key
+// since makes the page stale or invalid), else their current ones, read
+// with the purge sequence, which must not have moved since the fence.
 func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	c := f.c
 	page := fillPage(fl, t.urlGen)
-	if len(fl.Tags) > 0 {
+	if tags, ok := t.fencedTags(fl.Tags); ok {
+		page.Tags = tags
+	} else if len(fl.Tags) > 0 {
 		// The purge sequence and the tags' counters, and the URL counter
 		// when the fence left it to be created (see settle), in one
 		// round trip.

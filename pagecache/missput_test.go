@@ -42,3 +42,41 @@ func BenchmarkMissNewURL(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRefillTagged is the store's side of a known URL's refill, a
+// page with three surrogate keys whose freshness ended, against the test
+// memcached: the lookup (the page with its tags' counters) and the put
+// (one write when the lookup's counters fence it).
+func BenchmarkRefillTagged(b *testing.B) {
+	pagecachetest.Memcached(b) // skips without the test memcached
+	t := &testing.T{}          // see BenchmarkMissNewURL
+	var store Store
+	v := newEnv(t, func(t *testing.T) Store {
+		m, err := NewMemcache(MemcacheOptions{Servers: []string{pagecachetest.Memcached(b)}, Timeout: time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		store = m
+		return m
+	}, CacheOptions{}, "")
+	defer store.Close()
+	const url = "http://example.com/refilled"
+	f := page(string(make([]byte, 20<<10)), "all", "section-news", "page-refilled")
+	v.mustFill(url, f)
+	v.wantPage("the hit that makes the hint", url, t0, PageFresh, string(f.Body))
+	later := at(3 * time.Minute) // past the page's freshness and grace
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		st, tk := v.c.Lookup(v.base(url), &v.sc, &v.e, later)
+		if st != PageMissing {
+			b.Fatalf("lookup: %s", stateName(st))
+		}
+		if err := v.c.Fence(&tk); err != nil {
+			b.Fatal(err)
+		}
+		if r, _ := v.c.Put(&tk, &f); r != Storable {
+			b.Fatalf("put: %s", r)
+		}
+	}
+}
