@@ -24,7 +24,9 @@
 # Settings (environment): SIZES_OUT (./bench-sizes-out), ROUNDS (3),
 # DURATION (5s), RSS_ROUNDS (3), RSS_DURATION (15s), SIZES ("1024 16384
 # 131072 524288"), TABLES ("rss hits"), BIN (./bin), LOADGEN ("wrk", or
-# "bench": BIN/bench -c 64 on the same pages, which needs jq).
+# "bench": BIN/bench -c 64 on the same pages, which needs jq), RATE (with
+# LOADGEN=bench: an open loop of RATE requests/s, the same offered load
+# for every peer, so that p99 compares latency rather than queueing).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,9 +41,13 @@ read -r -a TABLES <<<"${TABLES:-rss hits}"
 LOADGEN=${LOADGEN:-wrk}
 case "$LOADGEN" in
 wrk) LOADGEN_RUN="wrk -t2 -c64 -d$DURATION" ;;
-bench) LOADGEN_RUN="bench -c 64 -duration $DURATION" ;;
+bench) LOADGEN_RUN="bench -c 64 -duration $DURATION${RATE:+ -rate $RATE}" ;;
 *) echo "bench-sizes: LOADGEN: wrk or bench, not $LOADGEN" >&2; exit 1 ;;
 esac
+if [ -n "${RATE:-}" ] && [ "$LOADGEN" != bench ]; then
+	echo "bench-sizes: RATE needs LOADGEN=bench (wrk has no open loop)" >&2
+	exit 1
+fi
 
 log() { printf 'bench-sizes: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -218,7 +224,7 @@ load() {
 	ps=$(echo "${PID[$1]}" $(pgrep -P "${PID[$1]}" || true))
 	t0=$(ticks $ps)
 	if [ "$LOADGEN" = bench ]; then
-		"$BIN/bench" -c 64 -duration "$3" -warmup 0 -json -url "http://127.0.0.1:${P[$1]}/" -paths "$2" >"$4"
+		"$BIN/bench" -c 64 ${RATE:+-rate "$RATE"} -duration "$3" -warmup 0 -json -url "http://127.0.0.1:${P[$1]}/" -paths "$2" >"$4"
 		t1=$(ticks $ps)
 		jq -r --arg t $((t1 - t0)) --arg hz "$TCK" '"\(.requests_per_second) \(.latency_ms.p99) \(if .requests > 0 then ($t | tonumber) * 1e6 / ($hz | tonumber) / .requests else 0 end)"' "$4"
 		return
