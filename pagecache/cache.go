@@ -415,9 +415,16 @@ func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.
 	ms := now.UnixMilli()
 	if c.l1 != nil {
 		if ns := c.ns.Load(); ns != 0 {
-			if page := c.pageKey(sc, base, ns); c.l1.lookup(page, e, ms) {
+			page := c.pageKey(sc, base, ns)
+			if c.l1.lookup(page, e, ms) {
 				sc.lent = nil // lent to this lookup only (see LendValues)
 				return PageFresh, Ticket{page: page, l1: c.front == nil}
+			}
+			if c.front == nil {
+				if st, t, done := c.revalidate(page, ns, base, urlBase, sc, e, ms); done {
+					sc.lent = nil
+					return st, t
+				}
 			}
 		}
 	}
@@ -559,6 +566,16 @@ func (c *Cache) Put(t *Ticket, f *Fill) (Reason, []byte) {
 		return ReasonStoreError, nil // not fenced
 	}
 	reason, env := c.format.put(t, f)
+	if reason == Storable && len(f.Tags) > 0 && t.primary == "" && c.hints != nil && c.tagTTL == 0 {
+		// The page's tags as stored: its next lookup reads their counters
+		// with it, and its L1 copy can be revalidated without it.
+		// The fill's strings may alias its answer's memory: copied.
+		names := make([]string, len(f.Tags))
+		for i, n := range f.Tags {
+			names[i] = strings.Clone(n)
+		}
+		c.hints.Set(strings.Clone(t.base), c.tagHint(names))
+	}
 	// Variants are not copied: their lookup (LookupVariant) always asks
 	// the store, through the URL's marker.
 	if reason == Storable && c.l1 != nil && t.primary == "" && !t.private && c.purges.Load() == t.epoch {

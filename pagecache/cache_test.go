@@ -703,13 +703,18 @@ func testTagHint(t *testing.T, newStore storeMaker) {
 	v.mustFill(url1, page("one", "a", "b"))
 	v.store.reset()
 	v.wantPage("the first hit", url1, t0, PageFresh, "one")
-	v.store.wantCalls(t, "the first hit (no hint yet: the tags' counters are read after the page)", map[op]int{opGetMulti: 2})
-	v.wantPage("the second hit", url1, t0, PageFresh, "one")
-	v.store.wantCalls(t, "the second hit (the hint's counters come with the page)", map[op]int{opGetMulti: 1})
+	v.store.wantCalls(t, "the first hit (the fill made the hint: the tags' counters come with the page)", map[op]int{opGetMulti: 1})
+	w := v.another(CacheOptions{})
+	w.lookup(url2, t0) // it learns the namespace
+	v.store.reset()
+	w.wantPage("another instance's first hit", url1, t0, PageFresh, "one")
+	v.store.wantCalls(t, "that hit (no hint yet: the tags' counters are read after the page)", map[op]int{opGetMulti: 2})
+	w.wantPage("its second hit", url1, t0, PageFresh, "one")
+	v.store.wantCalls(t, "that hit (the hint's counters come with the page)", map[op]int{opGetMulti: 1})
 
-	// The page is stored again with other tags, and one of the new ones is
-	// purged: the hint's counters (a, b) all say valid.
-	v.mustFill(url1, page("two", "a", "c"))
+	// Another instance stores the page again with other tags, and one of
+	// the new ones is purged: this one's hint (a, b) all say valid.
+	w.mustFill(url1, page("two", "a", "c"))
 	v.purgeKey("c", false)
 	v.store.reset()
 	v.wantState("a page whose tags are not the hint's, one purged", url1, t0, PageMissing)
@@ -863,8 +868,13 @@ func testLookupStoreDown(t *testing.T, newStore storeMaker) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newEnv(t, newStore, tc.o, "")
-			if tc.warm {
-				v.mustFill(url1, page("one", "x"))
+			switch {
+			case tc.warm && tc.o.TagCacheTTL > 0:
+				v.mustFill(url1, page("one", "x")) // the counters are in process
+			case tc.warm:
+				// By another instance: this one has no hint of the tags.
+				v.another(CacheOptions{}).mustFill(url1, page("one", "x"))
+				v.lookup(url2, t0) // this one learns the namespace
 			}
 			v.store.reset()
 			v.store.inject(tc.fault)

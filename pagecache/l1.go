@@ -3,6 +3,7 @@ package pagecache
 import (
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -13,11 +14,13 @@ import (
 // l1 is an in-process copy of fresh pages in front of the store
 // (CacheOptions.L1Size), by page key (namespace included, so a purge of
 // everything seen leaves old copies unreachable): a hit found there costs
-// no round trip. Each copy
-// is kept until its freshness ends or TTL after the store last showed it
-// valid, whichever comes first: a purge made through this Cache drops
-// copies at once (a URL its page, a key or everything the whole tier),
-// and one made through another instance reaches this one within TTL.
+// no round trip. Each copy is served until its freshness ends or TTL
+// after the store last showed it valid, whichever comes first; past TTL,
+// a copy still fresh is kept while its counters, read again without the
+// page (Cache.revalidate), are unchanged. A purge made through this Cache
+// drops copies at once (a URL its page, a key or everything the whole
+// tier), and one made through another instance reaches this one within
+// TTL.
 type l1 struct {
 	pages *otter.Cache[string, l1Page]
 	ttl   time.Duration
@@ -59,8 +62,10 @@ func newTier(size int64, ttl time.Duration, cost func(string, l1Page) int) (*l1,
 		Weigher: func(k string, p l1Page) uint32 {
 			return uint32(min(cost(k, p), 1<<31))
 		},
+		// A copy is served until its bound (until), and kept until its
+		// freshness ends: past its bound, revalidate may keep it serving.
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, l1Page]) time.Duration {
-			return time.Until(time.UnixMilli(e.Value.until))
+			return time.Until(time.UnixMilli(e.Value.view.FreshUntil))
 		}),
 	})
 	if err != nil {
@@ -78,6 +83,26 @@ func (l *l1) lookup(page string, e *Entry, now int64) bool {
 	}
 	e.aliasOf(p.view)
 	return true
+}
+
+// due returns the copy of page whose bound (TTL after the store last
+// showed it valid) has passed at now while the page is still fresh: its
+// counters, read again, may keep it (see Cache.revalidate).
+func (l *l1) due(page string, now int64) (*entryView, bool) {
+	p, ok := l.pages.GetIfPresent(page)
+	if !ok || now < p.until || now >= p.view.FreshUntil {
+		return nil, false
+	}
+	return p.view, true
+}
+
+// extend keeps the copy v of page for another TTL from now, the store
+// having shown it valid then, and never past its freshness.
+func (l *l1) extend(page string, v *entryView, now int64) {
+	until := min(now+min(l.ttl.Milliseconds(), math.MaxInt64/2), v.FreshUntil)
+	if until > now {
+		l.pages.Set(strings.Clone(page), l1Page{view: v, until: until})
+	}
 }
 
 // remember keeps a copy of a fresh page the store showed valid at now

@@ -1,6 +1,7 @@
 package pagecache
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -38,6 +39,27 @@ func testL1(t *testing.T, newStore storeMaker) {
 			}
 		}
 		v.store.wantCalls(t, "three L1 hits", map[op]int{})
+	})
+	t.Run("past L1TTL, kept by its counters alone", func(t *testing.T) {
+		for _, tags := range [][]string{nil, {"a", "b"}} {
+			v := newEnv(t, newStore, o, "")
+			v.mustFill(url1, page("one", tags...))
+			v.wantPage("the hit that makes the hint", url1, at(0), PageFresh, "one")
+			v.store.reset()
+			// The page itself (its key ends in "|n" and the namespace) is
+			// not read.
+			v.store.inject(fault{op: opGetMulti, key: func(k string) bool { return strings.Contains(k, "|n") }, err: errInjected})
+			v.store.inject(fault{op: opGet, key: func(k string) bool { return strings.Contains(k, "|n") }, err: errInjected})
+			for _, after := range []time.Duration{1500 * time.Millisecond, 2000 * time.Millisecond} {
+				st, tk := v.lookup(url1, at(after))
+				if st != PageFresh || !tk.FromL1() || string(v.e.Body) != "one" {
+					t.Errorf("tags %q, %v after the fill: %v from L1 %v body %q; want the copy", tags, after, st, tk.FromL1(), v.e.Body)
+				}
+			}
+			// One read of the counters (namespace, URL, tags), then the
+			// copy is good for another L1TTL.
+			v.store.wantCalls(t, "a copy revalidated, then served", map[op]int{opGetMulti: 1})
+		}
 	})
 	for _, tc := range purgeKinds {
 		t.Run(tc.name+" through this instance: at once", func(t *testing.T) {

@@ -340,19 +340,79 @@ func (h tagHint) check(e *Entry, items []Item) (v validity, ok bool) {
 	return v, ok
 }
 
+// revalidate serves, from the L1, a copy of the page at base (under page,
+// namespace ns) whose bound has passed while the page is still fresh,
+// when the counters it recorded are unchanged: the namespace, its URL's
+// and its tags' (their keys from the hint), read in one round trip
+// without the page, whose value may be large. The copy is then kept for
+// another L1TTL. done is false when the copy cannot be checked so (none
+// due, tags without a hint, counters kept in process) or a counter moved:
+// the caller looks the page up in the store. A store that fails ends the
+// request's lookups (StoreDown): one timeout at most.
+func (c *Cache) revalidate(page string, ns uint64, base, urlBase []byte, sc *Scratch, e *Entry, now int64) (st State, t Ticket, done bool) {
+	v, ok := c.l1.due(page, now)
+	if !ok || c.tagTTL > 0 {
+		return PageMissing, Ticket{}, false
+	}
+	var hint tagHint
+	if v.nTags > 0 {
+		if hint, ok = c.hints.GetIfPresent(view(base)); !ok || len(hint.names) != v.nTags {
+			return PageMissing, Ticket{}, false
+		}
+	}
+	epoch := c.purges.Load()
+	g := c.gens
+	sc.url = g.AppendURLKey(sc.url[:0], urlBase)
+	sc.keys = append(append(sc.keys[:0], g.NSKey(), view(sc.url)), hint.keys...)
+	sc.items = slices.Grow(sc.items[:0], len(sc.keys))[:len(sc.keys)]
+	defer clear(sc.items) // do not keep values alive in the pool
+	if err := c.store.GetMulti(sc.keys, sc.items); err != nil {
+		c.onStoreError(err)
+		return PageMissing, Ticket{page: page, url: view(sc.url), down: true, epoch: epoch}, true
+	}
+	e.aliasOf(v)
+	nsCur, nsOK := parseCounter(sc.items[0])
+	urlCur, urlOK := parseCounter(sc.items[1])
+	if !nsOK || nsCur != ns || !urlOK || compareGen(e.URLGen, urlCur) != valid {
+		c.l1.forget(page) // purged: the store's lookup says what is there
+		return PageMissing, Ticket{}, false
+	}
+	if v.nTags > 0 {
+		if verdict, ok := hint.check(e, sc.items[2:]); !ok || verdict != valid {
+			c.l1.forget(page)
+			return PageMissing, Ticket{}, false
+		}
+	}
+	c.l1.extend(page, v, now)
+	if c.purges.Load() != epoch {
+		c.l1.forget(page) // a purge through this Cache came meanwhile
+		return PageMissing, Ticket{}, false
+	}
+	return PageFresh, Ticket{page: page, l1: true}, true
+}
+
 // rememberTags keeps a page's tags as a hint for its next lookups. Not
 // used with TagCacheTTL, where counters are read locally anyway.
 func (c *Cache) rememberTags(base []byte, e *Entry) {
 	if c.tagTTL > 0 {
 		return
 	}
-	h := tagHint{names: make([]string, 0, e.NumTags()), keys: make([]string, 0, e.NumTags())}
+	names := make([]string, 0, e.NumTags())
 	e.Tags(func(tag []byte, _ uint64) bool {
-		h.names = append(h.names, string(tag))
-		h.keys = append(h.keys, c.gens.TagKey(string(tag)))
+		names = append(names, string(tag))
 		return true
 	})
-	c.hints.Set(string(base), h)
+	c.hints.Set(string(base), c.tagHint(names))
+}
+
+// tagHint returns the hint of a page whose tags are names, in the order
+// it stores them.
+func (c *Cache) tagHint(names []string) tagHint {
+	h := tagHint{names: names, keys: make([]string, len(names))}
+	for i, n := range names {
+		h.keys[i] = c.gens.TagKey(n)
+	}
+	return h
 }
 
 // put stores the page under the ticket's key for its freshness and grace,
