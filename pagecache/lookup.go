@@ -351,7 +351,9 @@ func (h tagHint) check(e *Entry, items []Item) (v validity, ok bool) {
 // request's lookups (StoreDown): one timeout at most.
 func (c *Cache) revalidate(page string, ns uint64, base, urlBase []byte, sc *Scratch, e *Entry, now int64) (st State, t Ticket, done bool) {
 	v, ok := c.l1.due(page, now)
-	if !ok || c.tagTTL > 0 {
+	// A copy made during an outage (Remember) records no generations: it
+	// is never revalidated.
+	if !ok || c.tagTTL > 0 || v.URLGen == 0 {
 		return PageMissing, Ticket{}, false
 	}
 	var hint tagHint
