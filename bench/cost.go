@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -73,7 +74,7 @@ func parseVmRSS(status []byte) (int64, error) {
 			break
 		}
 		kb, err := strconv.ParseInt(string(f[0]), 10, 64)
-		if err != nil || kb < 0 {
+		if err != nil || kb < 0 || kb > math.MaxInt64>>10 {
 			break
 		}
 		return kb << 10, nil
@@ -113,10 +114,12 @@ func parseProcStat(stat []byte) (time.Duration, error) {
 	if len(f) < 13 {
 		return 0, errors.New("malformed /proc/PID/stat")
 	}
+	// Two tick counts whose sum, as a Duration, cannot overflow.
+	const maxTicks = math.MaxInt64 / 2 / int64(time.Second/clockTicks)
 	var ticks int64
 	for _, s := range f[11:13] {
 		n, err := strconv.ParseInt(string(s), 10, 64)
-		if err != nil || n < 0 {
+		if err != nil || n < 0 || n > maxTicks {
 			return 0, errors.New("malformed /proc/PID/stat")
 		}
 		ticks += n

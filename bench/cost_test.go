@@ -23,6 +23,7 @@ func TestParseVmRSS(t *testing.T) {
 		{name: "kernel thread", status: "Name:\tkthreadd\nState:\tS (sleeping)\n", err: true},
 		{name: "unit", status: "VmRSS:\t 12 MB\n", err: true},
 		{name: "not a number", status: "VmRSS:\t 1x kB\n", err: true},
+		{name: "beyond int64 bytes", status: "VmRSS:\t 9007199254740992 kB\n", err: true},
 		{name: "empty", status: "", err: true},
 	}
 	for _, tt := range tests {
@@ -46,6 +47,7 @@ func TestParseProcStat(t *testing.T) {
 		{name: "short", stat: "7 (x) R 1 1", err: true},
 		{name: "no name", stat: "7 x R 1 1 1 0 -1 0 0 0 0 0 1 2 0 0", err: true},
 		{name: "negative", stat: "7 (x) R 1 1 1 0 -1 0 0 0 0 0 -1 2 0 0 20", err: true},
+		{name: "beyond a Duration", stat: "7 (x) R 1 1 1 0 -1 0 0 0 0 0 7001700000000000 2 0 0 20", err: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
