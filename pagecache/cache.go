@@ -416,12 +416,13 @@ func (c *Cache) LookupURL(base, urlBase []byte, sc *Scratch, e *Entry, now time.
 	if c.l1 != nil {
 		if ns := c.ns.Load(); ns != 0 {
 			page := c.pageKey(sc, base, ns)
-			if c.l1.lookup(page, e, ms) {
+			served, due := c.l1.find(page, e, ms)
+			if served {
 				sc.lent = nil // lent to this lookup only (see LendValues)
 				return PageFresh, Ticket{page: page, l1: c.front == nil}
 			}
-			if c.front == nil {
-				if st, t, done := c.revalidate(page, ns, base, urlBase, sc, e, ms); done {
+			if due != nil && c.front == nil {
+				if st, t, done := c.revalidate(page, due, ns, base, urlBase, sc, e, ms); done {
 					sc.lent = nil
 					return st, t
 				}
@@ -566,15 +567,16 @@ func (c *Cache) Put(t *Ticket, f *Fill) (Reason, []byte) {
 		return ReasonStoreError, nil // not fenced
 	}
 	reason, env := c.format.put(t, f)
-	if reason == Storable && len(f.Tags) > 0 && t.primary == "" && c.hints != nil && c.tagTTL == 0 {
-		// The page's tags as stored: its next lookup reads their counters
-		// with it, and its L1 copy can be revalidated without it.
+	if reason == Storable && len(f.Tags) > 0 && t.primary == "" && !slices.Equal(t.tagNames, f.Tags) {
+		// The page's tags as stored, unless the lookup's hint had them
+		// already: its next lookup reads their counters with it, and its
+		// L1 copy can be revalidated without it.
 		// The fill's strings may alias its answer's memory: copied.
 		names := make([]string, len(f.Tags))
 		for i, n := range f.Tags {
 			names[i] = strings.Clone(n)
 		}
-		c.hints.Set(strings.Clone(t.base), c.tagHint(names))
+		c.keepHint(strings.Clone(t.base), names)
 	}
 	// Variants are not copied: their lookup (LookupVariant) always asks
 	// the store, through the URL's marker.

@@ -77,30 +77,36 @@ func newTier(size int64, ttl time.Duration, cost func(string, l1Page) int) (*l1,
 // lookup serves base from the tier into e when a copy is there and may
 // still be served at now (Unix milliseconds).
 func (l *l1) lookup(page string, e *Entry, now int64) bool {
-	p, ok := l.pages.GetIfPresent(page)
-	if !ok || now >= p.until {
-		return false
-	}
-	e.aliasOf(p.view)
-	return true
+	ok, _ := l.find(page, e, now)
+	return ok
 }
 
-// due returns the copy of page whose bound (TTL after the store last
-// showed it valid) has passed at now while the page is still fresh: its
-// counters, read again, may keep it (see Cache.revalidate).
-func (l *l1) due(page string, now int64) (*entryView, bool) {
+// find is lookup that also returns, when the copy's bound (TTL after the
+// store last showed it valid) has passed while the page is still fresh,
+// that copy: its counters, read again, may keep it (see
+// Cache.revalidate). One map read either way.
+func (l *l1) find(page string, e *Entry, now int64) (served bool, due *entryView) {
 	p, ok := l.pages.GetIfPresent(page)
-	if !ok || now < p.until || now >= p.view.FreshUntil {
-		return nil, false
+	switch {
+	case !ok || now >= p.view.FreshUntil:
+		return false, nil
+	case now >= p.until:
+		return false, p.view
 	}
-	return p.view, true
+	e.aliasOf(p.view)
+	return true, nil
+}
+
+// bound is how long a copy of a page fresh until freshUntil may be
+// served when the store showed it valid at now.
+func (l *l1) bound(now, freshUntil int64) int64 {
+	return min(now+min(l.ttl.Milliseconds(), math.MaxInt64/2), freshUntil)
 }
 
 // extend keeps the copy v of page for another TTL from now, the store
 // having shown it valid then, and never past its freshness.
 func (l *l1) extend(page string, v *entryView, now int64) {
-	until := min(now+min(l.ttl.Milliseconds(), math.MaxInt64/2), v.FreshUntil)
-	if until > now {
+	if until := l.bound(now, v.FreshUntil); until > now {
 		l.pages.Set(strings.Clone(page), l1Page{view: v, until: until})
 	}
 }
@@ -116,7 +122,7 @@ func (l *l1) remember(page string, value []byte, now int64) {
 	if Decode(value, e) != nil || e.Kind != KindPage {
 		return
 	}
-	until := min(now+min(l.ttl.Milliseconds(), math.MaxInt64/2), e.FreshUntil)
+	until := l.bound(now, e.FreshUntil)
 	if until <= now {
 		return
 	}

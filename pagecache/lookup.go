@@ -340,24 +340,24 @@ func (h tagHint) check(e *Entry, items []Item) (v validity, ok bool) {
 	return v, ok
 }
 
-// revalidate serves, from the L1, a copy of the page at base (under page,
-// namespace ns) whose bound has passed while the page is still fresh,
+// revalidate serves, from the L1, the copy v of the page at base (under
+// page, namespace ns) whose bound has passed while the page is still fresh,
 // when the counters it recorded are unchanged: the namespace, its URL's
 // and its tags' (their keys from the hint), read in one round trip
 // without the page, whose value may be large. The copy is then kept for
-// another L1TTL. done is false when the copy cannot be checked so (none
-// due, tags without a hint, counters kept in process) or a counter moved:
+// another L1TTL. done is false when the copy cannot be checked so (tags
+// without a hint, counters kept in process) or a counter moved:
 // the caller looks the page up in the store. A store that fails ends the
 // request's lookups (StoreDown): one timeout at most.
-func (c *Cache) revalidate(page string, ns uint64, base, urlBase []byte, sc *Scratch, e *Entry, now int64) (st State, t Ticket, done bool) {
-	v, ok := c.l1.due(page, now)
+func (c *Cache) revalidate(page string, v *entryView, ns uint64, base, urlBase []byte, sc *Scratch, e *Entry, now int64) (st State, t Ticket, done bool) {
 	// A copy made during an outage (Remember) records no generations: it
 	// is never revalidated.
-	if !ok || c.tagTTL > 0 || v.URLGen == 0 {
+	if c.tagTTL > 0 || v.URLGen == 0 {
 		return PageMissing, Ticket{}, false
 	}
 	var hint tagHint
 	if v.nTags > 0 {
+		var ok bool
 		if hint, ok = c.hints.GetIfPresent(view(base)); !ok || len(hint.names) != v.nTags {
 			return PageMissing, Ticket{}, false
 		}
@@ -396,25 +396,26 @@ func (c *Cache) revalidate(page string, ns uint64, base, urlBase []byte, sc *Scr
 // rememberTags keeps a page's tags as a hint for its next lookups. Not
 // used with TagCacheTTL, where counters are read locally anyway.
 func (c *Cache) rememberTags(base []byte, e *Entry) {
-	if c.tagTTL > 0 {
-		return
-	}
 	names := make([]string, 0, e.NumTags())
 	e.Tags(func(tag []byte, _ uint64) bool {
 		names = append(names, string(tag))
 		return true
 	})
-	c.hints.Set(string(base), c.tagHint(names))
+	c.keepHint(string(base), names)
 }
 
-// tagHint returns the hint of a page whose tags are names, in the order
-// it stores them.
-func (c *Cache) tagHint(names []string) tagHint {
+// keepHint keeps, under base (a string of its own), the hint of a page
+// whose tags are names (strings of their own), in the order it stores
+// them. Not with TagCacheTTL, where counters are read locally anyway.
+func (c *Cache) keepHint(base string, names []string) {
+	if c.tagTTL > 0 || c.hints == nil {
+		return
+	}
 	h := tagHint{names: names, keys: make([]string, len(names))}
 	for i, n := range names {
 		h.keys[i] = c.gens.TagKey(n)
 	}
-	return h
+	c.hints.Set(base, h)
 }
 
 // put stores the page under the ticket's key for its freshness and grace,

@@ -8,18 +8,14 @@ import (
 	"github.com/userrouter/userrouter/pagecache/pagecachetest"
 )
 
-// BenchmarkMissNewURL is the store's side of a miss of a URL never
-// filled, a page without tags, against the test memcached: the lookup,
-// the fence and the put (two round trips with an AddGetSetter, three
-// without).
-func BenchmarkMissNewURL(b *testing.B) {
-	pagecachetest.Memcached(b) // skips without the test memcached
-	// newEnv's helpers take a *testing.T: a zero one (whose cleanups
-	// never run) would leave the store's connections open; the store
-	// is closed here instead.
-	t := &testing.T{}
+// benchEnv is a Cache over the test memcached for a benchmark (skipped
+// without it). newEnv's helpers take a *testing.T: a zero one (whose
+// cleanups never run) would leave the store's connections open; the
+// store is closed by b's cleanup instead.
+func benchEnv(b *testing.B) *cacheEnv {
+	pagecachetest.Memcached(b)
 	var store Store
-	v := newEnv(t, func(t *testing.T) Store {
+	v := newEnv(&testing.T{}, func(*testing.T) Store {
 		m, err := NewMemcache(MemcacheOptions{Servers: []string{pagecachetest.Memcached(b)}, Timeout: time.Second})
 		if err != nil {
 			b.Fatal(err)
@@ -27,7 +23,16 @@ func BenchmarkMissNewURL(b *testing.B) {
 		store = m
 		return m
 	}, CacheOptions{}, "")
-	defer store.Close()
+	b.Cleanup(func() { store.Close() })
+	return v
+}
+
+// BenchmarkMissNewURL is the store's side of a miss of a URL never
+// filled, a page without tags, against the test memcached: the lookup,
+// the fence and the put (two round trips with an AddGetSetter, three
+// without).
+func BenchmarkMissNewURL(b *testing.B) {
+	v := benchEnv(b)
 	f := page(string(make([]byte, 20<<10)))
 	v.mustFill("http://example.com/warm", f) // the namespace and sequence exist
 	b.ReportAllocs()
@@ -48,18 +53,7 @@ func BenchmarkMissNewURL(b *testing.B) {
 // memcached: the lookup (the page with its tags' counters) and the put
 // (one write when the lookup's counters fence it).
 func BenchmarkRefillTagged(b *testing.B) {
-	pagecachetest.Memcached(b) // skips without the test memcached
-	t := &testing.T{}          // see BenchmarkMissNewURL
-	var store Store
-	v := newEnv(t, func(t *testing.T) Store {
-		m, err := NewMemcache(MemcacheOptions{Servers: []string{pagecachetest.Memcached(b)}, Timeout: time.Second})
-		if err != nil {
-			b.Fatal(err)
-		}
-		store = m
-		return m
-	}, CacheOptions{}, "")
-	defer store.Close()
+	v := benchEnv(b)
 	const url = "http://example.com/refilled"
 	f := page(string(make([]byte, 20<<10)), "all", "section-news", "page-refilled")
 	v.mustFill(url, f)
