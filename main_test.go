@@ -180,13 +180,23 @@ func TestMain(m *testing.M) {
 
 // freeAddr returns a loopback address nothing listens on.
 func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		// The kernel may hand a port just closed out again: two servers
+		// of one test (gunicorn and userrouter) once got the same one.
+		if _, taken := addrsGiven.LoadOrStore(addr, true); !taken {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
+
+// addrsGiven are the addresses freeAddr returned in this test process.
+var addrsGiven sync.Map
 
 // TestBinary builds userrouter, runs it on a unix socket with a config
 // file, talks to it, and stops it with SIGTERM.
