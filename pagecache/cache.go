@@ -45,16 +45,22 @@ import (
 //     seen, a known URL's), they were read before the fill's request and
 //     fence it as the URL counter does: a purge by key since makes the
 //     page stale or invalid, and Put writes it in one round trip.
-//     Otherwise it reads them now, together with the purge sequence; if
-//     the sequence moved, a purge by key may have overtaken the fill and
-//     nothing is stored. The page is written for its freshness plus
-//     grace. A page
-//     without tags under a URL counter the fence left to be created is
-//     written, on an AddGetSetter (memcached), in the round trip that
-//     creates the counter with the fence's value and reads it back (see
-//     settleSet): when a purge or another instance created it first, the
-//     page written records a generation the counter never holds, so it
-//     is never served, and Put reports ReasonPurged.
+//     Otherwise, on an AddGetSetter (memcached), the page records for
+//     each tag the counter a read of this Cache found before the fence
+//     (generations.seenBefore), or a new value, and is written in the
+//     round trip that reads those counters, creating the missing ones
+//     with the new values (see settleSet): a counter holding what the
+//     page records was not purged since the fence. When one does not,
+//     the page written is never valid, and Put goes on as on other
+//     stores: it reads the counters now, together with the purge
+//     sequence; if the sequence moved, a purge by key may have
+//     overtaken the fill and nothing is stored. The page is written for
+//     its freshness plus grace. A URL counter the fence left to be
+//     created is created, on an AddGetSetter, in the round trip that
+//     writes the page, with the fence's value, and read back: when a
+//     purge or another instance created it first, the page written
+//     records a generation the counter never holds, so it is never
+//     served, and Put reports ReasonPurged.
 //     An answer that varies (Decision.Vary) is stored under Variant's
 //     ticket, for the values its request carried, after PutVariants wrote
 //     the marker (when the lookup found none, or another).
@@ -233,6 +239,9 @@ type Ticket struct {
 	at int64
 	// private: a private copy (LookupPrivate), never copied to the L1.
 	private bool
+	// mark is the counters' mark (generations.mark) Fence took: counter
+	// values seen before it were read before the fill's request.
+	mark uint64
 	// tagNames are the surrogate keys the page had when the lookup read
 	// their counters with it (its hint's), and tagGens those counters:
 	// read before the fill's request, they fence a fill that names the
@@ -480,6 +489,7 @@ func (c *Cache) LookupPrivate(base, urlBase, private []byte, sc *Scratch, e *Ent
 // the counter with another value, and nothing is stored.
 func (c *Cache) Fence(t *Ticket) error {
 	g := c.gens
+	t.mark = g.mark()
 	if !t.seqKnown {
 		v, err := g.create(g.SeqKey())
 		if err != nil {
@@ -525,39 +535,90 @@ func (c *Cache) settle(t *Ticket) Reason {
 	return Storable
 }
 
+// A counterCheck is a counter a page is written with, in the round trip
+// that reads it (settleSet): the page records want; add says the counter
+// is to be created with want when missing.
+type counterCheck struct {
+	key  string
+	want uint64
+	add  bool
+}
+
 // settleSet is settle and the write of value under t's page key in one
-// round trip of s. value must record the fence as its URL generation:
-// when a purge (or another instance's fill) created the counter first,
-// with another value, what was written is invalid to every lookup
-// (compareGen) and never served, and settleSet reports ReasonPurged as
-// settle would. The value is not deleted then: the counter never comes
-// back to the fence (it only moves by purges' steps from a random
-// start), so the next lookup of the URL misses and its fill overwrites
-// it; a delete would cost the request a second operation, and could
-// remove the page the winner of the add stored in between.
-func (c *Cache) settleSet(s AddGetSetter, t *Ticket, value []byte, ttl time.Duration) Reason {
-	add := Item{Value: strconv.AppendUint(nil, t.urlGen, 10)}
-	got, err := s.AddGetSet(t.url, add, t.page, Item{Value: value}, ttl)
-	v, ok := parseCounter(got)
+// round trip of s, which also reads the counters in checks (creating
+// those marked add). value must record the fence as its URL generation,
+// and each check's want: when a purge (or another instance's fill)
+// created the URL counter first, with another value, what was written is
+// invalid to every lookup (compareGen) and never served, and settleSet
+// reports ReasonPurged as settle would. When a check's counter does not
+// hold its want, the value written is as good as purged too (no lookup
+// finds it valid), and moved is true: the caller may read the tags again
+// and write the page once more. The value is not deleted then: the
+// counters never come back to what it records (they only move by purges'
+// steps from a random start), so the next lookup of the URL misses and
+// its fill overwrites it; a delete would cost the request one more
+// operation, and could remove the page the winner of the add stored in
+// between.
+func (c *Cache) settleSet(s AddGetSetter, t *Ticket, checks []counterCheck, value []byte, ttl time.Duration) (r Reason, moved bool) {
+	n := len(checks)
+	if t.urlNew {
+		n++
+	}
+	var keysAt [8]string
+	var addsAt, itemsAt [8]Item
+	keys, adds, items := keysAt[:0], addsAt[:0], itemsAt[:0]
+	if n > len(keysAt) {
+		keys, adds, items = make([]string, 0, n), make([]Item, 0, n), make([]Item, 0, n)
+	}
+	keys, adds, items = keys[:n], adds[:n], items[:n]
+	for i, ch := range checks {
+		keys[i] = ch.key
+		if ch.add {
+			adds[i].Value = strconv.AppendUint(nil, ch.want, 10)
+		}
+	}
+	if t.urlNew {
+		keys[n-1], adds[n-1].Value = t.url, strconv.AppendUint(nil, t.urlGen, 10)
+	}
+	err := s.AddGetSet(keys, adds, items, t.page, Item{Value: value}, ttl)
+	for i, ch := range checks {
+		v, ok := parseCounter(items[i])
+		if ok {
+			c.gens.remember(ch.key, v)
+			c.gens.see(ch.key, v)
+		}
+		moved = moved || !ok || v != ch.want
+	}
+	if !t.urlNew {
+		switch {
+		case errors.Is(err, ErrTooLarge):
+			return ReasonTooLarge, false
+		case err != nil:
+			c.onStoreError(err)
+			return ReasonStoreError, false
+		}
+		return Storable, moved
+	}
+	v, ok := parseCounter(items[n-1])
 	if ok {
 		c.gens.remember(t.url, v)
-		c.gens.markPresent(t.url)
+		c.gens.see(t.url, v)
 	}
 	switch {
 	case ok && v != t.urlGen:
-		return ReasonPurged
+		return ReasonPurged, false
 	case errors.Is(err, ErrTooLarge):
-		return ReasonTooLarge
+		return ReasonTooLarge, false
 	case err != nil:
 		c.onStoreError(err)
-		return ReasonStoreError
+		return ReasonStoreError, false
 	case !ok:
 		// Evicted at once, or not a number: as Read would say.
-		c.onStoreError(fmt.Errorf("pagecache: counter %q holds %q after its add", t.url, got.Value))
-		return ReasonStoreError
+		c.onStoreError(fmt.Errorf("pagecache: counter %q holds %q after its add", t.url, items[n-1].Value))
+		return ReasonStoreError, false
 	}
 	t.urlNew = false
-	return Storable
+	return Storable, moved
 }
 
 // Put stores an answer under a fenced ticket; it returns Storable and the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,7 @@ func testCache(t *testing.T, newStore storeMaker) {
 		{"a missing counter counts as purged", testMissingCounter},
 		{"tag hint", testTagHint},
 		{"a known URL's tags fence its fill", testKnownTagsFence},
+		{"a new URL's keys seen or created fence its fill", testNewURLTagsFence},
 		{"counters kept in process", testTagCacheTTL},
 		{"damaged value", testDamaged},
 		{"store failures in a lookup", testLookupStoreDown},
@@ -500,9 +502,14 @@ func testPurgeBetweenFenceAndPut(t *testing.T, newStore storeMaker) {
 		{"by URL, hard, a new URL", false, nil, func(v *cacheEnv) { v.purgeURL(url1, false) }, ReasonPurged, PageMissing},
 		{"by URL, soft, a new URL", false, nil, func(v *cacheEnv) { v.purgeURL(url1, true) }, ReasonPurged, PageMissing},
 		{"by URL, a new URL with keys", false, []string{"x"}, func(v *cacheEnv) { v.purgeURL(url1, false) }, ReasonPurged, PageMissing},
-		// The purge sequence moved: nothing is stored.
+		// The purge sequence moved: nothing is stored. (On an
+		// AddGetSetter the put first creates the key's counter in its
+		// write, which the purge had created: the write is checked, it
+		// fails, and the put then reads the sequence.)
 		{"by the page's key", false, []string{"x"}, func(v *cacheEnv) { v.purgeKey("x", false) }, ReasonPurged, PageMissing},
 		{"by the page's key, soft", false, []string{"x"}, func(v *cacheEnv) { v.purgeKey("x", true) }, ReasonPurged, PageMissing},
+		// On an AddGetSetter the write checks the page's own keys, which
+		// no purge touched: the page is stored.
 		{"by another key", false, []string{"x"}, func(v *cacheEnv) { v.purgeKey("other", false) }, ReasonPurged, PageMissing},
 		{"by a key, of a page without keys", false, nil, func(v *cacheEnv) { v.purgeKey("x", false) }, Storable, PageFresh},
 		// The page goes under the old namespace.
@@ -519,6 +526,9 @@ func testPurgeBetweenFenceAndPut(t *testing.T, newStore storeMaker) {
 				t.Fatal(err)
 			}
 			tc.purge(v)
+			if tc.name == "by another key" && v.combined() {
+				tc.wantPut, tc.want = Storable, PageFresh
+			}
 			f := page("one", tc.tags...)
 			if r, _ := v.c.Put(&tk, &f); r != tc.wantPut {
 				t.Errorf("put after the purge: got %s; want %s", r, tc.wantPut)
@@ -753,9 +763,13 @@ func testKnownTagsFence(t *testing.T, newStore storeMaker) {
 		{"another key", []string{"x", "y"}, func(v *cacheEnv) { v.purgeKey("other", false) }, Storable, map[op]int{opSet: 1}, PageFresh},
 		{"the URL", []string{"x", "y"}, func(v *cacheEnv) { v.purgeURL(url1, false) }, Storable, map[op]int{opSet: 1}, PageMissing},
 		{"fewer keys, one purged", []string{"y"}, func(v *cacheEnv) { v.purgeKey("y", false) }, Storable, map[op]int{opSet: 1}, PageMissing},
-		// The new key's counter is created (Add) as for any new key.
+		// The new key's counter is created (Add) as for any new key,
+		// with the sequence read; on an AddGetSetter, in the write,
+		// which checks x's counter is still what the lookup read: only
+		// a purge of the page's keys keeps the page from being valid.
 		{"a new key, no purge", []string{"x", "z"}, nil, Storable, map[op]int{opGetMulti: 1, opAdd: 1, opSet: 1}, PageFresh},
 		{"a new key, another key purged", []string{"x", "z"}, func(v *cacheEnv) { v.purgeKey("other", false) }, ReasonPurged, map[op]int{opGetMulti: 1, opAdd: 1}, PageMissing},
+		{"a new key, the old key purged", []string{"x", "z"}, func(v *cacheEnv) { v.purgeKey("x", false) }, ReasonPurged, map[op]int{opGetMulti: 1, opAdd: 1}, PageMissing},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := newEnv(t, newStore, CacheOptions{}, "")
@@ -772,6 +786,18 @@ func testKnownTagsFence(t *testing.T, newStore storeMaker) {
 				tc.purge(v)
 			}
 			v.store.reset()
+			if slices.Contains(tc.tags, "z") && v.combined() {
+				tc.calls = map[op]int{opAddGetSet: 1}
+				if tc.wantPut == ReasonPurged && tc.name != "a new key, the old key purged" {
+					tc.wantPut, tc.want = Storable, PageFresh
+				}
+				if tc.name == "a new key, the old key purged" {
+					// x moved: the write is invalid; the sequence, read
+					// then (with an add, as a counter this Cache has not
+					// found yet), says a purge came.
+					tc.calls = map[op]int{opAddGetSet: 1, opAdd: 1, opGetMulti: 1}
+				}
+			}
 			f := page("new", tc.tags...)
 			f.StoredAt = later
 			if r, _ := v.c.Put(&tk, &f); r != tc.wantPut {
@@ -779,6 +805,77 @@ func testKnownTagsFence(t *testing.T, newStore storeMaker) {
 			}
 			v.store.wantCalls(t, "the put", tc.calls)
 			v.wantState("after the put", url1, later.Add(time.Second), tc.want)
+		})
+	}
+}
+
+// testNewURLTagsFence: on an AddGetSetter, a new URL's fill records the
+// counters of its keys as this Cache found them before the fence (x,
+// which another page's fill read) or creates them (y), and is written in
+// the round trip that checks them: a purge of one of its keys since,
+// through any instance, keeps it from being valid, and the put then reads
+// the purge sequence as without that check; a purge of another key does
+// not. On other stores the put reads the sequence first, and any purge by
+// key stops it.
+func testNewURLTagsFence(t *testing.T, newStore storeMaker) {
+	for _, tc := range []struct {
+		name      string
+		seenFirst bool // x read before the fence, by url2's fill
+		between   func(v *cacheEnv)
+		wantPut   Reason
+		calls     map[op]int // the put's on an AddGetSetter, if checked
+		want      State
+	}{
+		{"no purge", true, nil, Storable, map[op]int{opAddGetSet: 1}, PageFresh},
+		{"the seen key purged here", true, func(v *cacheEnv) { v.purgeKey("x", false) }, ReasonPurged, nil, PageMissing},
+		{"the seen key purged elsewhere", true, func(v *cacheEnv) { v.another(CacheOptions{}).purgeKey("x", false) }, ReasonPurged, nil, PageMissing},
+		{"the seen key soft-purged elsewhere", true, func(v *cacheEnv) { v.another(CacheOptions{}).purgeKey("x", true) }, ReasonPurged, nil, PageMissing},
+		{"the created key purged elsewhere", true, func(v *cacheEnv) { v.another(CacheOptions{}).purgeKey("y", false) }, ReasonPurged, nil, PageMissing},
+		{"another key purged", true, func(v *cacheEnv) { v.purgeKey("other", false) }, Storable, map[op]int{opAddGetSet: 1}, PageFresh},
+		{"the seen key's counter lost", true, func(v *cacheEnv) {
+			if err := v.store.Store.Delete(v.c.gens.TagKey("x")); err != nil {
+				t.Fatal(err)
+			}
+		}, Storable, nil, PageFresh},
+		// Read after the fence: not a fence. The write creates no counter
+		// (x exists), its check fails, and the put reads x and the
+		// sequence, which has not moved.
+		{"the key read after the fence", false, func(v *cacheEnv) { v.mustFill(url2, page("two", "x")) }, Storable, nil, PageFresh},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := newEnv(t, newStore, CacheOptions{}, "")
+			if tc.seenFirst {
+				v.mustFill(url2, page("two", "x"))
+			}
+			_, tk := v.lookup(url1, t0)
+			if err := v.c.Fence(&tk); err != nil {
+				t.Fatal(err)
+			}
+			if tc.between != nil {
+				tc.between(v)
+			}
+			switch {
+			case tc.name == "another key purged" && !v.combined():
+				tc.wantPut, tc.want = ReasonPurged, PageMissing // the sequence moved
+			case tc.name == "the seen key soft-purged elsewhere" && v.combined():
+				// What the checked write left records x's counter from
+				// before the soft purge: stale, as a soft purge makes
+				// every page of x.
+				tc.want = PageStale
+			}
+			v.store.reset()
+			f := page("one", "x", "y")
+			if r, _ := v.c.Put(&tk, &f); r != tc.wantPut {
+				t.Errorf("put: got %s; want %s", r, tc.wantPut)
+			}
+			if tc.calls != nil && v.combined() {
+				v.store.wantCalls(t, "the put", tc.calls)
+			}
+			v.wantState("after the put", url1, at(time.Second), tc.want)
+			if tc.want == PageFresh {
+				v.another(CacheOptions{}).purgeKey("y", false)
+				v.wantState("after a purge of its new key", url1, at(time.Second), PageMissing)
+			}
 		})
 	}
 }
@@ -934,8 +1031,12 @@ func testPutFailures(t *testing.T, newStore storeMaker) {
 			if err := v.c.Fence(&tk); err != nil {
 				t.Fatal(err)
 			}
-			if tc.fault.op == opSet && len(tc.fill.Tags) == 0 {
+			switch {
+			case tc.fault.op == opSet && len(tc.fill.Tags) == 0:
 				tc.fault.op = v.newPageWrite() // a new URL's page
+			case tc.fault.op != "" && len(tc.fill.Tags) > 0 && v.combined():
+				// The tags' counters are read in the write.
+				tc.fault.op = opAddGetSet
 			}
 			if tc.fault.op != "" {
 				v.store.inject(tc.fault)

@@ -191,11 +191,11 @@ func withAddGetSet(s *faultStore) Store {
 	return s
 }
 
-func (s faultAddGetSetter) AddGetSet(counter string, add Item, key string, it Item, ttl time.Duration) (Item, error) {
-	if err := s.enter(opAddGetSet, counter, key); err != nil {
-		return Item{}, err
+func (s faultAddGetSetter) AddGetSet(keys []string, adds, items []Item, key string, it Item, ttl time.Duration) error {
+	if err := s.enter(opAddGetSet, append(slices.Clip(keys), key)...); err != nil {
+		return err
 	}
-	return s.Store.(AddGetSetter).AddGetSet(counter, add, key, it, ttl)
+	return s.Store.(AddGetSetter).AddGetSet(keys, adds, items, key, it, ttl)
 }
 
 func (s faultAddGetSetter) AddGetMulti(keys []string, adds, items []Item) error {

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/maypok86/otter/v2"
@@ -40,8 +41,19 @@ type generations struct {
 	nsKey  string
 	seqKey string
 	local  *otter.Cache[string, uint64]
-	// present holds the counters found in the store lately (see Read).
-	present *otter.Cache[string, struct{}]
+	// present holds the counters found in the store lately (see Read),
+	// each with the value found and when it was first found so (see
+	// seenBefore).
+	present *otter.Cache[string, seenCounter]
+	// marks orders the reads of counters and the fences of fills: it
+	// only grows.
+	marks atomic.Uint64
+}
+
+// A seenCounter is a counter's value as a read found it, and the mark
+// (generations.marks) taken after the first read that found that value.
+type seenCounter struct {
+	v, mark uint64
 }
 
 // validity is what a page's recorded generation says against the current.
@@ -64,13 +76,13 @@ const (
 // them, and a purge may then take up to localTTL to reach every instance.
 func newGenerations(store Store, prefix string, localTTL time.Duration) (*generations, error) {
 	g := &generations{store: store, prefix: prefix, nsKey: prefix + "ns", seqKey: prefix + "seq"}
-	present, err := otter.New(&otter.Options[string, struct{}]{
+	present, err := otter.New(&otter.Options[string, seenCounter]{
 		// The counters many pages share (sections, the sequence) are
 		// what it is for; a page's own tag is read again at its next
 		// fill only. Small, so that garbage collection of a busy heap
 		// (a hit allocates its page) has little to mark.
 		MaximumSize:      presentSize,
-		ExpiryCalculator: otter.ExpiryWriting[string, struct{}](presentTTL),
+		ExpiryCalculator: otter.ExpiryWriting[string, seenCounter](presentTTL),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pagecache: counter presence cache: %w", err)
@@ -219,7 +231,7 @@ func (g *generations) Read(keys []string, fence, out []uint64) error {
 		}
 		out[i] = v
 		g.remember(k, v)
-		g.markPresent(k)
+		g.see(k, v)
 	}
 	return nil
 }
@@ -238,11 +250,29 @@ func (g *generations) thoughtPresent(key string) bool {
 	return ok
 }
 
-// markPresent notes key found in the store (the key is copied).
-func (g *generations) markPresent(key string) {
-	if _, ok := g.present.GetIfPresent(key); !ok {
-		g.present.Set(strings.Clone(key), struct{}{})
+// see notes that a read just found v under the counter key: it is then
+// thought present, and v known since the mark taken now, unless v was
+// already known (a counter never comes back to a value it left). The key
+// is copied.
+func (g *generations) see(key string, v uint64) {
+	if e, ok := g.present.GetIfPresent(key); ok && e.v == v {
+		return
 	}
+	g.present.Set(strings.Clone(key), seenCounter{v: v, mark: g.marks.Add(1)})
+}
+
+// mark returns a mark later than every read noted so far: a fill's fence
+// takes one before its request is sent.
+func (g *generations) mark() uint64 { return g.marks.Add(1) }
+
+// seenBefore returns the value of the counter key as a read that ended
+// before mark found it, if one did (within presentTTL). Recorded by a
+// page fetched after mark, it fences the page as the URL counter does:
+// if the counter holds it still, no purge through the counter came
+// between that read and now.
+func (g *generations) seenBefore(key string, mark uint64) (uint64, bool) {
+	e, ok := g.present.GetIfPresent(key)
+	return e.v, ok && e.mark < mark
 }
 
 // newCounter is the value of a new counter: a random hard part, so that

@@ -143,6 +143,9 @@ func (f *envelopeFormat) lookup(base, urlBase []byte, sc *Scratch, e *Entry, now
 	st, t := c.judge(t, it, found, base, hint, hinted, tagItems, e, now)
 	if hinted && (st == PageMissing || st == PageStale || st == PageExpired) {
 		t.tagNames, t.tagGens = hint.fence(tagItems)
+		for i, v := range t.tagGens {
+			g.see(hint.keys[i], v) // for the fills of other pages with the tag
+		}
 	}
 	if st == PageVariants {
 		// The marker's names outlive e, which the variant's lookup reuses.
@@ -251,6 +254,7 @@ func (c *Cache) checkTags(e *Entry) (validity, error) {
 			return invalid, nil
 		}
 		g.remember(k, cur)
+		g.see(k, cur)
 		worst = max(worst, compareGen(recorded[i], cur))
 	}
 	return worst, nil
@@ -421,57 +425,37 @@ func (c *Cache) keepHint(base string, names []string) {
 // put stores the page under the ticket's key for its freshness and grace,
 // recording the fence's URL generation and its tags' counters: those the
 // lookup read, which fence the fill as the URL's does (a purge by key
-// since makes the page stale or invalid), else their current ones, read
-// with the purge sequence, which must not have moved since the fence.
+// since makes the page stale or invalid). Otherwise, on an AddGetSetter
+// (memcached), the values reads found before the fence (seenBefore), or
+// new values for counters not seen, which the write's round trip creates
+// where missing and checks (see tagChecks); else, or when a check fails,
+// their current values, read with the purge sequence, which must not
+// have moved since the fence.
 func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 	c := f.c
+	if len(fl.Headers) > maxHeaders {
+		return ReasonHeaders, nil
+	}
 	page := fillPage(fl, t.urlGen)
+	ags, _ := c.store.(AddGetSetter)
+	var checks []counterCheck
 	if tags, ok := t.fencedTags(fl.Tags); ok {
 		page.Tags = tags
+	} else if len(fl.Tags) > 0 && ags != nil {
+		page.Tags, checks = f.tagChecks(t, fl.Tags)
 	} else if len(fl.Tags) > 0 {
-		// The purge sequence and the tags' counters, and the URL counter
-		// when the fence left it to be created (see settle), in one
-		// round trip.
-		g := c.gens
-		n := 1 + len(fl.Tags)
-		urlAt := -1
-		if t.urlNew {
-			urlAt, n = n, n+1
-		}
-		keys := make([]string, n)
-		fence := make([]uint64, n)
-		after := make([]uint64, n)
-		keys[0] = g.SeqKey()
-		for i, tag := range fl.Tags {
-			keys[i+1] = g.TagKey(tag)
-		}
-		if urlAt >= 0 {
-			keys[urlAt], fence[urlAt] = t.url, t.urlGen
-		}
-		if err := g.Read(keys, fence, after); err != nil {
-			c.onStoreError(err)
-			return ReasonStoreError, nil
-		}
-		if after[0] != t.seq || urlAt >= 0 && after[urlAt] != t.urlGen {
-			return ReasonPurged, nil
-		}
-		t.urlNew = false
-		page.Tags = make([]Tag, 0, len(fl.Tags))
-		for i, tag := range fl.Tags {
-			page.Tags = append(page.Tags, Tag{Name: tag, Gen: after[i+1]})
+		var r Reason
+		if page.Tags, r = f.readTags(t, fl.Tags); r != Storable {
+			return r, nil
 		}
 	}
 	// A URL counter the fence left to be created: with an AddGetSetter
 	// the page is written in the same round trip (see settleSet), else
 	// once the counter is settled.
-	ags, _ := c.store.(AddGetSetter)
 	if t.urlNew && ags == nil {
 		if r := c.settle(t); r != Storable {
 			return r, nil
 		}
-	}
-	if len(fl.Headers) > maxHeaders {
-		return ReasonHeaders, nil
 	}
 	// One allocation, of the envelope's size rounded up to its size
 	// class (slices.Grow's capacity): the memory store charges it whole.
@@ -480,16 +464,88 @@ func (f *envelopeFormat) put(t *Ticket, fl *Fill) (Reason, []byte) {
 		return ReasonHeaders, nil
 	}
 	ttl := fl.TTL - fl.Age + max(fl.Keep, fl.Grace, fl.ErrorGrace)
-	if t.urlNew {
-		if r := c.settleSet(ags, t, env, ttl); r != Storable {
+	if t.urlNew || len(checks) > 0 {
+		r, moved := c.settleSet(ags, t, checks, env, ttl)
+		switch {
+		case r != Storable:
+			return r, nil
+		case !moved:
+			return Storable, env
+		}
+		// A counter moved since it was seen, or another fill created it
+		// first: what was written is never served. Read the tags as the
+		// fill would without seen values, and write the page again.
+		if page.Tags, r = f.readTags(t, fl.Tags); r != Storable {
 			return r, nil
 		}
-		return Storable, env
+		if env, err = Encode(slices.Grow([]byte(nil), EncodedLen(&page)), &page); err != nil {
+			return ReasonHeaders, nil
+		}
 	}
 	if err := c.store.Set(t.page, Item{Value: env}, ttl); err != nil {
 		return storeReason(err), nil
 	}
 	return Storable, env
+}
+
+// tagChecks returns the tags a fill records without reading their
+// counters first, and the checks its write makes (see settleSet): for
+// each tag, the value a read found before t's fence, which the counter
+// must hold still, else a new counter value, which the write's round
+// trip creates the counter with and which it must then hold (whoever
+// created it first decides).
+func (f *envelopeFormat) tagChecks(t *Ticket, names []string) ([]Tag, []counterCheck) {
+	g := f.c.gens
+	tags := make([]Tag, len(names))
+	checks := make([]counterCheck, len(names))
+	for i, n := range names {
+		k := g.TagKey(n)
+		v, ok := g.seenBefore(k, t.mark)
+		if !ok {
+			v = newCounter()
+		}
+		tags[i] = Tag{Name: n, Gen: v}
+		checks[i] = counterCheck{key: k, want: v, add: !ok}
+	}
+	return tags, checks
+}
+
+// readTags returns a fill's tags with their counters' current values,
+// read with the purge sequence, and the URL counter when the fence left
+// it to be created (see settle), in one round trip: ReasonPurged when the
+// sequence (or the URL counter) moved since the fence, as a purge by key
+// may have overtaken the fill.
+func (f *envelopeFormat) readTags(t *Ticket, names []string) ([]Tag, Reason) {
+	c := f.c
+	g := c.gens
+	n := 1 + len(names)
+	urlAt := -1
+	if t.urlNew {
+		urlAt, n = n, n+1
+	}
+	keys := make([]string, n)
+	fence := make([]uint64, n)
+	after := make([]uint64, n)
+	keys[0] = g.SeqKey()
+	for i, tag := range names {
+		keys[i+1] = g.TagKey(tag)
+	}
+	if urlAt >= 0 {
+		keys[urlAt], fence[urlAt] = t.url, t.urlGen
+	}
+	if err := g.Read(keys, fence, after); err != nil {
+		c.onStoreError(err)
+		return nil, ReasonStoreError
+	}
+	if after[0] != t.seq || urlAt >= 0 && after[urlAt] != t.urlGen {
+		return nil, ReasonPurged
+	}
+	t.urlNew = false
+	tags := make([]Tag, 0, len(names))
+	for i, tag := range names {
+		tags = append(tags, Tag{Name: tag, Gen: after[i+1]})
+	}
+	return tags, Storable
 }
 
 func (f *envelopeFormat) markUncacheable(t *Ticket, now time.Time, ttl time.Duration) {

@@ -86,22 +86,27 @@ func appendStorage(w []byte, cmd, key string, it Item, exp int32) []byte {
 	return append(w, "\r\n"...)
 }
 
-// AddGetSet adds add under counter unless it holds something, reads it,
-// and sets it under key for ttl, in one round trip (see AddGetSetter):
-// on one server, the add, the get and the set go in one writev, the value
-// not copied; on two, each is written its part before either reply is
-// read. The operation counts once per server.
-func (m *Memcache) AddGetSet(counter string, add Item, key string, it Item, ttl time.Duration) (Item, error) {
-	if len(counter)+len(add.Value)+64 > m.maxItem || len(key)+len(it.Value)+64 > m.maxItem {
-		m.Stats.TooLarge.Add(1)
-		return Item{}, ErrTooLarge
+// AddGetSet makes AddGetMulti(keys, adds, items) and sets it under key
+// for ttl, in one round trip (see AddGetSetter): on one server, the adds,
+// the gets and the set go in one writev, the value not copied; on
+// several, each is written its part before any reply is read. The
+// operation counts once per server.
+func (m *Memcache) AddGetSet(keys []string, adds, items []Item, key string, it Item, ttl time.Duration) error {
+	if len(keys) != len(adds) || len(keys) != len(items) {
+		return fmt.Errorf("pagecache: AddGetSet: %d keys, %d adds, %d items", len(keys), len(adds), len(items))
 	}
-	keys := [1]string{counter}
-	adds := [1]Item{add}
-	var items [1]Item
+	if len(key)+len(it.Value)+64 > m.maxItem {
+		m.Stats.TooLarge.Add(1)
+		return ErrTooLarge
+	}
+	for i, k := range keys {
+		if len(k)+len(adds[i].Value)+64 > m.maxItem {
+			m.Stats.TooLarge.Add(1)
+			return ErrTooLarge
+		}
+	}
 	set := setCmd{key: key, it: it, exp: expiration(ttl, time.Now())}
-	err := m.getMulti(keys[:], adds[:], items[:], nil, &set)
-	return items[0], err
+	return m.getMulti(keys, adds, items, nil, &set)
 }
 
 // readStored reads the reply to a set: STORED.

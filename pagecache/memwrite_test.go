@@ -96,7 +96,7 @@ func TestAddGetSet(t *testing.T) {
 			apart++
 		}
 		ops := m.Stats.Ops.Load()
-		got, err := m.AddGetSet(counter, Item{Value: []byte("new")}, key, Item{Value: page, Flags: 5}, time.Minute)
+		got, err := addGetSet1(m, counter, Item{Value: []byte("new")}, key, Item{Value: page, Flags: 5}, time.Minute)
 		if err != nil || string(got.Value) != want {
 			t.Errorf("%s then %s: got %q, %v; want %q", counter, key, got.Value, err, want)
 		}
@@ -113,16 +113,16 @@ func TestAddGetSet(t *testing.T) {
 
 	p := pagecachetest.Prefix()
 	ops := m.Stats.Ops.Load()
-	if _, err := m.AddGetSet(p+"c", Item{Value: []byte("1")}, p+"big", Item{Value: make([]byte, 9<<20)}, time.Minute); !errors.Is(err, ErrTooLarge) {
+	if _, err := addGetSet1(m, p+"c", Item{Value: []byte("1")}, p+"big", Item{Value: make([]byte, 9<<20)}, time.Minute); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("a value over the item size: got %v; want ErrTooLarge", err)
 	}
 	if n := m.Stats.Ops.Load() - ops; n != 0 {
 		t.Errorf("a value over the item size: %d operations; want none", n)
 	}
-	if _, err := m.AddGetSet(p+"c", Item{Value: []byte("1")}, "a b", Item{Value: []byte("v")}, time.Minute); !errors.Is(err, memcache.ErrMalformedKey) {
+	if _, err := addGetSet1(m, p+"c", Item{Value: []byte("1")}, "a b", Item{Value: []byte("v")}, time.Minute); !errors.Is(err, memcache.ErrMalformedKey) {
 		t.Errorf("illegal key: got %v; want ErrMalformedKey", err)
 	}
-	got, err := m.AddGetSet(p+"c", Item{Value: []byte("1")}, p+"refused", Item{Value: make([]byte, 2<<20)}, time.Minute)
+	got, err := addGetSet1(m, p+"c", Item{Value: []byte("1")}, p+"refused", Item{Value: make([]byte, 2<<20)}, time.Minute)
 	if !errors.Is(err, memcache.ErrServerError) {
 		t.Errorf("set over memcached's item size: got %v; want its SERVER_ERROR", err)
 	}
@@ -132,4 +132,58 @@ func TestAddGetSet(t *testing.T) {
 	if it, err := m.Get(p + "c"); err != nil || string(it.Value) != "1" {
 		t.Errorf("after the refused set: got %q, %v; want \"1\"", it.Value, err)
 	}
+}
+
+// TestAddGetSetCounters: several counters on three servers, some added,
+// one held by another writer, one only read and missing, then the set:
+// each item shows what its key holds after the adds, in one operation
+// per server concerned.
+func TestAddGetSetCounters(t *testing.T) {
+	s := []*pagecachetest.Server{pagecachetest.Start(t), pagecachetest.Start(t), pagecachetest.Start(t)}
+	m, err := NewMemcache(MemcacheOptions{Servers: []string{s[0].Addr, s[1].Addr, s[2].Addr}, Distribution: Ketama,
+		Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	k := ketamaKeys(6)
+	if err := m.Set(k[1], Item{Value: []byte("held")}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	servers := map[string]bool{}
+	for _, key := range k[:5] {
+		a, err := m.servers.PickServer(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers[a.String()] = true
+	}
+	keys := k[:4]
+	adds := []Item{{Value: []byte("a0")}, {Value: []byte("a1")}, {}, {Value: []byte("a3")}}
+	items := make([]Item, 4)
+	ops := m.Stats.Ops.Load()
+	if err := m.AddGetSet(keys, adds, items, k[4], Item{Value: []byte("page")}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"a0", "held", "", "a3"} {
+		if string(items[i].Value) != want || items[i].Found() != (want != "") {
+			t.Errorf("counter %d: got %q (found %v); want %q", i, items[i].Value, items[i].Found(), want)
+		}
+	}
+	if n := m.Stats.Ops.Load() - ops; n != uint64(len(servers)) {
+		t.Errorf("%d operations; want one per server, %d", n, len(servers))
+	}
+	if it, err := m.Get(k[4]); err != nil || string(it.Value) != "page" {
+		t.Errorf("the set: got %q, %v", it.Value, err)
+	}
+	if err := m.AddGetSet(keys, adds[:2], items, k[4], Item{}, time.Minute); err == nil {
+		t.Error("adds shorter than keys: no error")
+	}
+}
+
+// addGetSet1 is AddGetSet with one counter.
+func addGetSet1(m *Memcache, counter string, add Item, key string, it Item, ttl time.Duration) (Item, error) {
+	var items [1]Item
+	err := m.AddGetSet([]string{counter}, []Item{add}, items[:], key, it, ttl)
+	return items[0], err
 }

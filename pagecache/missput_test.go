@@ -48,6 +48,28 @@ func BenchmarkMissNewURL(b *testing.B) {
 	}
 }
 
+// BenchmarkMissNewURLTagged is BenchmarkMissNewURL for pages with
+// three surrogate keys, as bench's origin sends: two shared by every
+// page, which an earlier fill read, and the page's own, which the put
+// creates. Two round trips with an AddGetSetter: the lookup, and the
+// write that reads and creates the counters.
+func BenchmarkMissNewURLTagged(b *testing.B) {
+	v := benchEnv(b)
+	v.mustFill("http://example.com/warm", page("warm", "all", "section-p"))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		f := page(string(make([]byte, 20<<10)), "all", "section-p", "page-"+strconv.Itoa(i))
+		_, tk := v.c.Lookup(v.base("http://example.com/p/"+strconv.Itoa(i)), &v.sc, &v.e, t0)
+		if err := v.c.Fence(&tk); err != nil {
+			b.Fatal(err)
+		}
+		if r, _ := v.c.Put(&tk, &f); r != Storable {
+			b.Fatalf("put: %s", r)
+		}
+	}
+}
+
 // BenchmarkRefillTagged is the store's side of a known URL's refill, a
 // page with three surrogate keys whose freshness ended, against the test
 // memcached: the lookup (the page with its tags' counters) and the put

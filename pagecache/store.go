@@ -43,21 +43,22 @@ type AddGetter interface {
 
 // An AddGetSetter is an AddGetter that can also write a value in the
 // same round trip: the fill of a URL never filled creates the URL's
-// counter with its fence, reads it back and writes its page at once,
-// rather than writing the page only once the counter's reply came.
+// counter with its fence, and its tags' counters it has no fence for,
+// reads them back and writes its page at once, rather than writing the
+// page only once the counters' replies came.
 type AddGetSetter interface {
 	AddGetter
-	// AddGetSet adds add under counter, with no expiry, when counter
-	// holds nothing, reads counter, and sets it under key for ttl: each
-	// server concerned is sent its part in one write, before any reply
-	// is read, and one server's parts are done in that order. got is what
-	// counter holds after the add (the value added, or what another
-	// writer put first), zero when it could not be read. The set is made
-	// whatever the add and the get found: the caller's value must be
-	// invalid unless got shows its add won. An error says a part failed
-	// (ErrTooLarge: it is over the item size limit and nothing was sent);
-	// got may still be set when the get was answered.
-	AddGetSet(counter string, add Item, key string, it Item, ttl time.Duration) (got Item, err error)
+	// AddGetSet makes AddGetMulti(keys, adds, items), then sets it under
+	// key for ttl: each server concerned is sent its part in one write,
+	// before any reply is read, and one server's parts are done in that
+	// order. items show what the keys hold after the adds (the value
+	// added, or what another writer put first); an item is zero when its
+	// key could not be read. The set is made whatever the adds and the
+	// gets found: the caller's value must be invalid unless items show
+	// that the counters hold what it records. An error says a part
+	// failed (ErrTooLarge: a value is over the item size limit and
+	// nothing was sent); items may still be set where gets were answered.
+	AddGetSet(keys []string, adds, items []Item, key string, it Item, ttl time.Duration) error
 }
 
 // A BufferedGetter is a Store whose reads can put the values they find in

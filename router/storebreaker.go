@@ -112,10 +112,9 @@ func newBreakerStore(s pagecache.Store, b *sessioncheck.Breaker) pagecache.Store
 }
 
 // AddGetSet is one operation for the breaker, as the store makes it.
-func (s addGetSetBreaker) AddGetSet(counter string, add pagecache.Item, key string, it pagecache.Item, ttl time.Duration) (got pagecache.Item, err error) {
+func (s addGetSetBreaker) AddGetSet(keys []string, adds, items []pagecache.Item, key string, it pagecache.Item, ttl time.Duration) error {
 	ags := s.Store.(pagecache.AddGetSetter)
-	err = s.guard(func() error { got, err = ags.AddGetSet(counter, add, key, it, ttl); return err })
-	return got, err
+	return s.guard(func() error { return ags.AddGetSet(keys, adds, items, key, it, ttl) })
 }
 
 func (s *breakerStore) Set(key string, it pagecache.Item, ttl time.Duration) error {
