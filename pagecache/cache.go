@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -544,6 +545,22 @@ type counterCheck struct {
 	add  bool
 }
 
+// settleBufs are a settleSet's keys, adds and items for up to eight
+// counters, pooled: a store's method would make arrays on the stack
+// escape.
+type settleBufs struct {
+	keys        [8]string
+	adds, items [8]Item
+}
+
+var settleBufsPool = sync.Pool{New: func() any { return new(settleBufs) }}
+
+// release clears b, which must not keep values alive, and pools it.
+func (b *settleBufs) release() {
+	*b = settleBufs{}
+	settleBufsPool.Put(b)
+}
+
 // settleSet is settle and the write of value under t's page key in one
 // round trip of s, which also reads the counters in checks (creating
 // those marked add). value must record the fence as its URL generation,
@@ -564,10 +581,10 @@ func (c *Cache) settleSet(s AddGetSetter, t *Ticket, checks []counterCheck, valu
 	if t.urlNew {
 		n++
 	}
-	var keysAt [8]string
-	var addsAt, itemsAt [8]Item
-	keys, adds, items := keysAt[:0], addsAt[:0], itemsAt[:0]
-	if n > len(keysAt) {
+	b := settleBufsPool.Get().(*settleBufs)
+	defer b.release()
+	keys, adds, items := b.keys[:0], b.adds[:0], b.items[:0]
+	if n > len(b.keys) {
 		keys, adds, items = make([]string, 0, n), make([]Item, 0, n), make([]Item, 0, n)
 	}
 	keys, adds, items = keys[:n], adds[:n], items[:n]
