@@ -21,6 +21,25 @@ func TestCacheMemory(t *testing.T) { testCache(t, memoryStore) }
 // keys start with a prefix of its own, so tests may share the server.
 func TestCacheMemcache(t *testing.T) { testCache(t, memcacheStore) }
 
+// TestCacheBehindTwemproxy runs the same protocol through twemproxy
+// (Debian's nutcracker) in front of two memcached servers, set up as
+// docs/memcached-pools.md's "Behind twemproxy instead" says: the proxy is
+// the Cache's only server. Every operation the Cache pipelines (a lookup's
+// multi-key get, a new URL's adds, gets and set in one write, a purge's
+// increments) goes through the proxy, which splits multi-key gets.
+func TestCacheBehindTwemproxy(t *testing.T) {
+	bin := pagecachetest.Nutcracker(t)
+	proxy := startNutcracker(t, bin, []string{pagecachetest.Start(t).Addr, pagecachetest.Start(t).Addr})
+	testCache(t, func(t *testing.T) Store {
+		m, err := NewMemcache(MemcacheOptions{Servers: []string{proxy}, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
+	})
+}
+
 func memoryStore(t *testing.T) Store {
 	m, err := NewMemory(MemoryOptions{})
 	if err != nil {
