@@ -601,37 +601,29 @@ func (c *Cache) settleSet(s AddGetSetter, t *Ticket, checks []counterCheck, valu
 	for i, ch := range checks {
 		v, ok := parseCounter(items[i])
 		if ok {
-			c.gens.remember(ch.key, v)
-			c.gens.see(ch.key, v)
+			c.gens.found(ch.key, v)
 		}
 		moved = moved || !ok || v != ch.want
 	}
-	if !t.urlNew {
+	if t.urlNew {
+		v, ok := parseCounter(items[n-1])
+		if ok {
+			c.gens.found(t.url, v)
+		}
 		switch {
-		case errors.Is(err, ErrTooLarge):
-			return ReasonTooLarge, false
-		case err != nil:
-			c.onStoreError(err)
+		case ok && v != t.urlGen:
+			return ReasonPurged, false
+		case !ok && err == nil:
+			// Evicted at once, or not a number: as Read would say.
+			c.onStoreError(fmt.Errorf("pagecache: counter %q holds %q after its add", t.url, items[n-1].Value))
 			return ReasonStoreError, false
 		}
-		return Storable, moved
-	}
-	v, ok := parseCounter(items[n-1])
-	if ok {
-		c.gens.remember(t.url, v)
-		c.gens.see(t.url, v)
 	}
 	switch {
-	case ok && v != t.urlGen:
-		return ReasonPurged, false
 	case errors.Is(err, ErrTooLarge):
 		return ReasonTooLarge, false
 	case err != nil:
 		c.onStoreError(err)
-		return ReasonStoreError, false
-	case !ok:
-		// Evicted at once, or not a number: as Read would say.
-		c.onStoreError(fmt.Errorf("pagecache: counter %q holds %q after its add", t.url, items[n-1].Value))
 		return ReasonStoreError, false
 	}
 	t.urlNew = false

@@ -30,14 +30,7 @@ func TestCacheMemcache(t *testing.T) { testCache(t, memcacheStore) }
 func TestCacheBehindTwemproxy(t *testing.T) {
 	bin := pagecachetest.Nutcracker(t)
 	proxy := startNutcracker(t, bin, []string{pagecachetest.Start(t).Addr, pagecachetest.Start(t).Addr})
-	testCache(t, func(t *testing.T) Store {
-		m, err := NewMemcache(MemcacheOptions{Servers: []string{proxy}, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		return m
-	})
+	testCache(t, memcacheAt(proxy))
 }
 
 func memoryStore(t *testing.T) Store {
@@ -48,16 +41,21 @@ func memoryStore(t *testing.T) Store {
 	return m
 }
 
-func memcacheStore(t *testing.T) Store {
-	addr := pagecachetest.Memcached(t)
-	// A protocol test, not a timeout test: a loaded machine under -race
-	// can take longer than the daemon's 100ms for one operation.
-	m, err := NewMemcache(MemcacheOptions{Servers: []string{addr}, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
+func memcacheStore(t *testing.T) Store { return memcacheAt(pagecachetest.Memcached(t))(t) }
+
+// memcacheAt makes, for each test, a Memcache client of the server at
+// addr, closed when the test ends. A protocol test, not a timeout test: a
+// loaded machine under -race can take longer than the daemon's 100ms for
+// one operation.
+func memcacheAt(addr string) storeMaker {
+	return func(t *testing.T) Store {
+		m, err := NewMemcache(MemcacheOptions{Servers: []string{addr}, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
 	}
-	t.Cleanup(func() { m.Close() })
-	return m
 }
 
 // testCache checks the page protocol of Cache (see its doc comment), step

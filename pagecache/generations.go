@@ -78,9 +78,11 @@ func newGenerations(store Store, prefix string, localTTL time.Duration) (*genera
 	g := &generations{store: store, prefix: prefix, nsKey: prefix + "ns", seqKey: prefix + "seq"}
 	present, err := otter.New(&otter.Options[string, seenCounter]{
 		// The counters many pages share (sections, the sequence) are
-		// what it is for; a page's own tag is read again at its next
-		// fill only. Small, so that garbage collection of a busy heap
-		// (a hit allocates its page) has little to mark.
+		// what it is for: Read sends no add for them, and a new URL's
+		// fill records their values (seenBefore); a page's own tag is
+		// read again at its next fill only. Small, so that garbage
+		// collection of a busy heap (a hit allocates its page) has
+		// little to mark.
 		MaximumSize:      presentSize,
 		ExpiryCalculator: otter.ExpiryWriting[string, seenCounter](presentTTL),
 	})
@@ -230,14 +232,14 @@ func (g *generations) Read(keys []string, fence, out []uint64) error {
 			return fmt.Errorf("pagecache: counter %q holds %q, not a number", k, items[i].Value)
 		}
 		out[i] = v
-		g.remember(k, v)
-		g.see(k, v)
+		g.found(k, v)
 	}
 	return nil
 }
 
 // presentTTL is how long a counter found in the store is thought present
-// there, so that Read sends no add for it.
+// there, so that Read sends no add for it, and how long the value found
+// may fence a fill (seenBefore): an older one is read again.
 const presentTTL = time.Minute
 
 // presentSize bounds the counters thought present.
@@ -259,6 +261,13 @@ func (g *generations) see(key string, v uint64) {
 		return
 	}
 	g.present.Set(strings.Clone(key), seenCounter{v: v, mark: g.marks.Add(1)})
+}
+
+// found notes a value a read just found under the counter key: kept in
+// process (remember, with localTTL) and seen (see).
+func (g *generations) found(key string, v uint64) {
+	g.remember(key, v)
+	g.see(key, v)
 }
 
 // mark returns a mark later than every read noted so far: a fill's fence

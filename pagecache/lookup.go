@@ -253,8 +253,7 @@ func (c *Cache) checkTags(e *Entry) (validity, error) {
 		if !ok {
 			return invalid, nil
 		}
-		g.remember(k, cur)
-		g.see(k, cur)
+		g.found(k, cur)
 		worst = max(worst, compareGen(recorded[i], cur))
 	}
 	return worst, nil

@@ -142,15 +142,7 @@ func TestVariantsMemory(t *testing.T) {
 }
 
 func TestVariantsMemcache(t *testing.T) {
-	addr := pagecachetest.Memcached(t)
-	testVariants(t, func(t *testing.T) Store {
-		m, err := NewMemcache(MemcacheOptions{Servers: []string{addr}, Timeout: time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		return m
-	})
+	testVariants(t, memcacheAt(pagecachetest.Memcached(t)))
 }
 
 // testVariants walks the variants protocol: a marker written with the
