@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -168,10 +169,24 @@ func compareGen(recorded, current uint64) validity {
 	return invalid
 }
 
-// parseCounter reads a counter value as the store holds it.
+// parseCounter reads a counter value as the store holds it: decimal
+// digits that fit in 64 bits, as strconv.ParseUint(v, 10, 64) takes
+// them, without the error it allocates for a counter that is missing (an
+// empty value), which every new URL's lookup finds.
 func parseCounter(it Item) (uint64, bool) {
-	n, err := strconv.ParseUint(string(it.Value), 10, 64)
-	return n, err == nil
+	v := it.Value
+	if len(v) == 0 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range v {
+		d := uint64(c - '0')
+		if d > 9 || n > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
 }
 
 // Read sets out[i] to the current value of the counter keys[i], creating

@@ -1,6 +1,7 @@
 package pagecache
 
 import (
+	"net"
 	"strconv"
 	"testing"
 	"time"
@@ -13,7 +14,15 @@ import (
 // cleanups never run) would leave the store's connections open; the
 // store is closed by b's cleanup instead.
 func benchEnv(b *testing.B) *cacheEnv {
-	pagecachetest.Memcached(b)
+	addr := pagecachetest.Memcached(b)
+	// A failure through the zero T ends the benchmark's goroutine
+	// silently (0 iterations, PASS): a memcached that is not there is
+	// said so first.
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err != nil {
+		b.Fatalf("the test memcached (USERROUTER_TEST_MEMCACHED): %v", err)
+	} else {
+		c.Close()
+	}
 	var store Store
 	v := newEnv(&testing.T{}, func(*testing.T) Store {
 		m, err := NewMemcache(MemcacheOptions{Servers: []string{pagecachetest.Memcached(b)}, Timeout: time.Second})
