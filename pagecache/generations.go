@@ -206,21 +206,32 @@ func (g *generations) Read(keys []string, fence, out []uint64) error {
 		items, adds = make([]Item, 0, n), make([]Item, 0, n)
 	}
 	items, adds = items[:n], adds[:n]
+	// added[i]: the value the last add of keys[i] sent, if any.
+	var addedAt [8]uint64
+	added := addedAt[:0]
+	if n > len(addedAt) {
+		added = make([]uint64, 0, n)
+	}
+	added = added[:n]
 	missing := 0
 	for i, k := range keys {
 		switch {
 		case fence[i] != 0:
-			adds[i].Value = strconv.AppendUint(nil, fence[i], 10)
+			added[i] = fence[i]
 		case !g.thoughtPresent(k):
-			adds[i].Value = strconv.AppendUint(nil, newCounter(), 10)
+			added[i] = newCounter()
+		default:
+			continue
 		}
+		adds[i].Value = strconv.AppendUint(nil, added[i], 10)
 	}
 	if err := AddGetMulti(g.store, keys, adds, items); err != nil {
 		return err
 	}
 	for i := range keys {
 		if !items[i].Found() && adds[i].Value == nil {
-			adds[i].Value = strconv.AppendUint(nil, newCounter(), 10)
+			added[i] = newCounter()
+			adds[i].Value = strconv.AppendUint(nil, added[i], 10)
 			missing++
 		} else {
 			adds[i].Value = nil
@@ -239,9 +250,19 @@ func (g *generations) Read(keys []string, fence, out []uint64) error {
 		}
 	}
 	for i, k := range keys {
+		if !items[i].Found() && added[i] != 0 {
+			// Added, and gone before it was read back: the memory store's
+			// admission policy may turn a new entry away at once, and
+			// memcached may evict it under pressure. That is a counter
+			// read and then lost, which a lookup counts as purged: a page
+			// recording the value added is never served, and nothing
+			// failed. It is not noted as present.
+			out[i] = added[i]
+			continue
+		}
 		v, ok := parseCounter(items[i])
 		if !ok {
-			if !items[i].Found() { // evicted at once: as a failed Get would
+			if !items[i].Found() {
 				return fmt.Errorf("pagecache: counter %q: %w", k, ErrMiss)
 			}
 			return fmt.Errorf("pagecache: counter %q holds %q, not a number", k, items[i].Value)
