@@ -657,7 +657,9 @@ func (c *cache) stores(name, connection []byte) bool {
 // headers when clients do not see them; a Date, the time it came, when the
 // backend sent none; its body, tags and freshness. ok is false when the
 // headers and body together pass MaxBodySize. One header more than an
-// envelope holds is kept, for Put to refuse (ReasonHeaders).
+// envelope holds is kept, for Put to refuse (ReasonHeaders). Its headers
+// alias resp's, and its body is body: it is to be stored before either
+// changes.
 func (r *Router) fillOf(resp *fasthttp.Response, body []byte, d pagecache.Decision, now time.Time, tags []string) (f *pagecache.Fill, ok bool) {
 	c := r.cache
 	f = &pagecache.Fill{Status: resp.StatusCode(), Body: body, ContentEncoding: resp.Header.ContentEncoding(),
@@ -674,7 +676,7 @@ func (r *Router) fillOf(resp *fasthttp.Response, body []byte, d pagecache.Decisi
 		}
 		dated = dated || bytes.EqualFold(k, strDate)
 		size += len(k) + len(v) + 3
-		f.Headers = append(f.Headers, pagecache.Header{Name: bytes.Clone(k), Value: bytes.Clone(v)})
+		f.Headers = append(f.Headers, pagecache.Header{Name: k, Value: v})
 	}
 	if !dated {
 		var b [len(http.TimeFormat)]byte
