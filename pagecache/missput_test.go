@@ -25,7 +25,7 @@ func benchEnv(b *testing.B) *cacheEnv {
 	}
 	var store Store
 	v := newEnv(&testing.T{}, func(*testing.T) Store {
-		m, err := NewMemcache(MemcacheOptions{Servers: []string{pagecachetest.Memcached(b)}, Timeout: time.Second})
+		m, err := NewMemcache(MemcacheOptions{Servers: []string{addr}, Timeout: time.Second})
 		if err != nil {
 			b.Fatal(err)
 		}
