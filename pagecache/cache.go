@@ -606,16 +606,22 @@ func (c *Cache) settleSet(s AddGetSetter, t *Ticket, checks []counterCheck, valu
 		moved = moved || !ok || v != ch.want
 	}
 	if t.urlNew {
-		v, ok := parseCounter(items[n-1])
-		if ok {
+		// Gone at once after its add, it reads as created and lost, as
+		// in Read: the page just written is never served while it is.
+		// Of an exchange that failed, only what it read is known.
+		added := t.urlGen
+		if err != nil {
+			added = 0
+		}
+		v, ok, held := readAfterAdd(items[n-1], added)
+		if held {
 			c.gens.found(t.url, v)
 		}
 		switch {
 		case ok && v != t.urlGen:
 			return ReasonPurged, false
 		case !ok && err == nil:
-			// Evicted at once, or not a number: as Read would say.
-			c.onStoreError(fmt.Errorf("pagecache: counter %q holds %q after its add", t.url, items[n-1].Value))
+			c.onStoreError(fmt.Errorf("pagecache: counter %q holds %q after its add, not a number", t.url, items[n-1].Value))
 			return ReasonStoreError, false
 		}
 	}

@@ -250,17 +250,7 @@ func (g *generations) Read(keys []string, fence, out []uint64) error {
 		}
 	}
 	for i, k := range keys {
-		if !items[i].Found() && added[i] != 0 {
-			// Added, and gone before it was read back: the memory store's
-			// admission policy may turn a new entry away at once, and
-			// memcached may evict it under pressure. That is a counter
-			// read and then lost, which a lookup counts as purged: a page
-			// recording the value added is never served, and nothing
-			// failed. It is not noted as present.
-			out[i] = added[i]
-			continue
-		}
-		v, ok := parseCounter(items[i])
+		v, ok, held := readAfterAdd(items[i], added[i])
 		if !ok {
 			if !items[i].Found() {
 				return fmt.Errorf("pagecache: counter %q: %w", k, ErrMiss)
@@ -268,9 +258,26 @@ func (g *generations) Read(keys []string, fence, out []uint64) error {
 			return fmt.Errorf("pagecache: counter %q holds %q, not a number", k, items[i].Value)
 		}
 		out[i] = v
-		g.found(k, v)
+		if held {
+			g.found(k, v)
+		}
 	}
 	return nil
+}
+
+// readAfterAdd is the value of a counter that an add of added (0: none)
+// and a get in the same exchange read as it; held says the store holds
+// it. One added and gone before the get (a full memory store's admission
+// policy turns some new entries away at once; memcached may evict one
+// under pressure) reads as the value added and not held: a counter read
+// and then lost, which a lookup counts as purged, so a page recording
+// that value is never served, and nothing failed.
+func readAfterAdd(it Item, added uint64) (v uint64, ok, held bool) {
+	if !it.Found() && added != 0 {
+		return added, true, false
+	}
+	v, ok = parseCounter(it)
+	return v, ok, ok
 }
 
 // presentTTL is how long a counter found in the store is thought present

@@ -17,6 +17,40 @@ import (
 	"github.com/userrouter/userrouter/pagecache"
 )
 
+// cachingRouter returns a Router that caches in store what h answers (a
+// real backend on loopback), under the default key template and a
+// policy that caches for an hour unless Cache-Control says otherwise;
+// tweak, when not nil, changes the cache options first.
+func cachingRouter(tb testing.TB, h http.HandlerFunc, store pagecache.Store, tweak func(*CacheOptions)) *Router {
+	tb.Helper()
+	backend := httptest.NewServer(h)
+	tb.Cleanup(backend.Close)
+	b, _ := NewBackends(testBackendOptions(backendAddr(backend)))
+	keys, _ := pagecache.NewKeyTemplate(pagecache.KeyOptions{})
+	o := CacheOptions{Store: store, Keys: keys,
+		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Hour, HonorCacheControl: true}})}
+	if tweak != nil {
+		tweak(&o)
+	}
+	r, err := New(Options{Backends: b, Keys: testKeys, Cache: &o})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+// wireRequest is the request head raw parsed from the wire, as the
+// server parses it: setting a Cookie through the API would parse it,
+// which the server never does.
+func wireRequest(tb testing.TB, raw string) *fasthttp.Request {
+	tb.Helper()
+	req := new(fasthttp.Request)
+	if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		tb.Fatal(err)
+	}
+	return req
+}
+
 // hitRouter returns a Router with a memory store holding a 20 KB page at
 // http://example.com/page, and a request context asking for it.
 func hitRouter(tb testing.TB, cookie string) (*Router, *fasthttp.RequestCtx) {
@@ -35,40 +69,27 @@ var hitSizes = []struct {
 func hitRouterSize(tb testing.TB, cookie string, size int) (*Router, *fasthttp.RequestCtx, *keptStore) {
 	tb.Helper()
 	page := strings.Repeat("<p>cached page</p>\n", size/19+1)[:size]
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mem, _ := pagecache.NewMemory(pagecache.MemoryOptions{})
+	store := &keptStore{Memory: mem}
+	r := cachingRouter(tb, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("ETag", `"p1"`)
 		w.Write([]byte(page))
-	}))
-	tb.Cleanup(backend.Close)
-	b, _ := NewBackends(testBackendOptions(backendAddr(backend)))
-	mem, _ := pagecache.NewMemory(pagecache.MemoryOptions{})
-	store := &keptStore{Memory: mem}
-	keys, _ := pagecache.NewKeyTemplate(pagecache.KeyOptions{})
-	r, err := New(Options{Backends: b, Keys: testKeys, Cache: &CacheOptions{Store: store, Keys: keys,
-		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Hour, HonorCacheControl: true}})}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	// Parsed from the wire, as the server does: setting a Cookie through
-	// the API would parse it, which the server never does.
+	}, store, nil)
 	raw := "GET /page HTTP/1.1\r\nHost: example.com\r\nAccept-Encoding: gzip\r\n"
 	if cookie != "" {
 		raw += "Cookie: " + cookie + "\r\n"
 	}
-	var req fasthttp.Request
-	if err := req.Read(bufio.NewReader(strings.NewReader(raw + "\r\n"))); err != nil {
-		tb.Fatal(err)
-	}
+	req := wireRequest(tb, raw+"\r\n")
 	ctx := new(fasthttp.RequestCtx)
-	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	ctx.Init(req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
 	r.Handle(ctx) // the fill
 	if cs := string(ctx.Response.Header.Peek("Cache-Status")); cs != statusMissStored && cs != statusMissBackground {
 		tb.Fatalf("fill: %q", cs)
 	}
 	time.Sleep(50 * time.Millisecond) // a background fill, for a visitor with cookies
 	ctx.Response.Reset()
-	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	ctx.Init(req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
 	return r, ctx, store
 }
 

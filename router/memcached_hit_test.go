@@ -1,10 +1,8 @@
 package router
 
 import (
-	"bufio"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -21,13 +19,6 @@ import (
 func memcachedHitRouter(tb testing.TB, size int) (*Router, *fasthttp.RequestCtx) {
 	tb.Helper()
 	page := strings.Repeat("<p>cached page</p>\n", size/19+1)[:size]
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Surrogate-Key", "all section page-1")
-		w.Write([]byte(page))
-	}))
-	tb.Cleanup(backend.Close)
-	b, _ := NewBackends(testBackendOptions(backendAddr(backend)))
 	m, err := pagecache.NewMemcache(pagecache.MemcacheOptions{Servers: []string{pagecachetest.Memcached(tb)}, Timeout: time.Second})
 	if err != nil {
 		tb.Fatal(err)
@@ -35,17 +26,14 @@ func memcachedHitRouter(tb testing.TB, size int) (*Router, *fasthttp.RequestCtx)
 	tb.Cleanup(func() { m.Close() })
 	prefix := pagecachetest.Prefix()
 	keys, _ := pagecache.NewKeyTemplate(pagecache.KeyOptions{Template: prefix + "{host}{uri}"})
-	r, err := New(Options{Backends: b, Keys: testKeys, Cache: &CacheOptions{Store: m, Keys: keys, Prefix: prefix + "g:",
-		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Hour, HonorCacheControl: true}})}})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var req fasthttp.Request
-	if err := req.Read(bufio.NewReader(strings.NewReader("GET /page HTTP/1.1\r\nHost: example.com\r\nAccept-Encoding: gzip\r\n\r\n"))); err != nil {
-		tb.Fatal(err)
-	}
+	r := cachingRouter(tb, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Surrogate-Key", "all section page-1")
+		w.Write([]byte(page))
+	}, m, func(o *CacheOptions) { o.Keys, o.Prefix = keys, prefix+"g:" })
+	req := wireRequest(tb, "GET /page HTTP/1.1\r\nHost: example.com\r\nAccept-Encoding: gzip\r\n\r\n")
 	ctx := new(fasthttp.RequestCtx)
-	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	ctx.Init(req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
 	r.Handle(ctx) // the fill
 	if cs := string(ctx.Response.Header.Peek("Cache-Status")); cs != statusMissStored {
 		tb.Fatalf("fill: %q", cs)

@@ -1,14 +1,11 @@
 package router
 
 import (
-	"bufio"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -23,25 +20,14 @@ import (
 // include the backend's own (net/http's allocations among them).
 func BenchmarkMiss(b *testing.B) {
 	page := strings.Repeat("<p>a page</p>\n", 20<<10/14+1)[:20<<10]
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mem, _ := pagecache.NewMemory(pagecache.MemoryOptions{MaxBytes: 32 << 20}) // full after 1,500 misses
+	r := cachingRouter(b, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "max-age=3600")
 		w.Header().Set("Surrogate-Key", "all section-p "+r.URL.Path)
 		w.Write([]byte(page))
-	}))
-	b.Cleanup(backend.Close)
-	bk, _ := NewBackends(testBackendOptions(backendAddr(backend)))
-	mem, _ := pagecache.NewMemory(pagecache.MemoryOptions{MaxBytes: 32 << 20}) // full after 1,500 misses
-	keys, _ := pagecache.NewKeyTemplate(pagecache.KeyOptions{})
-	r, err := New(Options{Backends: bk, Keys: testKeys, Cache: &CacheOptions{Store: mem, Keys: keys,
-		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Hour, HonorCacheControl: true}})}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var req fasthttp.Request
-	if err := req.Read(bufio.NewReader(strings.NewReader("GET /p/0 HTTP/1.1\r\nHost: example.com\r\nAccept-Encoding: gzip\r\n\r\n"))); err != nil {
-		b.Fatal(err)
-	}
+	}, mem, nil)
+	req := wireRequest(b, "GET /p/0 HTTP/1.1\r\nHost: example.com\r\nAccept-Encoding: gzip\r\n\r\n")
 	ctx := new(fasthttp.RequestCtx)
 	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 	uri := make([]byte, 0, 32)
@@ -49,7 +35,7 @@ func BenchmarkMiss(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		uri = strconv.AppendInt(append(uri[:0], "/p/"...), int64(i), 10)
 		req.SetRequestURIBytes(uri)
-		ctx.Init(&req, addr, nil)
+		ctx.Init(req, addr, nil)
 		r.Handle(ctx)
 		if cs := string(ctx.Response.Header.Peek("Cache-Status")); cs != statusMissStored {
 			b.Fatalf("miss %d: Cache-Status %q", i, cs)

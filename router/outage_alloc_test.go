@@ -3,10 +3,8 @@
 package router
 
 import (
-	"bufio"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -19,27 +17,17 @@ import (
 // TestOutageHitAllocs guards the hit path while the page store is down:
 // serving the page an outage fill kept in process allocates nothing.
 func TestOutageHitAllocs(t *testing.T) {
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Write([]byte(strings.Repeat("<p>page</p>\n", 1000)))
-	}))
-	t.Cleanup(backend.Close)
-	b, _ := NewBackends(testBackendOptions(backendAddr(backend)))
 	mem, _ := pagecache.NewMemory(pagecache.MemoryOptions{})
 	store := &failingStore{Store: mem}
-	keys, _ := pagecache.NewKeyTemplate(pagecache.KeyOptions{})
-	r, err := New(Options{Backends: b, Keys: testKeys, Cache: &CacheOptions{Store: store, Keys: keys,
-		OutageL1Size: 1 << 20, L1TTL: time.Hour, StoreBreakerCooldown: time.Hour,
-		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Hour, HonorCacheControl: true}})}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var req fasthttp.Request
-	if err := req.Read(bufio.NewReader(strings.NewReader("GET /page HTTP/1.1\r\nHost: example.com\r\nAccept-Encoding: gzip\r\n\r\n"))); err != nil {
-		t.Fatal(err)
-	}
+	r := cachingRouter(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Write([]byte(strings.Repeat("<p>page</p>\n", 1000)))
+	}, store, func(o *CacheOptions) {
+		o.OutageL1Size, o.L1TTL, o.StoreBreakerCooldown = 1<<20, time.Hour, time.Hour
+	})
+	req := wireRequest(t, "GET /page HTTP/1.1\r\nHost: example.com\r\nAccept-Encoding: gzip\r\n\r\n")
 	ctx := new(fasthttp.RequestCtx)
-	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	ctx.Init(req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
 	r.Handle(ctx)
 	store.down.Store(true)
 	for i := range DefaultStoreBreakerFailures + 2 {

@@ -3,13 +3,9 @@
 package router
 
 import (
-	"bufio"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -19,32 +15,20 @@ import (
 // TestVariantHitAllocs guards a variant's hit: the marker's lookup, the
 // variant's and serving it allocate nothing in userrouter.
 func TestVariantHitAllocs(t *testing.T) {
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	store, _ := pagecache.NewMemory(pagecache.MemoryOptions{})
+	r := cachingRouter(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Vary", "Accept-Language")
 		w.Write([]byte("page for " + r.Header.Get("Accept-Language")))
-	}))
-	t.Cleanup(backend.Close)
-	b, _ := NewBackends(testBackendOptions(backendAddr(backend)))
-	store, _ := pagecache.NewMemory(pagecache.MemoryOptions{})
-	keys, _ := pagecache.NewKeyTemplate(pagecache.KeyOptions{})
-	r, err := New(Options{Backends: b, Keys: testKeys, Cache: &CacheOptions{Store: store, Keys: keys,
-		Policy: pagecache.NewPolicy(pagecache.PolicyOptions{Default: pagecache.Rule{Cache: true, TTL: time.Hour, HonorCacheControl: true}})}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var req fasthttp.Request
-	raw := "GET /page HTTP/1.1\r\nHost: example.com\r\nAccept-Language: fr-FR, fr;q=0.9\r\n\r\n"
-	if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
-		t.Fatal(err)
-	}
+	}, store, nil)
+	req := wireRequest(t, "GET /page HTTP/1.1\r\nHost: example.com\r\nAccept-Language: fr-FR, fr;q=0.9\r\n\r\n")
 	ctx := new(fasthttp.RequestCtx)
-	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	ctx.Init(req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
 	r.Handle(ctx) // the marker, then the fr variant
 	if cs := string(ctx.Response.Header.Peek("Cache-Status")); cs != statusMissStored {
 		t.Fatalf("fill: %q", cs)
 	}
 	ctx.Response.Reset()
-	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
+	ctx.Init(req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}, nil)
 	serveHit(t, r, ctx)
 	if body := string(ctx.Response.Body()); body != "page for fr-fr,fr;q=0.9" {
 		t.Fatalf("hit: %q; want the fr variant", body)
